@@ -1,0 +1,41 @@
+"""Content hashes used for provenance and for cache keys."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def stable_json(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def sha256_json(obj) -> str:
+    """Hash of a JSON-able object that does not depend on key order."""
+    return hashlib.sha256(stable_json(obj).encode("utf-8")).hexdigest()
+
+
+def short(digest: str, n: int = 12) -> str:
+    return digest[:n]
+
+
+def sha256_tree(folder: str | os.PathLike) -> str:
+    """Hash of a folder: relative paths and file contents, in sorted order."""
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for p in sorted(q for q in folder.rglob("*") if q.is_file()):
+        h.update(p.relative_to(folder).as_posix().encode() + b"\0")
+        h.update(sha256_file(p).encode() + b"\n")
+    return h.hexdigest()

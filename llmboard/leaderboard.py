@@ -1,0 +1,136 @@
+"""Aggregate score files into leaderboards, with polars expressions end to end.
+
+Outputs (byte-identical for the same score files: every sort is on all key
+columns, and no build timestamp is written):
+- leaderboard.parquet: long form, one row per model x precision x task x metric
+  (task groups such as MMLU included, ``is_group`` true), with provenance.
+- leaderboard.csv / leaderboard.md: wide, one row per model x precision, one
+  column per displayed task (its primary metric), an average and a rank.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .atomic import atomic_path, write_text
+
+KEYS = ["model", "precision", "task", "metric"]
+PROVENANCE = ["checkpoint_sha256", "dataset_fingerprint", "task_hash", "llmboard_version",
+              "git_commit", "torch", "transformers", "accelerate", "bitsandbytes",
+              "token_budget", "seed", "run_finished"]
+
+
+def _score_rows(paths: list[str]) -> list[dict]:
+    rows = []
+    for p in paths:
+        s = json.loads(Path(p).read_text())
+        prov = s["provenance"]
+        libs = prov.get("libraries", {})
+        for metric, v in sorted(s["metrics"].items()):
+            rows.append({
+                "model": s["model"], "precision": s["precision"], "task": s["task"],
+                "metric": metric, "value": float(v["value"]), "stderr": float(v["stderr"]),
+                "n": int(s["n"]), "is_group": False,
+                "primary": metric == s["primary_metric"],
+                "checkpoint_sha256": prov["checkpoint_sha256"],
+                "dataset_fingerprint": prov["dataset_fingerprint"],
+                "task_hash": prov["task_hash"],
+                "llmboard_version": prov["llmboard_version"], "git_commit": prov["git_commit"],
+                "torch": libs.get("torch"), "transformers": libs.get("transformers"),
+                "accelerate": libs.get("accelerate"), "bitsandbytes": libs.get("bitsandbytes"),
+                "token_budget": ",".join(str(b) for b in prov["token_budget"]),
+                "seed": int(prov["seed"]), "run_finished": prov["run_finished"],
+            })
+    return rows
+
+
+def _group_frame(long, name: str, members: list[str], metric: str):
+    """Size-weighted mean of members' ``metric`` with lm-eval's pooled stderr."""
+    import polars as pl
+
+    sub = long.filter(pl.col("task").is_in(members) & (pl.col("metric") == metric))
+    n = pl.col("n")
+    return (sub.group_by(["model", "precision"]).agg(
+        value=(pl.col("value") * n).sum() / n.sum(),
+        stderr=(((n - 1) * pl.col("stderr") ** 2 * n).sum() / (n.sum() - pl.len())
+                / n.sum()).sqrt(),
+        n=n.sum(),
+        members=pl.len(),
+    ).with_columns(task=pl.lit(name), metric=pl.lit(metric), is_group=pl.lit(True),
+                   primary=pl.lit(True)))
+
+
+def build_long(score_paths: list[str], groups: dict[str, dict] | None = None):
+    """Long table; ``groups`` maps a group name to {"metric", "subgroups": {name: [tasks]}}."""
+    import polars as pl
+
+    long = pl.DataFrame(_score_rows(score_paths), infer_schema_length=None)
+    if long.is_empty():
+        raise ValueError("no scores to aggregate")
+    parts = [long]
+    for gname, g in sorted((groups or {}).items()):
+        metric = g.get("metric", "acc")
+        sub_frames = []
+        for sname, members in sorted(g["subgroups"].items()):
+            f = _group_frame(long, sname, members, metric)
+            if f.height:
+                sub_frames.append(f)
+        if not sub_frames:
+            continue
+        subs = pl.concat(sub_frames, how="diagonal_relaxed")
+        all_members = [t for ms in g["subgroups"].values() for t in ms]
+        top = _group_frame(long, gname, all_members, metric)
+        parts += [subs.drop("members"), top.drop("members")]
+    out = pl.concat(parts, how="diagonal_relaxed")
+    cols = KEYS + ["value", "stderr", "n", "is_group", "primary"] + PROVENANCE
+    return out.select(cols).sort(KEYS)
+
+
+def build_wide(long, display: list[str]):
+    """One row per model x precision; primary metric of each displayed task; average; rank."""
+    import polars as pl
+
+    prim = long.filter(pl.col("primary") & pl.col("task").is_in(display))
+    models = prim.select("model", "precision").unique().sort(["model", "precision"])
+    wide = models
+    for t in display:
+        col = prim.filter(pl.col("task") == t).select(
+            "model", "precision", pl.col("value").alias(t), pl.col("stderr").alias(f"{t}_stderr"))
+        wide = wide.join(col, on=["model", "precision"], how="left")
+    wide = wide.with_columns(average=pl.mean_horizontal([pl.col(t) for t in display]))
+    wide = wide.sort(["average", "model", "precision"], descending=[True, False, False],
+                     nulls_last=True)
+    wide = wide.with_columns(rank=pl.int_range(1, pl.len() + 1)).select(
+        ["rank", "model", "precision", "average"] +
+        [c for t in display for c in (t, f"{t}_stderr")])
+    return wide
+
+
+def _fmt(x) -> str:
+    return "" if x is None or x != x else f"{x:.4f}"
+
+
+def to_markdown(wide, display: list[str]) -> str:
+    head = ["rank", "model", "precision", "average"] + display
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in wide.iter_rows(named=True):
+        cells = [str(r["rank"]), r["model"], r["precision"], _fmt(r["average"])]
+        for t in display:
+            cells.append("" if r[t] is None else f"{_fmt(r[t])} ± {_fmt(r[f'{t}_stderr'])}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_leaderboard(score_paths: list[str], out_prefix: str, display: list[str],
+                      groups: dict | None = None) -> None:
+    import polars as pl
+
+    long = build_long(sorted(score_paths), groups)
+    wide = build_wide(long, display)
+    with atomic_path(f"{out_prefix}.parquet") as tmp:
+        long.write_parquet(tmp, statistics=False)
+    csv = wide.with_columns(pl.col(pl.Float64).round(6))
+    with atomic_path(f"{out_prefix}.csv") as tmp:
+        csv.write_csv(tmp, float_precision=6)
+    write_text(f"{out_prefix}.md", to_markdown(wide, display))

@@ -1,0 +1,47 @@
+localrules:
+    leaderboard,
+    publish_leaderboard,
+
+
+# The board's folder is named by the exact set of scores it covers, so adding a
+# model (or a task, or a precision) changes its path and it is rebuilt even where
+# .snakemake/ metadata is gone and every older output was restored.
+rule leaderboard:
+    input:
+        PLAN.score_files(),
+    output:
+        multiext("results/boards/{coverage}/leaderboard", ".parquet", ".csv", ".md"),
+    log:
+        "logs/leaderboard/{coverage}.log",
+    benchmark:
+        "benchmarks/leaderboard/{coverage}.tsv"
+    params:
+        display=PLAN.display,
+        groups=PLAN.groups,
+    threads: 1
+    resources:
+        mem_mb=2048,
+        runtime=10,
+    conda:
+        "../envs/llmboard.yaml"
+    script:
+        "../scripts/leaderboard.py"
+
+
+rule publish_leaderboard:
+    input:
+        multiext(BOARD, ".parquet", ".csv", ".md"),
+    output:
+        LEADERBOARD_FILES,
+    log:
+        "logs/leaderboard/publish.log",
+    benchmark:
+        "benchmarks/leaderboard/publish.tsv"
+    threads: 1
+    resources:
+        mem_mb=256,
+        runtime=5,
+    conda:
+        "../envs/llmboard.yaml"
+    script:
+        "../scripts/publish.py"

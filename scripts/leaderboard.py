@@ -1,0 +1,18 @@
+# Adapter: snakemake object -> llmboard.leaderboard.write_leaderboard
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import run  # noqa: E402
+
+
+def main(log):
+    from llmboard.leaderboard import write_leaderboard
+
+    prefix = snakemake.output[0][: -len(".parquet")]
+    write_leaderboard(list(snakemake.input), prefix, list(snakemake.params.display),
+                      dict(snakemake.params.groups))
+    log.info("leaderboard from %d score files", len(snakemake.input))
+
+
+run(snakemake, main)
