@@ -50,6 +50,23 @@ class Plan:
         return [f"results/predictions/{model}/{precision}/{task}/{t.hash}/{i}-of-{n}.{ext}"
                 for i in range(n)]
 
+    def group_members(self) -> dict[str, list[str]]:
+        """Group -> member tasks; one inference job runs all of a group's members for a
+        shard, so 57 MMLU subjects pay for one model load, not 57."""
+        return {g: sorted(t for ms in d["subgroups"].values() for t in ms if t in self.tasks)
+                for g, d in sorted(self.groups.items())}
+
+    def solo_tasks(self) -> list[str]:
+        grouped = {t for ms in self.group_members().values() for t in ms}
+        return sorted(t for t in self.tasks if t not in grouped)
+
+    def group_outputs(self, group: str, ext: str) -> list[str]:
+        out = []
+        for t in self.group_members()[group]:
+            h = self.tasks[t].hash
+            out.append(f"results/predictions/{{model}}/{{precision}}/{t}/{h}/{{shard}}-of-{{nshards}}.{ext}")
+        return out
+
     def score_file(self, model: str, precision: str, task: str) -> str:
         t = self.tasks[task]
         return f"results/scores/{model}/{precision}/{task}/{t.hash}-{scorer_version()}.json"

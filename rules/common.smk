@@ -50,9 +50,13 @@ def prediction_infos(wildcards):
     )
 
 
-def task_spec(wildcards):
-    t = PLAN.tasks[wildcards.task]
+def static_task_spec(name):
+    t = PLAN.tasks[name]
     return {"path": str(t.path), "hash": t.hash, "spec": t.spec}
+
+
+def task_spec(wildcards):
+    return static_task_spec(wildcards.task)
 
 
 # ---------------------------------------------------------------- resources

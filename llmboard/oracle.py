@@ -1,0 +1,92 @@
+"""Run lm-evaluation-harness on the same documents, as a reference for tests and benchmarks.
+
+The llmboard task's documents are written to a jsonl file and lm-eval gets a task
+YAML with the same prompt, choices and target, written in lm-eval's own syntax
+(HellaSwag through lm-eval's own ``process_docs``; Winogrande through lm-eval's
+own partial-scoring functions), so any disagreement is an llmboard bug.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+from .tasks import Task, load_docs
+
+LMEVAL_TASKS = Path(importlib.util.find_spec("lm_eval").submodule_search_locations[0]) / "tasks"
+
+
+def _jsonable(doc: dict) -> dict:
+    return json.loads(json.dumps(doc, default=str))
+
+
+def write_lmeval_task(task: Task, out_dir: Path, name: str | None = None) -> str:
+    """Write the task's docs (after limit) and an lm-eval YAML; return the lm-eval task name."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = name or f"llmboard_{task.name}"
+    docs = load_docs(task)
+    data = out_dir / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(_jsonable(d)) + "\n" for d in docs))
+    s = task.spec
+    cfg = {"task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
+           "test_split": "test", "output_type": "multiple_choice",
+           "target_delimiter": s["target_delimiter"],
+           "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True}
+                           for m in task.metrics]}
+    if s.get("description"):
+        cfg["description"] = s["description"]
+    base = task.name.split("_")[0]
+    if task.name == "hellaswag":
+        shutil.copy(LMEVAL_TASKS / "hellaswag" / "utils.py", out_dir / "utils.py")
+        cfg.update({"process_docs": "!function utils.process_docs", "doc_to_text": "{{query}}",
+                    "doc_to_target": "{{label}}", "doc_to_choice": "choices"})
+    elif task.name == "winogrande":
+        shutil.copy(LMEVAL_TASKS / "winogrande" / "preprocess_winogrande.py", out_dir / "preprocess_winogrande.py")
+        cfg.update({k: f"!function preprocess_winogrande.{k}" for k in
+                    ("doc_to_text", "doc_to_target", "doc_to_choice")})
+    else:
+        cfg.update({k: s[k] for k in ("doc_to_text", "doc_to_choice", "doc_to_target")})
+        if task.name == "boolq":  # this copy stores a bool `answer`, super_glue a `label`
+            cfg["doc_to_target"] = "{{ answer | int }}"
+    del base
+    text = yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
+    # lm-eval's loader understands the !function tag; safe_dump quotes it as a string
+    text = text.replace("'!function ", "!function ").replace(".process_docs'", ".process_docs")
+    for k in ("doc_to_text", "doc_to_target", "doc_to_choice"):
+        text = text.replace(f"preprocess_winogrande.{k}'", f"preprocess_winogrande.{k}")
+    (out_dir / f"{name}.yaml").write_text(text)
+    return name
+
+
+def run_lmeval(model_dir: str, task: Task, work: Path, *, dtype: str = "float32",
+               batch_size: int | str = 8, softmax_dtype: str | None = "float32") -> dict:
+    """Evaluate with lm-eval in this process; return {"results", "samples"} for the task."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    name = write_lmeval_task(task, work)
+    model_args = f"pretrained={model_dir},dtype={dtype}"
+    if softmax_dtype:
+        model_args += f",softmax_dtype={softmax_dtype}"
+    out = lm_eval.simple_evaluate(model="hf", model_args=model_args, tasks=[name],
+                                  task_manager=TaskManager(include_path=str(work)),
+                                  device="cpu", batch_size=batch_size, log_samples=True,
+                                  num_fewshot=0)
+    return {"results": out["results"][name], "samples": out["samples"][name]}
+
+
+def per_request_from_samples(samples: list[dict]) -> dict[tuple[int, int], tuple[float, bool]]:
+    """(doc_id, choice) -> (loglikelihood, is_greedy) from lm-eval's logged samples."""
+    out = {}
+    for s in samples:
+        for j, resp in enumerate(s["resps"]):
+            ll, greedy = resp[0]
+            out[(int(s["doc_id"]), j)] = (float(ll), bool(greedy))
+    return out
