@@ -8,6 +8,7 @@ sha256.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import shutil
@@ -32,6 +33,10 @@ class IntegrityError(RuntimeError):
     """A file whose sha256 is not the expected one."""
 
 
+class DownloadInterrupted(RuntimeError):
+    """The connection dropped; the partial file is kept and the next fetch resumes it."""
+
+
 def _link_or_copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -44,7 +49,8 @@ def _copy_tree_or_file(src: Path, dst_dir: Path) -> None:
     if src.is_dir():
         for p in sorted(src.rglob("*")):
             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts):
-                _link_or_copy(p, dst_dir / p.relative_to(src))
+                # resolve: the hub cache holds relative symlinks into its blob store
+                _link_or_copy(p.resolve(), dst_dir / p.relative_to(src))
     elif src.is_file():
         _link_or_copy(src, dst_dir / src.name)
     else:
@@ -59,17 +65,23 @@ def download_url(url: str, dest: Path, sha256: str, partial_dir: Path, timeout: 
     req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            status = resp.status
-            if have and status != 206:  # server ignored the Range header: start over
+            if have and resp.status != 206:  # server ignored the Range header: start over
                 log.info("server does not resume; restarting %s", url)
                 have = 0
+            length = resp.headers.get("Content-Length")
+            expected = have + int(length) if length is not None else None
             with open(part, "ab" if have else "wb") as f:
-                for block in iter(lambda: resp.read(CHUNK), b""):
-                    f.write(block)
+                try:
+                    for block in iter(lambda: resp.read(CHUNK), b""):
+                        f.write(block)
+                except (http.client.IncompleteRead, OSError) as e:
+                    raise DownloadInterrupted(
+                        f"{url}: connection lost after {f.tell()} bytes; rerun to resume") from e
+            size = part.stat().st_size
+            if expected is not None and size < expected:
+                raise DownloadInterrupted(f"{url}: got {size} of {expected} bytes; rerun to resume")
     except urllib.error.HTTPError as e:
-        if e.code == 416 and have:  # range past the end: the partial is already complete
-            pass
-        else:
+        if not (e.code == 416 and have):  # 416 with a partial: it is already complete
             raise RuntimeError(f"download failed: {url}: HTTP {e.code} {e.reason}") from e
     got = sha256_file(part)
     if got != sha256:

