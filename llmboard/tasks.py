@@ -134,7 +134,9 @@ def load_task(path: str | os.PathLike, overrides: dict | None = None) -> Task:
     if "group" in spec and "task" not in spec:
         raise TaskError(f"{path}: is a group, not a task")
     for k, v in (overrides or {}).items():
-        if v is not None:
+        if isinstance(v, dict) and isinstance(spec.get(k), dict):
+            spec[k] = {**spec[k], **v}  # `fewshot: {n: 5}` keeps the task's split and sampler
+        elif v is not None:
             spec[k] = v
     unknown = set(spec) - TASK_FIELDS
     if unknown:
