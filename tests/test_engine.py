@@ -1,0 +1,99 @@
+"""The engine's tree batching gives a plain forward pass's numbers, on real architectures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llmboard.engine import Request, TransformersLM, split_pair
+
+REQUESTS = [
+    Request("Question: Which is a fruit?\nAnswer:", " apple"),
+    Request("Question: Which is a fruit?\nAnswer:", " a small grey rock by the road"),
+    Request("Question: Which is a fruit?\nAnswer:", " car"),
+    Request("The capital of France is ", "Paris"),  # trailing space moves to the continuation
+    Request("The capital of France is ", "London"),
+    Request("", "Hello world"),  # empty context: conditioned on the prefix token
+    Request("Pick a letter.\nAnswer:", " A"),
+    Request("Pick a letter.\nAnswer:", " B"),
+    Request("A much longer context that shares nothing with the others, " * 6, " indeed"),
+]
+
+
+def _load(d, dtype=torch.float32):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return (AutoModelForCausalLM.from_pretrained(d, dtype=dtype).eval(),
+            AutoTokenizer.from_pretrained(d))
+
+
+def plain(model, tok, requests, prefix):
+    """Reference: one full forward per request, no sharing, no batching."""
+    out = []
+    with torch.inference_mode():
+        for r in requests:
+            c, k = split_pair(tok, r.context, r.continuation, prefix)
+            x = torch.tensor([c + k])[:, :-1]
+            lp = torch.log_softmax(model(x).logits.float(), -1)[0, len(c) - 1:]
+            tgt = torch.tensor(k)
+            out.append((float(lp.gather(1, tgt[:, None]).sum()), bool((lp.argmax(-1) == tgt).all())))
+    return out
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+def test_tree_batching_equals_plain_forward(arch, tiny_dirs):
+    model, tok = _load(tiny_dirs[arch])
+    ref = plain(model, tok, REQUESTS, TransformersLM(model, tok).prefix_token_id)
+    for budget in (64, 512, 8192):
+        lm = TransformersLM(model, tok, token_budget=budget)
+        got = lm.loglikelihood(REQUESTS)
+        for (a, ga), (b, gb) in zip(got, ref):
+            assert abs(a - b) < 1e-5 and ga == gb
+    # contexts are shared: fewer forward tokens than the requests' total
+    total = sum(sum(map(len, split_pair(tok, r.context, r.continuation, lm.prefix_token_id)))
+                for r in REQUESTS)
+    assert lm.stats["forward_tokens"] < total - 40
+
+
+def test_smollm2_tree_equals_plain_and_is_deterministic(smol_dir):
+    model, tok = _load(smol_dir)
+    lm = TransformersLM(model, tok, token_budget=256)
+    ref = plain(model, tok, REQUESTS, lm.prefix_token_id)
+    got = lm.loglikelihood(REQUESTS)
+    assert max(abs(a - b) for (a, _), (b, _) in zip(got, ref)) < 1e-4
+    assert [g for _, g in got] == [g for _, g in ref]
+    assert lm.loglikelihood(REQUESTS) == got  # same hardware, same numbers
+
+
+def test_bf16_logsoftmax_in_float32(smol_dir):
+    model, tok = _load(smol_dir, torch.bfloat16)
+    lm = TransformersLM(model, tok)
+    res = lm.loglikelihood(REQUESTS[:3])
+    # float32 log-softmax: values are not confined to bf16's 8-bit mantissa grid
+    assert any(torch.tensor(ll, dtype=torch.bfloat16).float().item() != ll for ll, _ in res)
+
+
+def test_out_of_memory_halves_budget_and_retries(tiny_dirs, monkeypatch):
+    model, tok = _load(tiny_dirs["llama"])
+    lm = TransformersLM(model, tok, token_budget=4096)
+    ref = lm.loglikelihood(REQUESTS)
+    real = lm._run_batch
+    calls = {"n": 0}
+
+    def flaky(batch, results):  # the first batch hits an allocator failure, once
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(batch, results)
+
+    monkeypatch.setattr(lm, "_run_batch", flaky)
+    got = lm.loglikelihood(REQUESTS)
+    assert lm.token_budget == 2048 and lm.stats["oom_retries"] == 1
+    assert max(abs(a - b) for (a, _), (b, _) in zip(got, ref)) < 1e-5
+
+
+def test_generate_until_stops_at_stop_string(smol_dir):
+    model, tok = _load(smol_dir)
+    lm = TransformersLM(model, tok)
+    [text] = lm.generate_until([("The capital of France is", {"until": ["."], "max_gen_toks": 12})])
+    assert "." not in text and "Paris" in text
