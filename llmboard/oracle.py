@@ -63,8 +63,17 @@ def write_lmeval_task(task: Task, out_dir: Path, name: str | None = None) -> str
     return name
 
 
+def lmeval_model(model_dir: str, *, dtype: str = "float32", batch_size: int | str = 8,
+                 softmax_dtype: str | None = "float32"):
+    """lm-eval's own HF model (logits cache on, its default), loaded once for several runs."""
+    from lm_eval.models.huggingface import HFLM
+
+    kw = {"softmax_dtype": softmax_dtype} if softmax_dtype else {}
+    return HFLM(pretrained=model_dir, dtype=dtype, batch_size=batch_size, device="cpu", **kw)
+
+
 def run_lmeval(model_dir: str, task: Task, work: Path, *, dtype: str = "float32",
-               batch_size: int | str = 8, softmax_dtype: str | None = "float32") -> dict:
+               batch_size: int | str = 8, softmax_dtype: str | None = "float32", lm=None) -> dict:
     """Evaluate with lm-eval in this process; return {"results", "samples"} for the task."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -72,12 +81,11 @@ def run_lmeval(model_dir: str, task: Task, work: Path, *, dtype: str = "float32"
     from lm_eval.tasks import TaskManager
 
     name = write_lmeval_task(task, work)
-    model_args = f"pretrained={model_dir},dtype={dtype}"
-    if softmax_dtype:
-        model_args += f",softmax_dtype={softmax_dtype}"
-    out = lm_eval.simple_evaluate(model="hf", model_args=model_args, tasks=[name],
+    if lm is None:
+        lm = lmeval_model(model_dir, dtype=dtype, batch_size=batch_size, softmax_dtype=softmax_dtype)
+    out = lm_eval.simple_evaluate(model=lm, tasks=[name],
                                   task_manager=TaskManager(include_path=str(work)),
-                                  device="cpu", batch_size=batch_size, log_samples=True,
+                                  log_samples=True,
                                   num_fewshot=0)
     return {"results": out["results"][name], "samples": out["samples"][name]}
 

