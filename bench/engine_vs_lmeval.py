@@ -103,7 +103,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--dtype", default="bf16", choices=sorted(PRECISION))
     ap.add_argument("--lmeval-batch-sizes", nargs="+", default=["8", "32"])
-    ap.add_argument("--token-budget", type=int, default=4096)
+    ap.add_argument("--token-budget", type=int, default=2048)
     ap.add_argument("--out", default=str(REPO / "bench" / "out"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -128,6 +128,8 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as work:
                 r = run_lmeval(model_dir, task, args.dtype, int(bs) if bs.isdigit() else bs, Path(work))
             r["bs"] = bs
+            print(f"{name:<11} {'  lm-eval bs=' + bs:<22} {r['wall']:8.2f} {'':>8} {'':>8} "
+                  f"{r['acc'].get('acc', float('nan')):7.4f} {r['acc'].get('acc_norm', float('nan')):8.4f}")
             if best is None or r["wall"] < best["wall"]:
                 best = r
         floor_ours = 2 * params * ours["processed_tokens"] / flops

@@ -98,7 +98,8 @@ def _build_trees(pairs: list[tuple[list[int], list[int]]], max_len: int) -> list
 
 
 class TransformersLM(LM):
-    def __init__(self, model, tokenizer, *, token_budget: int = 4096, progress_every: float = 30.0):
+    def __init__(self, model, tokenizer, *, token_budget: int = 2048, progress_every: float = 30.0,
+                 min_row: int = 0):
         import torch
 
         self.model = model
@@ -112,6 +113,9 @@ class TransformersLM(LM):
         self.prefix_token_id = (tokenizer.bos_token_id if tokenizer.bos_token_id is not None
                                 else tokenizer.eos_token_id)
         self.compute_dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+        self.bool_mask = getattr(cfg, "_attn_implementation", None) == "sdpa"
+        # rows are at least this wide so that short trees share a row (less padding)
+        self.min_row = min_row
         self.stats = {"forward_tokens": 0, "padded_tokens": 0, "batches": 0, "oom_retries": 0}
         self._torch = torch
 
@@ -130,12 +134,9 @@ class TransformersLM(LM):
         i = 0
         with torch.inference_mode():
             while i < len(trees):
-                # trees are sorted longest first: the first row sets the padded width
-                width = trees[i].length
-                rows = max(1, self.token_budget // max(width, 1))
-                batch = trees[i:i + rows]
+                batch, rows, width = self._pack(trees, i)
                 try:
-                    self._run_batch(batch, results)
+                    self._run_batch(rows, width, results)
                 except torch.OutOfMemoryError:
                     if self.token_budget <= width:
                         raise
@@ -145,67 +146,115 @@ class TransformersLM(LM):
                     if self.device.type == "cuda":
                         torch.cuda.empty_cache()
                     continue
-                i += len(batch)
-                done += sum(len(t.req_ids) for t in batch)
+                i += batch
+                done += sum(len(t.req_ids) for row in rows for t in row)
                 now = time.monotonic()
                 if now - last >= self.progress_every or i == len(trees):
                     log.info("loglikelihood: %d/%d requests, %.1f s", done, len(pairs), now - t0)
                     last = now
         return results  # type: ignore[return-value]
 
-    def _run_batch(self, batch: list[_Tree], results: list) -> None:
+    def _pack(self, trees: list[_Tree], start: int) -> tuple[int, list[list[_Tree]], int]:
+        """Pack trees (sorted longest first) into rows of the first tree's length, first fit,
+        until rows x width reaches the token budget: padding only fills row ends."""
+        width = min(max(trees[start].length, self.min_row), max(self.token_budget, trees[start].length))
+        max_rows = max(1, self.token_budget // max(width, 1))
+        rows: list[list[_Tree]] = []
+        free: list[int] = []
+        i = start
+        while i < len(trees):
+            t = trees[i]
+            for r, f in enumerate(free):
+                if t.length <= f:
+                    rows[r].append(t)
+                    free[r] -= t.length
+                    break
+            else:
+                if len(rows) == max_rows:
+                    break
+                rows.append([t])
+                free.append(width - t.length)
+            i += 1
+        return i - start, rows, width
+
+    def _run_batch(self, rows: list[list[_Tree]], width: int, results: list) -> None:
         torch = self._torch
-        width = max(t.length for t in batch)
-        n = len(batch)
+        n = len(rows)
         ids = torch.zeros((n, width), dtype=torch.long)
         pos = torch.zeros((n, width), dtype=torch.long)
         allowed = torch.zeros((n, width, width), dtype=torch.bool)
         gather_rows, gather_cols, targets, spans = [], [], [], []
-        for r, t in enumerate(batch):
-            c = len(t.ctx)
-            ids[r, :c] = torch.tensor(t.ctx)
-            pos[r, :c] = torch.arange(c)
-            allowed[r, :c, :c] = torch.ones(c, c, dtype=torch.bool).tril()
-            at = c
-            for cont, rid in zip(t.conts, t.req_ids):
-                k = len(cont) - 1  # the last continuation token is never an input
-                if k:
-                    ids[r, at:at + k] = torch.tensor(cont[:-1])
-                    pos[r, at:at + k] = torch.arange(c, c + k)
-                    allowed[r, at:at + k, :c] = True
-                    allowed[r, at:at + k, at:at + k] = torch.ones(k, k, dtype=torch.bool).tril()
-                # positions whose outputs predict cont[0..]: last context token, then the branch
-                cols = [c - 1] + list(range(at, at + k))
-                start = len(targets)
-                gather_rows += [r] * len(cols)
-                gather_cols += cols
-                targets += cont
-                spans.append((rid, start, len(cont)))
-                at += k
+        for r, row in enumerate(rows):
+            at = 0
+            for t in row:
+                base = at
+                c = len(t.ctx)
+                ids[r, base:base + c] = torch.tensor(t.ctx)
+                pos[r, base:base + c] = torch.arange(c)
+                allowed[r, base:base + c, base:base + c] = torch.ones(c, c, dtype=torch.bool).tril()
+                at = base + c
+                for cont, rid in zip(t.conts, t.req_ids):
+                    k = len(cont) - 1  # the last continuation token is never an input
+                    if k:
+                        ids[r, at:at + k] = torch.tensor(cont[:-1])
+                        pos[r, at:at + k] = torch.arange(c, c + k)
+                        allowed[r, at:at + k, base:base + c] = True
+                        allowed[r, at:at + k, at:at + k] = torch.ones(k, k, dtype=torch.bool).tril()
+                    # outputs that predict cont[0..]: the last context token, then the branch
+                    cols = [base + c - 1] + list(range(at, at + k))
+                    spans.append((rid, len(targets), len(cont)))
+                    gather_rows += [r] * len(cols)
+                    gather_cols += cols
+                    targets += cont
+                    at += k
+                self.stats["forward_tokens"] += t.length
             if at < width:  # padding attends to itself only (a fully masked row gives NaN)
                 idx = torch.arange(at, width)
                 allowed[r, idx, idx] = True
-        self.stats["forward_tokens"] += sum(t.length for t in batch)
         self.stats["padded_tokens"] += n * width
         self.stats["batches"] += 1
-        mask = torch.zeros((n, 1, width, width), dtype=self.compute_dtype)
-        mask.masked_fill_(~allowed[:, None], torch.finfo(self.compute_dtype).min)
+        if self.bool_mask:  # sdpa takes True = attend; no additive float mask to build
+            mask = allowed[:, None]
+        else:
+            mask = torch.zeros((n, 1, width, width), dtype=self.compute_dtype)
+            mask.masked_fill_(~allowed[:, None], torch.finfo(self.compute_dtype).min)
         dev = self.device
         hidden = self.model.base_model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
                                        position_ids=pos.to(dev), use_cache=False).last_hidden_state
         picked = hidden[torch.tensor(gather_rows, device=hidden.device),
                         torch.tensor(gather_cols, device=hidden.device)]
-        head = self.model.get_output_embeddings()
-        logits = head(picked.to(head.weight.device)).float()
-        cap = getattr(self.model.config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        logprobs = torch.log_softmax(logits, dim=-1)
-        tgt = torch.tensor(targets, device=logprobs.device)
-        token_lp = logprobs.gather(1, tgt[:, None])[:, 0].cpu()
-        greedy = (logprobs.argmax(dim=-1) == tgt).cpu()
+        token_lp, greedy = self._score_positions(picked, torch.tensor(targets))
         for rid, start, k in spans:
             results[rid] = (float(token_lp[start:start + k].sum()), bool(greedy[start:start + k].all()))
+
+    def _score_positions(self, picked, tgt, chunk: int = 64):
+        """log p(target) and is-argmax for each picked hidden state, in float32.
+
+        The vocabulary projection, float32 cast, logsumexp and max run chunk by
+        chunk, so each [chunk, vocab] block is reused while it is in cache
+        instead of streaming a [positions, vocab] matrix through memory 3 times.
+        """
+        torch = self._torch
+        head = self.model.get_output_embeddings()
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        picked = picked.to(head.weight.device)
+        tgt = tgt.to(head.weight.device)
+        lps, greedies = [], []
+        for s in range(0, picked.shape[0], chunk):
+            logits = head(picked[s:s + chunk]).float()
+            if cap:
+                logits = torch.tanh(logits / cap) * cap
+            t = tgt[s:s + chunk]
+            tgt_logit = logits.gather(1, t[:, None])[:, 0]
+            # log p = logit - logsumexp: one pass, no materialised log-softmax
+            lps.append(tgt_logit - torch.logsumexp(logits, dim=-1))
+            # greedy iff the target is the argmax (first maximum, as torch.argmax / lm-eval)
+            g = tgt_logit == logits.max(dim=-1).values
+            if g.any():
+                idx = g.nonzero()[:, 0]
+                g[idx] = logits[idx].argmax(dim=-1) == t[idx]
+            greedies.append(g)
+        return torch.cat(lps).cpu(), torch.cat(greedies).cpu()
 
     # ------------------------------------------------------------ generation
     def generate_until(self, requests: list[tuple[str, dict]]) -> list[str]:

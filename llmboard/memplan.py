@@ -101,7 +101,7 @@ def config_counts(config_json: str | Path) -> tuple[dict, int, int]:
     return arch, params, matrix
 
 
-def plan(source, precision: str, *, model: str = "?", token_budget: int = 4096,
+def plan(source, precision: str, *, model: str = "?", token_budget: int = 2048,
          gpu_memory_gb: float | None = None, margin: float = 0.10,
          max_gpus: int | None = None) -> MemoryPlan:
     arch, params, matrix = _arch_and_counts(source)
@@ -133,7 +133,7 @@ def job_mem_mb(model_dir, precision: str, infer_cfg: dict, config: dict | None =
     if not (Path(model_dir) / "manifest.json").exists():
         return int(infer_cfg.get("default_mem_mb", 4096))
     gpu = _gpu_cfg(config or {})
-    return plan(model_dir, precision, token_budget=int(infer_cfg.get("token_budget", 4096)),
+    return plan(model_dir, precision, token_budget=int(infer_cfg.get("token_budget", 2048)),
                 gpu_memory_gb=gpu.get("gpu_memory_gb")).host_mem_mb
 
 
@@ -143,7 +143,7 @@ def job_gpus(model_dir, precision: str, config: dict) -> int:
         return 0  # CPU-only run
     if not (Path(model_dir) / "manifest.json").exists():
         return 1
-    return plan(model_dir, precision, token_budget=int(config.get("inference", {}).get("token_budget", 4096)),
+    return plan(model_dir, precision, token_budget=int(config.get("inference", {}).get("token_budget", 2048)),
                 gpu_memory_gb=gpu["gpu_memory_gb"], max_gpus=gpu.get("max_gpus_per_job")).gpus
 
 

@@ -35,7 +35,7 @@ def peak_memory() -> dict:
 
 
 def run_shard(model_dir, precision: str, task: Task, shard: int, n_shards: int,
-              out_parquet, out_json, *, token_budget: int = 4096, seed: int = 1234,
+              out_parquet, out_json, *, token_budget: int = 2048, seed: int = 1234,
               device_map=None, max_memory=None, offload_folder=None,
               trust_remote_code: bool = False, model=None) -> dict:
     import polars as pl

@@ -37,7 +37,7 @@ def main(log):
                             trust_remote_code=snakemake.params.trust_remote_code)
         for task, parquet, info in zip(tasks, parquets, infos):
             run_shard(snakemake.input.model, w.precision, task, int(w.shard), int(w.nshards),
-                      parquet, info, token_budget=int(infer.get("token_budget", 4096)),
+                      parquet, info, token_budget=int(infer.get("token_budget", 2048)),
                       seed=int(snakemake.config.get("seed", 1234)), model=loaded)
     finally:
         slots.release()
