@@ -80,11 +80,11 @@ def test_out_of_memory_halves_budget_and_retries(tiny_dirs, monkeypatch):
     real = lm._run_batch
     calls = {"n": 0}
 
-    def flaky(batch, results):  # the first batch hits an allocator failure, once
+    def flaky(rows, width, results):  # the first batch hits an allocator failure, once
         calls["n"] += 1
         if calls["n"] == 1:
             raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-        return real(batch, results)
+        return real(rows, width, results)
 
     monkeypatch.setattr(lm, "_run_batch", flaky)
     got = lm.loglikelihood(REQUESTS)
