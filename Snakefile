@@ -15,9 +15,9 @@ include: "rules/leaderboard.smk"
 
 
 rule all:
+    default_target: True
     input:
         # the board named by its coverage is requested directly: with only the
         # published copies as targets, a grown input set would not re-trigger it
         multiext(BOARD, ".parquet", ".csv", ".md"),
         LEADERBOARD_FILES,
-    default_target: True

@@ -10,10 +10,11 @@ sys.path.insert(0, workflow.basedir)
 
 from llmboard.workflow import build_plan, scorer_version  # noqa: E402 (after sys.path)
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 
-PLAN = build_plan(config, os.path.join(workflow.basedir, config.get("tasks_dir", "tasks")))
+PLAN = build_plan(
+    config, os.path.join(workflow.basedir, config.get("tasks_dir", "tasks"))
+)
 PRECISION_NAMES = sorted({p for ps in PLAN.precisions.values() for p in ps})
 BOARD = PLAN.board_prefix()
 LEADERBOARD_FILES = expand("results/leaderboard.{ext}", ext=["parquet", "csv", "md"])
@@ -51,8 +52,13 @@ def prediction_infos(wildcards):
 
 
 def static_task_spec(name):
+    # the path is relative to the workflow when inside it, so that moving the
+    # checkout does not change params (which would re-run every job)
     t = PLAN.tasks[name]
-    return {"path": str(t.path), "hash": t.hash, "spec": t.spec}
+    path = os.path.relpath(t.path, workflow.basedir)
+    if path.startswith(".."):
+        path = str(t.path)
+    return {"path": path, "hash": t.hash, "spec": t.spec}
 
 
 def task_spec(wildcards):
@@ -65,7 +71,10 @@ def task_spec(wildcards):
 def infer_mem_mb(wildcards, attempt):
     from llmboard.memplan import job_mem_mb
 
-    return job_mem_mb(PLAN.model_dir(wildcards.model), wildcards.precision, INFER, config) * attempt
+    return (
+        job_mem_mb(PLAN.model_dir(wildcards.model), wildcards.precision, INFER, config)
+        * attempt
+    )
 
 
 def infer_runtime(wildcards, attempt):

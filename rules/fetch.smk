@@ -5,13 +5,13 @@ rule fetch:
         "logs/fetch/{model}/{key}.log",
     benchmark:
         "benchmarks/fetch/{model}/{key}.tsv"
-    params:
-        entry=model_entry,
+    conda:
+        "../envs/llmboard.yaml"
     threads: 1
     resources:
         mem_mb=1024,
         runtime=120,
-    conda:
-        "../envs/llmboard.yaml"
+    params:
+        entry=model_entry,
     script:
         "../scripts/fetch.py"

@@ -6,23 +6,25 @@ rule infer:
     output:
         parquet="results/predictions/{model}/{precision}/{task}/{taskhash}/{shard}-of-{nshards}.parquet",
         info="results/predictions/{model}/{precision}/{task}/{taskhash}/{shard}-of-{nshards}.json",
-    wildcard_constraints:
-        # tasks that belong to a group are computed by that group's rule below
-        task="|".join(PLAN.solo_tasks()) or "(?!x)x",
     log:
         "logs/infer/{model}/{precision}/{task}/{taskhash}/{shard}-of-{nshards}.log",
     benchmark:
         "benchmarks/infer/{model}/{precision}/{task}/{taskhash}/{shard}-of-{nshards}.tsv"
-    params:
-        tasks=lambda w: [task_spec(w)],
-        trust_remote_code=lambda w: bool(PLAN.models[w.model].get("trust_remote_code", False)),
+    wildcard_constraints:
+        # tasks that belong to a group are computed by that group's rule below
+        task="|".join(PLAN.solo_tasks()) or "(?!x)x",
+    conda:
+        "../envs/llmboard.yaml"
     threads: int(INFER.get("threads", 2))
     resources:
         mem_mb=infer_mem_mb,
         runtime=infer_runtime,
         gpu=infer_gpus,
-    conda:
-        "../envs/llmboard.yaml"
+    params:
+        tasks=lambda w: [task_spec(w)],
+        trust_remote_code=lambda w: bool(
+            PLAN.models[w.model].get("trust_remote_code", False)
+        ),
     script:
         "../scripts/infer.py"
 
@@ -44,17 +46,17 @@ for _group, _members in PLAN.group_members().items():
             f"logs/infer/{{model}}/{{precision}}/{_group}/{{shard}}-of-{{nshards}}.log",
         benchmark:
             f"benchmarks/infer/{{model}}/{{precision}}/{_group}/{{shard}}-of-{{nshards}}.tsv"
-        params:
-            tasks=[static_task_spec(t) for t in _members],
-            trust_remote_code=lambda w: bool(
-                PLAN.models[w.model].get("trust_remote_code", False)
-            ),
+        conda:
+            "../envs/llmboard.yaml"
         threads: int(INFER.get("threads", 2))
         resources:
             mem_mb=infer_mem_mb,
             runtime=infer_runtime,
             gpu=infer_gpus,
-        conda:
-            "../envs/llmboard.yaml"
+        params:
+            tasks=[static_task_spec(t) for t in _members],
+            trust_remote_code=lambda w: bool(
+                PLAN.models[w.model].get("trust_remote_code", False)
+            ),
         script:
             "../scripts/infer.py"

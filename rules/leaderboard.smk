@@ -1,4 +1,8 @@
+# Cheap steps run where snakemake runs, never as cluster jobs. fetch is local too:
+# compute nodes often have no internet, the submit host does.
 localrules:
+    fetch,
+    score,
     leaderboard,
     publish_leaderboard,
 
@@ -15,15 +19,15 @@ rule leaderboard:
         "logs/leaderboard/{coverage}.log",
     benchmark:
         "benchmarks/leaderboard/{coverage}.tsv"
-    params:
-        display=PLAN.display,
-        groups=PLAN.groups,
+    conda:
+        "../envs/llmboard.yaml"
     threads: 1
     resources:
         mem_mb=2048,
         runtime=10,
-    conda:
-        "../envs/llmboard.yaml"
+    params:
+        display=PLAN.display,
+        groups=PLAN.groups,
     script:
         "../scripts/leaderboard.py"
 
@@ -37,11 +41,11 @@ rule publish_leaderboard:
         "logs/leaderboard/publish.log",
     benchmark:
         "benchmarks/leaderboard/publish.tsv"
+    conda:
+        "../envs/llmboard.yaml"
     threads: 1
     resources:
         mem_mb=256,
         runtime=5,
-    conda:
-        "../envs/llmboard.yaml"
     script:
         "../scripts/publish.py"

@@ -9,14 +9,14 @@ rule score:
         "logs/score/{model}/{precision}/{task}/{taskhash}-{scorer}.log",
     benchmark:
         "benchmarks/score/{model}/{precision}/{task}/{taskhash}-{scorer}.tsv"
-    params:
-        metrics=lambda w: PLAN.tasks[w.task].metrics,
-        primary_metric=lambda w: PLAN.tasks[w.task].primary_metric,
+    conda:
+        "../envs/llmboard.yaml"
     threads: 1
     resources:
         mem_mb=2048,
         runtime=10,
-    conda:
-        "../envs/llmboard.yaml"
+    params:
+        metrics=lambda w: PLAN.tasks[w.task].metrics,
+        primary_metric=lambda w: PLAN.tasks[w.task].primary_metric,
     script:
         "../scripts/score.py"

@@ -22,7 +22,8 @@ def main(log):
     from llmboard.predict import run_shard
 
     torch.set_num_threads(snakemake.threads)
-    tasks = [Task(t["spec"]["task"], t["spec"], Path(t["path"])) for t in snakemake.params.tasks]
+    root = Path(__file__).resolve().parent.parent  # task paths are relative to the workflow
+    tasks = [Task(t["spec"]["task"], t["spec"], root / t["path"]) for t in snakemake.params.tasks]
     parquets, infos = snakemake.output.parquet, snakemake.output.info
     if isinstance(parquets, str):  # one task (rule infer) or a group's members
         parquets, infos = [parquets], [infos]

@@ -1,0 +1,163 @@
+"""``llmboard`` command line: ``plan`` (memory plans) and ``verify`` (provenance checks)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+GiB = 1024**3
+
+
+def _plan_rows(args) -> list[dict]:
+    from .memplan import plan
+    from .workflow import build_plan
+
+    rows = []
+    if args.config_json:
+        for p in args.precisions or ["fp32", "bf16", "fp16", "int8", "nf4"]:
+            rows.append(plan(args.config_json, p, model=Path(args.config_json).stem,
+                             token_budget=args.token_budget, gpu_memory_gb=args.gpu_memory_gb,
+                             margin=args.margin))
+        return rows
+    config = yaml.safe_load(Path(args.config).read_text())
+    gpu_gb = args.gpu_memory_gb or (config.get("resources") or {}).get("gpu_memory_gb")
+    budget = args.token_budget or int((config.get("inference") or {}).get("token_budget", 2048))
+    wf = build_plan(config, Path(args.config).parent / config.get("tasks_dir", "tasks"))
+    for model in sorted(wf.models):
+        model_dir = Path(args.workdir) / wf.model_dir(model)
+        ckpt = Path(args.workdir) / wf.checkpoint_dir(model)
+        source = model_dir if (model_dir / "manifest.json").exists() else \
+            (ckpt / "config.json" if (ckpt / "config.json").exists() else None)
+        for p in args.precisions or wf.precisions[model]:
+            if source is None:
+                rows.append({"model": model, "precision": p,
+                             "arithmetic": "unknown: fetch it first, or pass --config-json"})
+                continue
+            rows.append(plan(source, p, model=model, token_budget=budget, gpu_memory_gb=gpu_gb,
+                             margin=args.margin))
+    return rows
+
+
+def cmd_plan(args) -> int:
+    rows = _plan_rows(args)
+    print(f"{'model':<28} {'precision':<9} {'params':>14} {'weights GiB':>11} {'total GiB':>9} "
+          f"{'GPUs':>4} {'host MiB':>9}")
+    for r in rows:
+        if isinstance(r, dict):
+            print(f"{r['model']:<28} {r['precision']:<9} {r['arithmetic']}")
+            continue
+        print(f"{r.model:<28} {r.precision:<9} {r.parameters:>14,} {r.weight_bytes / GiB:>11.2f} "
+              f"{r.total_bytes / GiB:>9.2f} {r.gpus if r.gpu_memory_gb else '-':>4} {r.host_mem_mb:>9,}")
+    if args.explain:
+        print()
+        for r in rows:
+            if not isinstance(r, dict):
+                print(f"{r.model} {r.precision}: {r.arithmetic}")
+    return 0
+
+
+def verify(results: Path, tasks_dir: Path | None = None) -> list[str]:
+    """Re-check every score's provenance against the files on disk; return the problems."""
+    from .hashing import sha256_file, sha256_json
+    from .tasks import Task, dataset_fingerprint, load_docs
+
+    problems = []
+    scores = sorted((results / "scores").rglob("*.json"))
+    if not scores:
+        return [f"{results}/scores: no score files"]
+    weights_cache: dict[str, str] = {}
+    for sp in scores:
+        s = json.loads(sp.read_text())
+        prov = s["provenance"]
+        pred_dir = results / "predictions" / s["model"] / s["precision"] / s["task"] / prov["task_hash"]
+        infos = sorted(pred_dir.glob("*.json"))
+        if not infos:
+            problems.append(f"{sp}: predictions missing ({pred_dir})")
+            continue
+        info = json.loads(infos[0].read_text())
+        model_dir = Path(info["model_dir"])
+        if not model_dir.is_absolute():
+            model_dir = results.parent / model_dir
+        manifest = model_dir / "manifest.json"
+        if not manifest.exists():
+            problems.append(f"{sp}: model folder {model_dir} missing")
+        else:
+            key = str(model_dir)
+            if key not in weights_cache:  # hash the weights as they are now
+                m = json.loads(manifest.read_text())
+                weight_files = {f: sha256_file(model_dir / f) for f in m["files"]
+                                if f.endswith(".safetensors") and (model_dir / f).exists()}
+                weights_cache[key] = sha256_json(weight_files)
+            if weights_cache[key] != prov["checkpoint_sha256"]:
+                problems.append(f"{sp}: stale: checkpoint sha256 is now {weights_cache[key]}, "
+                                f"scored with {prov['checkpoint_sha256']}")
+        task = Task(info["task"], info["task_definition"], Path(info["task_definition"].get("_path", "")))
+        if task.hash != prov["task_hash"]:
+            problems.append(f"{sp}: task definition in predictions hashes to {task.hash}, "
+                            f"score says {prov['task_hash']}")
+        task_file = _task_file(tasks_dir, info["task"])
+        if task_file is not None:
+            from .tasks import load_task
+
+            overrides = {k: info["task_definition"].get(k) for k in ("limit", "fewshot")}
+            current = load_task(task_file, overrides)
+            if current.hash != prov["task_hash"]:
+                problems.append(f"{sp}: stale: {task_file} now hashes to {current.hash}, "
+                                f"scored with {prov['task_hash']}")
+        try:
+            task.path = Path(task_file) if task_file else task.path
+            fp = dataset_fingerprint(load_docs(task))
+            if fp != prov["dataset_fingerprint"]:
+                problems.append(f"{sp}: stale: dataset fingerprint is now {fp}, "
+                                f"scored with {prov['dataset_fingerprint']}")
+        except Exception as e:  # a dataset that cannot be read any more is a finding too
+            problems.append(f"{sp}: dataset not readable: {e}")
+    return problems
+
+
+def _task_file(tasks_dir: Path | None, name: str) -> Path | None:
+    if tasks_dir is None:
+        return None
+    from .tasks import find_task_files
+
+    return find_task_files(tasks_dir).get(name)
+
+
+def cmd_verify(args) -> int:
+    problems = verify(Path(args.results), Path(args.tasks_dir) if args.tasks_dir else None)
+    for p in problems:
+        print(p)
+    n = len(list((Path(args.results) / "scores").rglob("*.json")))
+    print(f"verified {n} score file(s): {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="llmboard")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("plan", help="memory plan per model and precision")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--workdir", default=".", help="where resources/ lives")
+    p.add_argument("--config-json", help="plan from a model's config.json alone (nothing downloaded)")
+    p.add_argument("--precisions", nargs="+")
+    p.add_argument("--gpu-memory-gb", type=float)
+    p.add_argument("--token-budget", type=int, default=None)
+    p.add_argument("--margin", type=float, default=0.10)
+    p.add_argument("--explain", action="store_true", help="print the arithmetic")
+    p.set_defaults(fn=cmd_plan)
+    v = sub.add_parser("verify", help="re-check every score's provenance against files on disk")
+    v.add_argument("results", nargs="?", default="results")
+    v.add_argument("--tasks-dir", default="tasks")
+    v.set_defaults(fn=cmd_verify)
+    args = ap.parse_args(argv)
+    if args.cmd == "plan" and args.config_json and args.token_budget is None:
+        args.token_budget = 2048
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
