@@ -65,17 +65,19 @@ def activation_bytes(arch: dict, token_budget: int, precision: str) -> int:
     return int(token_budget * per_token + attn)
 
 
-def _arch_and_counts(source: str | Path) -> tuple[dict, int, int]:
-    """(architecture, parameters, layer matrix parameters) from a model folder or config.json."""
+def _arch_and_counts(source: str | Path) -> tuple[dict, int, int, dict]:
+    """(architecture, parameters, layer matrix parameters, parameters per layer)
+    from a converted model folder (its manifest) or a bare config.json."""
     source = Path(source)
     if source.is_dir() and (source / "manifest.json").exists():
         m = json.loads((source / "manifest.json").read_text())
-        return m["architecture"], m["parameters"], m.get("layer_matrix_parameters", m["parameters"])
+        return (m["architecture"], m["parameters"], m.get("layer_matrix_parameters", m["parameters"]),
+                m.get("parameters_per_layer", {"other": m["parameters"]}))
     cfg = source / "config.json" if source.is_dir() else source
     return config_counts(cfg)
 
 
-def config_counts(config_json: str | Path) -> tuple[dict, int, int]:
+def config_counts(config_json: str | Path) -> tuple[dict, int, int, dict]:
     """Count parameters by building the model on the meta device (no memory, no weights)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -86,44 +88,88 @@ def config_counts(config_json: str | Path) -> tuple[dict, int, int]:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     params = matrix = 0
+    per_layer: dict[str, int] = {}
     seen = set()
     for name, p in model.named_parameters(remove_duplicate=False):
         if id(p) in seen:  # tied weights count once, as in the safetensors file
             continue
         seen.add(id(p))
         params += p.numel()
+        per_layer[layer_of(name)] = per_layer.get(layer_of(name), 0) + p.numel()
         if layer_of(name) != "other" and p.dim() == 2:
             matrix += p.numel()
     text = getattr(config, "text_config", config)
     arch = {"model_type": config.model_type, "hidden_size": text.hidden_size,
             "vocab_size": text.vocab_size, "num_attention_heads": text.num_attention_heads,
             "num_hidden_layers": text.num_hidden_layers}
-    return arch, params, matrix
+    return arch, params, matrix, per_layer
+
+
+def _block_bytes(per_layer: dict, params: int, matrix: int, precision: str) -> list[int]:
+    """Bytes of each unit accelerate will not split: embeddings/head, then each decoder layer."""
+    layers = {k: v for k, v in per_layer.items() if k != "other"}
+    layer_params = sum(layers.values()) or 1
+    blocks = []
+    for name, n in [("other", per_layer.get("other", 0)), *sorted(
+            layers.items(), key=lambda kv: int(kv[0].split(".")[1]))]:
+        if name == "other":
+            blocks.append(weight_bytes(n, 0, precision))
+        else:  # this layer's share of the quantised matrices
+            blocks.append(weight_bytes(n, int(matrix * n / layer_params), precision))
+    return blocks
+
+
+def gpus_needed(blocks: list[int], activation: int, gpu_bytes: float, reserve: int) -> int:
+    """Fill GPUs in order with whole blocks, as accelerate's sequential placement does.
+
+    Every GPU keeps a reserve for the CUDA context; GPU 0 also holds the activations
+    and, as accelerate's ``infer_auto_device_map`` does on its main device, room for
+    the largest block (embeddings/head count as two halves: they are separate modules).
+    """
+    largest = max([*blocks[1:], blocks[0] // 2] if len(blocks) > 1 else blocks)
+    gpus, free = 1, gpu_bytes - reserve - activation - largest
+    if free <= 0:
+        return -1
+    for b in blocks:
+        if b > gpu_bytes - reserve:
+            return -1  # one block larger than a GPU: cannot be placed at all
+        if b > free:
+            gpus += 1
+            free = gpu_bytes - reserve
+        free -= b
+    return gpus
+
+
+CUDA_RESERVE_BYTES = 1 * GiB  # CUDA context, cuBLAS workspace, allocator fragmentation
 
 
 def plan(source, precision: str, *, model: str = "?", token_budget: int = 2048,
-         gpu_memory_gb: float | None = None, margin: float = 0.10,
+         gpu_memory_gb: float | None = None, margin: float = 0.25,
          max_gpus: int | None = None) -> MemoryPlan:
-    arch, params, matrix = _arch_and_counts(source)
+    """Weights are exact (from the headers); the margin covers activation estimates."""
+    arch, params, matrix, per_layer = _arch_and_counts(source)
     w = weight_bytes(params, matrix, precision)
-    a = activation_bytes(arch, token_budget, precision)
-    total = int((w + a) * (1 + margin))
+    a = int(activation_bytes(arch, token_budget, precision) * (1 + margin))
+    total = w + a
     if gpu_memory_gb:
-        # the layers must fit GPU by GPU: per-GPU capacity is what one card holds
-        gpus = max(1, math.ceil(total / (gpu_memory_gb * GiB)))
-        if max_gpus is not None and gpus > max_gpus:
+        blocks = _block_bytes(per_layer, params, matrix, precision)
+        gpus = gpus_needed(blocks, a, gpu_memory_gb * GiB, CUDA_RESERVE_BYTES)
+        if gpus < 0 or (max_gpus is not None and gpus > max_gpus):
+            need = max(1, math.ceil(total / (gpu_memory_gb * GiB - CUDA_RESERVE_BYTES)))
             raise MemoryError(
-                f"{model} at {precision} needs {total / GiB:.1f} GiB = {gpus} x {gpu_memory_gb:g} GB "
-                f"GPUs, but at most {max_gpus} are available (resources.max_gpus_per_job)")
+                f"{model} at {precision} needs {total / GiB:.1f} GiB = {need} x {gpu_memory_gb:g} GB "
+                f"GPUs, but at most {max_gpus if max_gpus is not None else 'a whole layer per'} "
+                f"{'are available (resources.max_gpus_per_job)' if max_gpus is not None else 'GPU fits'}")
     else:
         gpus = 0
     # host: on GPU, loading streams shards through host memory; on CPU it holds the model
     host = HOST_BASE_BYTES + (int(w * 0.25) if gpus else w + a)
     arithmetic = (f"weights {params:,} params -> {w / GiB:.2f} GiB at {precision}"
-                  f" + activations {a / GiB:.2f} GiB (budget {token_budget} tokens)"
-                  f" = {(w + a) / GiB:.2f} GiB; x(1+{margin:g} margin) = {total / GiB:.2f} GiB")
+                  f" + activations {a / GiB:.2f} GiB (budget {token_budget} tokens,"
+                  f" +{margin:.0%} margin) = {total / GiB:.2f} GiB")
     if gpu_memory_gb:
-        arithmetic += f"; / {gpu_memory_gb:g} GB per GPU -> {gpus} GPU(s)"
+        arithmetic += (f"; whole layers packed into {gpu_memory_gb:g} GB GPUs, each keeping "
+                       f"{CUDA_RESERVE_BYTES / GiB:g} GiB for CUDA -> {gpus} GPU(s)")
     return MemoryPlan(model, precision, params, w, a, margin, total, gpu_memory_gb, gpus,
                       math.ceil(host / 2**20), arithmetic)
 
