@@ -19,5 +19,6 @@ rule all:
     input:
         # the board named by its coverage is requested directly: with only the
         # published copies as targets, a grown input set would not re-trigger it
-        multiext(BOARD, ".parquet", ".csv", ".md"),
+        BOARD_FILES,
         LEADERBOARD_FILES,
+        AGREEMENT_FILES,

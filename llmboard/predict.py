@@ -9,6 +9,7 @@ complete predictions.
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import time
 from pathlib import Path
@@ -46,6 +47,7 @@ def run_shard(model_dir, precision: str, task: Task, shard: int, n_shards: int,
 
     torch.manual_seed(seed)
     t0 = time.monotonic()
+    started = time.time()
     manifest = load_manifest(model_dir)
     docs = load_docs(task)
     ids = list(shard_range(len(docs), shard, n_shards))
@@ -99,6 +101,8 @@ def run_shard(model_dir, precision: str, task: Task, shard: int, n_shards: int,
         "peak_memory": peak_memory(),
         "engine_stats": lm.stats,
         "seconds": {"load": round(t_load, 3), "inference": round(t_infer, 3)},
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "interval": [started, time.time()],
         "finished": now_utc(),
         **code_provenance(),
     }

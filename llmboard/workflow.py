@@ -75,6 +75,11 @@ class Plan:
         return [self.score_file(m, p, t) for m in sorted(self.models)
                 for p in self.precisions[m] for t in sorted(self.tasks)]
 
+    def prediction_list(self) -> list[list]:
+        """[model, precision, task, [parquets]] for every inference target (precision agreement)."""
+        return [[m, p, t, self.prediction_files(m, p, t)] for m in sorted(self.models)
+                for p in self.precisions[m] for t in sorted(self.tasks)]
+
     def board_prefix(self) -> str:
         return f"results/boards/{coverage_key(self.score_files())}/leaderboard"
 

@@ -18,6 +18,11 @@ PLAN = build_plan(
 PRECISION_NAMES = sorted({p for ps in PLAN.precisions.values() for p in ps})
 BOARD = PLAN.board_prefix()
 LEADERBOARD_FILES = expand("results/leaderboard.{ext}", ext=["parquet", "csv", "md"])
+AGREEMENT_FILES = expand("results/precision_agreement.{ext}", ext=["parquet", "md"])
+BOARD_FILES = multiext(BOARD, ".parquet", ".csv", ".md") + [
+    BOARD.replace("leaderboard", "precision_agreement") + ext
+    for ext in (".parquet", ".md")
+]
 INFER = config.get("inference", {})
 
 

@@ -4,6 +4,7 @@ localrules:
     fetch,
     score,
     leaderboard,
+    precision_agreement,
     publish_leaderboard,
 
 
@@ -32,11 +33,33 @@ rule leaderboard:
         "../scripts/leaderboard.py"
 
 
+# Every precision against the highest one evaluated, document by document.
+rule precision_agreement:
+    input:
+        [f for *_, files in PLAN.prediction_list() for f in files],
+    output:
+        multiext("results/boards/{coverage}/precision_agreement", ".parquet", ".md"),
+    log:
+        "logs/precision_agreement/{coverage}.log",
+    benchmark:
+        "benchmarks/precision_agreement/{coverage}.tsv"
+    conda:
+        "../envs/llmboard.yaml"
+    threads: 1
+    resources:
+        mem_mb=4096,
+        runtime=10,
+    params:
+        predictions=PLAN.prediction_list(),
+    script:
+        "../scripts/agreement.py"
+
+
 rule publish_leaderboard:
     input:
-        multiext(BOARD, ".parquet", ".csv", ".md"),
+        BOARD_FILES,
     output:
-        LEADERBOARD_FILES,
+        LEADERBOARD_FILES + AGREEMENT_FILES,
     log:
         "logs/leaderboard/publish.log",
     benchmark:

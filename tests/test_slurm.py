@@ -42,7 +42,9 @@ def slurm():
 SLURM_ARGS = ("--profile", str(REPO / "profiles" / "slurm"), "--jobs", "4",
               "--slurm-init-seconds-before-status-checks", "1",
               "--default-resources", "slurm_partition=debug", "slurm_account=test",
-              "mem_mb=1000", "runtime=10")
+              "mem_mb=1000", "runtime=10",
+              # two inference jobs per allocation (the node has two fake GPUs)
+              "--group-components", "inference=2")
 
 
 def _config(ws):
@@ -86,19 +88,25 @@ def test_workflow_on_real_slurm(slurm, tmp_path, tokenizer_dir):
         _values(local.wd / "results/leaderboard.parquet"))
 
     # GPU jobs were submitted with --gpus: sacct's AllocTRES holds gres/gpu
-    acct = subprocess.run(["sacct", "-X", "-n", "-P", "-S", start, "--format=JobID,Comment,AllocTRES,Elapsed"],
+    acct = subprocess.run(["sacct", "-X", "-n", "-P", "-S", start,
+                           "--format=JobID,AllocTRES,Elapsed,SubmitLine"],
                           capture_output=True, text=True, check=True).stdout.splitlines()
-    rows = [line.split("|") for line in acct if line.strip()]
-    infer_rows = [r for r in rows if "infer" in r[1] or "inference" in r[1]]
+    rows = [line.split("|", 3) for line in acct if str(ws.wd) in line]
+    infer_rows = [r for r in rows if "--comment rule_infer" in r[3] or "--comment rule_inference" in r[3]]
     other_rows = [r for r in rows if r not in infer_rows]
-    assert infer_rows, acct
-    assert all("gres/gpu=" in r[2] for r in infer_rows), infer_rows
-    assert all("gres/gpu" not in r[2] for r in other_rows), other_rows  # convert: no GPU
-    print(f"\nslurm: {len(rows)} jobs, workflow wall {wall:.0f} s; jobs: {rows}")
+    assert infer_rows and other_rows, acct
+    assert all("--gpus=" in r[3] and "gres/gpu=" in r[1] for r in infer_rows), infer_rows
+    assert all("gres/gpu" not in r[1] for r in other_rows), other_rows  # convert: no GPU
+    # fetch, score and the leaderboard are localrules: only convert and inference were submitted
+    assert all("rule_convert" in r[3] for r in other_rows)
+    print(f"\nslurm: {len(rows)} jobs, workflow wall {wall:.0f} s; "
+          f"jobs: {[(r[0], r[1], r[2]) for r in rows]}")
 
     # cancel a running job, let the rest finish, rerun: only the cancelled work is redone
     ws.write_config({**_config(ws), "tasks": {"mul": {"shards": 3}}})
-    proc = subprocess.Popen(ws.command("--cores", "2", *SLURM_ARGS), stdout=subprocess.DEVNULL,
+    # one shard per allocation here, so that cancelling one leaves the others running
+    proc = subprocess.Popen(ws.command("--cores", "2", *SLURM_ARGS, "--group-components", "inference=1"),
+                            stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     cancelled = None
     deadline = time.monotonic() + 300
@@ -107,17 +115,24 @@ def test_workflow_on_real_slurm(slurm, tmp_path, tokenizer_dir):
                            text=True).stdout.splitlines()
         for line in q:
             jid, comment = line.split("|", 1)
-            if "mul" in comment:
+            if "infer" in comment:  # only the mul shards are inference jobs in this run
                 subprocess.run(["scancel", jid], check=True)
                 cancelled = comment
                 break
         time.sleep(0.5)
     assert cancelled, "no inference job seen running"
-    try:
-        proc.wait(timeout=600)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait()
+    # The plugin reads the cancellation as a user abort and may then wait forever
+    # (it ignores SIGTERM): once the queue is empty, stop it with SIGINT, as a user would.
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if not subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.strip():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGINT)
+                proc.wait(timeout=120)
+            break
+        time.sleep(1)
     preds = ws.wd / "results/predictions/tiny-llama/fp32/mul"
     done = {p: p.stat().st_mtime_ns for p in preds.rglob("*.json")}
     assert len(done) < 3  # the cancelled shard is missing

@@ -1,0 +1,17 @@
+# Adapter: snakemake object -> llmboard.agreement.write_agreement
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import run  # noqa: E402
+
+
+def main(log):
+    from llmboard.agreement import write_agreement
+
+    preds = {(m, p, t): files for m, p, t, files in snakemake.params.predictions}
+    write_agreement(preds, snakemake.output[0][: -len(".parquet")])
+    log.info("precision agreement over %d prediction sets", len(preds))
+
+
+run(snakemake, main)
