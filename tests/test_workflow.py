@@ -82,6 +82,7 @@ def test_dry_run_exact_job_list(ws, tmp_path):
         ("infer_grp", f"results/predictions/{m}/fp32/sub_a/{h['sub_a']}/0-of-1.parquet"),
         *{("score", s) for s in scores},
         ("leaderboard", f"results/boards/{coverage_key(scores)}/leaderboard.parquet"),
+        ("precision_agreement", f"results/boards/{coverage_key(scores)}/precision_agreement.parquet"),
         ("publish_leaderboard", "results/leaderboard.parquet"),
         ("all", ""),
     }
@@ -121,7 +122,7 @@ def test_full_run_then_incremental_changes(ws):
     cfg = {**ws.base, "models": {**ws.base["models"], "tiny-gpt2": {"source": str(ws.models["gpt2"])}}}
     ws.write_config(cfg)
     expected_rules = sorted(["fetch", "convert", "infer", "infer", "infer_grp", "score", "score",
-                             "score", "leaderboard", "publish_leaderboard"])
+                             "score", "leaderboard", "precision_agreement", "publish_leaderboard"])
     for meta in (True, False):
         if not meta:
             shutil.rmtree(ws.wd / ".snakemake")
@@ -137,7 +138,8 @@ def test_full_run_then_incremental_changes(ws):
     add_yaml.write_text(add_yaml.read_text().replace("Answer:", "A:"))
     jobs = ws.planned_jobs()
     assert sorted(r for r, _ in jobs) == sorted(["infer"] * 4 + ["score"] * 2 +
-                                                ["leaderboard", "publish_leaderboard"])
+                                                ["leaderboard", "precision_agreement",
+                                                 "publish_leaderboard"])
     assert all("/add/" in o for r, o in jobs if r in ("infer", "score"))
     ws.snakemake()
 
@@ -145,13 +147,27 @@ def test_full_run_then_incremental_changes(ws):
     scoring = ws.wf / "llmboard" / "scoring.py"
     scoring.write_text(scoring.read_text() + "\n# a changed scorer\n")
     jobs = ws.planned_jobs()
-    assert sorted({r for r, _ in jobs}) == ["leaderboard", "publish_leaderboard", "score"]
+    assert sorted({r for r, _ in jobs}) == ["leaderboard", "precision_agreement",
+                                            "publish_leaderboard", "score"]
     ws.snakemake()
+
+    # ---- add a precision: exactly its jobs, and the agreement table compares it with fp32
+    ws.write_config({**cfg, "precisions": ["fp32", "bf16"]})
+    jobs = ws.planned_jobs()
+    assert sorted(r for r, _ in jobs) == sorted(["infer"] * 4 + ["infer_grp"] * 2 + ["score"] * 6 +
+                                                ["leaderboard", "precision_agreement",
+                                                 "publish_leaderboard"])
+    assert all("/bf16/" in o for r, o in jobs if r in ("infer", "infer_grp", "score"))
+    ws.snakemake()
+    agree = pl.read_parquet(board / "precision_agreement.parquet")
+    assert set(agree["precision"]) == {"bf16"} and set(agree["reference"]) == {"fp32"}
+    assert agree.height == 2 * 3  # two models x three tasks
+    assert "| tiny-gpt2 | add | bf16 | fp32 |" in (board / "precision_agreement.md").read_text()
 
     # ---- remove a model: leaderboard without it, its predictions kept
     ws.write_config(ws.base)
     jobs = ws.planned_jobs()
-    assert sorted(r for r, _ in jobs) == ["leaderboard", "publish_leaderboard"]
+    assert sorted(r for r, _ in jobs) == ["leaderboard", "precision_agreement", "publish_leaderboard"]
     ws.snakemake()
     long = pl.read_parquet(board / "leaderboard.parquet")
     assert set(long["model"]) == {"tiny-llama"}
