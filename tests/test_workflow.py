@@ -218,3 +218,33 @@ def test_leaderboard_rebuild_is_byte_identical(ws, tmp_path):
     write_leaderboard(list(reversed(scores)), str(tmp_path / "b"), ["add", "grp"], groups)
     for ext in ("parquet", "csv", "md"):
         assert (tmp_path / f"a.{ext}").read_bytes() == (tmp_path / f"b.{ext}").read_bytes()
+
+
+def test_verify_reports_stale_provenance(ws, capsys):
+    from llmboard.cli import main as cli
+
+    ws.write_config(ws.base)
+    ws.snakemake()
+    args = ["verify", str(ws.wd / "results"), "--tasks-dir", str(ws.tasks)]
+    # predictions of models no longer in the config are still verified: all consistent
+    assert cli(args) == 0
+    assert "OK" in capsys.readouterr().out
+    # a task file edited after scoring
+    sub = ws.tasks / "sub_a.yaml"
+    original = sub.read_text()
+    sub.write_text(original.replace("Answer:", "Answer :"))
+    assert cli(args) == 1
+    out = capsys.readouterr().out
+    assert "stale: " in out and "sub_a.yaml now hashes to" in out
+    sub.write_text(original)
+    # weights changed on disk after scoring
+    model_dir = next((ws.wd / "resources/models/tiny-llama").iterdir())
+    weights = model_dir / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert cli(args) == 1
+    assert "stale: checkpoint sha256 is now" in capsys.readouterr().out
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert cli(args) == 0
