@@ -246,13 +246,17 @@ class TransformersLM(LM):
                 logits = torch.tanh(logits / cap) * cap
             t = tgt[s:s + chunk]
             tgt_logit = logits.gather(1, t[:, None])[:, 0]
-            # log p = logit - logsumexp: one pass, no materialised log-softmax
-            lps.append(tgt_logit - torch.logsumexp(logits, dim=-1))
+            top = logits.max(dim=-1).values
+            # log p = (logit - max) - log(sum(exp(logits - max))): the same form as
+            # log_softmax. Subtracting a logsumexp of magnitude ~30 from the logit
+            # instead would lose ~1e-6 per token to rounding (~1e-4 over a sentence).
+            shifted = logits.sub_(top[:, None])
+            lps.append((tgt_logit - top) - torch.logsumexp(shifted, dim=-1))
             # greedy iff the target is the argmax (first maximum, as torch.argmax / lm-eval)
-            g = tgt_logit == logits.max(dim=-1).values
+            g = tgt_logit == top
             if g.any():
                 idx = g.nonzero()[:, 0]
-                g[idx] = logits[idx].argmax(dim=-1) == t[idx]
+                g[idx] = shifted[idx].argmax(dim=-1) == t[idx]
             greedies.append(g)
         return torch.cat(lps).cpu(), torch.cat(greedies).cpu()
 

@@ -15,7 +15,10 @@ pytestmark = pytest.mark.slow
 INDEX = find_task_files(REPO / "tasks")
 
 
-def _compare(model_dir, task, tmp_path, tol=1e-4):
+def _compare(model_dir, task, tmp_path, tol=1e-4, rel=4e-6):
+    """Per request: |ours - lm-eval| <= max(tol, rel x |ll|). Both engines are fp32;
+    over a 20-token continuation (|ll| ~ 40) their rounding alone reaches ~1e-4, and
+    each stays within ~6e-5 of a float64 forward (see test_engine)."""
     ref = run_lmeval(str(model_dir), task, tmp_path / "lmeval", batch_size=4)
     run_shard(model_dir, "fp32", task, 0, 1, tmp_path / "p.parquet", tmp_path / "p.json",
               token_budget=512)
@@ -24,7 +27,8 @@ def _compare(model_dir, task, tmp_path, tol=1e-4):
     assert len(theirs) == df.height
     for r in df.iter_rows(named=True):
         ll, greedy = theirs[(r["doc_id"], r["choice"])]
-        assert abs(r["loglikelihood"] - ll) < tol, (r["doc_id"], r["choice"], r["loglikelihood"], ll)
+        assert abs(r["loglikelihood"] - ll) <= max(tol, rel * abs(ll)), (
+            r["doc_id"], r["choice"], r["loglikelihood"], ll)
         assert r["is_greedy"] == greedy
     ours = per_doc_metrics(df)
     for metric in task.metrics:
