@@ -73,7 +73,7 @@ def compare(predictions: dict[tuple[str, str, str], list[str]]):
 
 
 def to_markdown(df) -> str:
-    head = ["model", "task", "precision", "vs", "docs", "flipped", "mean |dLL|", "max |dLL|",
+    head = ["model", "task", "precision", "vs", "docs", "flipped", "mean abs dLL", "max abs dLL",
             "d acc (paired se)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in df.iter_rows(named=True):

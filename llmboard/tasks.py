@@ -109,7 +109,12 @@ class Task:
 
     @property
     def hash(self) -> str:
-        return short(sha256_json({k: v for k, v in self.spec.items() if k not in NOT_HASHED}))
+        # cached: the Snakefile asks for it once per job (15,000+ times in big DAGs)
+        key = id(self.spec), len(self.spec)
+        if getattr(self, "_hash_key", None) != key:
+            self._hash = short(sha256_json({k: v for k, v in self.spec.items() if k not in NOT_HASHED}))
+            self._hash_key = key
+        return self._hash
 
     @property
     def metrics(self) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from .hashing import sha256_file, sha256_json, short
@@ -20,6 +21,7 @@ from .tasks import Task, TaskError, find_task_files, load_group, load_task
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+@lru_cache(maxsize=1)
 def scorer_version() -> str:
     """Hash of the scoring code: editing how a metric is computed re-scores, no inference."""
     return short(sha256_file(PACKAGE_DIR / "scoring.py"), 8)
