@@ -101,9 +101,15 @@ class _HubHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Accept-Ranges", "bytes")
 
-    def do_HEAD(self):
-        srv: HubServer = self.server.owner
-        srv.requests.append(("HEAD", self.path, None))
+    def _json(self, obj) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _resolve(self, with_body: bool) -> None:
         name, data = self._file()
         if data is None:
             self.send_response(404)
@@ -113,42 +119,25 @@ class _HubHandler(BaseHTTPRequestHandler):
         self.send_response(200)
         self._headers(data)
         self.end_headers()
+        if with_body:
+            self.wfile.write(data)
+
+    def do_HEAD(self):
+        self.server.owner.requests.append(("HEAD", self.path, None))
+        self._resolve(with_body=False)
 
     def do_GET(self):
         srv: HubServer = self.server.owner
         srv.requests.append(("GET", self.path, self.headers.get("Range")))
         if self.path.startswith(f"/api/models/{srv.repo}/tree/"):
-            body = json.dumps([
-                {"type": "file", "path": n, "size": len(d),
-                 "oid": hashlib.sha1(b"blob %d\0" % len(d) + d).hexdigest()}
-                for n, d in sorted(srv.files.items())]).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        if self.path.startswith(f"/api/models/{srv.repo}"):
-            body = json.dumps({
-                "id": srv.repo, "modelId": srv.repo, "sha": srv.commit, "private": False,
-                "siblings": [{"rfilename": n} for n in sorted(srv.files)],
-            }).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        name, data = self._file()
-        if data is None:
-            self.send_response(404)
-            self.send_header("X-Error-Code", "EntryNotFound")
-            self.end_headers()
-            return
-        self.send_response(200)
-        self._headers(data)
-        self.end_headers()
-        self.wfile.write(data)
+            self._json([{"type": "file", "path": n, "size": len(d),
+                         "oid": hashlib.sha1(b"blob %d\0" % len(d) + d).hexdigest()}
+                        for n, d in sorted(srv.files.items())])
+        elif self.path.startswith(f"/api/models/{srv.repo}"):
+            self._json({"id": srv.repo, "modelId": srv.repo, "sha": srv.commit, "private": False,
+                        "siblings": [{"rfilename": n} for n in sorted(srv.files)]})
+        else:
+            self._resolve(with_body=True)
 
 
 def dir_files(folder: Path) -> dict[str, bytes]:
