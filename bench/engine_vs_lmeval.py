@@ -56,7 +56,6 @@ def ensure_model(out: Path) -> Path:
 
 def run_llmboard(model_dir, task, precision, budget):
     import polars as pl
-    import torch
 
     from llmboard.engine import TransformersLM, split_pair
     from llmboard.loading import load_model
@@ -77,8 +76,6 @@ def run_llmboard(model_dir, task, precision, budget):
                        "loglikelihood": [ll for ll, _ in res]})
     m = per_doc_metrics(df)
     req_tokens = sum(len(c) + len(k) - 1 for c, k in pairs)
-    del model
-    torch.set_num_threads(torch.get_num_threads())
     return {"wall": wall, "acc": {k: sum(m[k]) / len(m[k]) for k in task.metrics},
             "processed_tokens": lm.stats["forward_tokens"], "request_tokens": req_tokens,
             "lls": {(r["doc_id"], r["choice"]): ll for r, (ll, _) in zip(rows, res)}}

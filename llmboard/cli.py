@@ -62,14 +62,17 @@ def cmd_plan(args) -> int:
 
 def verify(results: Path, tasks_dir: Path | None = None) -> list[str]:
     """Re-check every score's provenance against the files on disk; return the problems."""
-    from .hashing import sha256_file, sha256_json
-    from .tasks import Task, dataset_fingerprint, load_docs
+    from .hashing import sha256_file
+    from .manifest import checkpoint_sha256
+    from .tasks import Task, dataset_fingerprint, find_task_files, load_docs, load_task
 
     problems = []
     scores = sorted((results / "scores").rglob("*.json"))
     if not scores:
         return [f"{results}/scores: no score files"]
-    weights_cache: dict[str, str] = {}
+    index = find_task_files(tasks_dir) if tasks_dir is not None else {}
+    weights: dict[Path, str] = {}  # model folder -> checkpoint sha256 as the files are now
+    fingerprints: dict[tuple, str] = {}  # (task file, task hash) -> dataset fingerprint now
     for sp in scores:
         s = json.loads(sp.read_text())
         prov = s["provenance"]
@@ -79,52 +82,39 @@ def verify(results: Path, tasks_dir: Path | None = None) -> list[str]:
             problems.append(f"{sp}: predictions missing ({pred_dir})")
             continue
         info = json.loads(infos[0].read_text())
-        model_dir = Path(info["model_dir"])
-        if not model_dir.is_absolute():
-            model_dir = results.parent / model_dir
+        model_dir = results.parent / info["model_dir"]  # an absolute model_dir stays as it is
         manifest = model_dir / "manifest.json"
         if not manifest.exists():
             problems.append(f"{sp}: model folder {model_dir} missing")
         else:
-            key = str(model_dir)
-            if key not in weights_cache:  # hash the weights as they are now
-                m = json.loads(manifest.read_text())
-                weight_files = {f: sha256_file(model_dir / f) for f in m["files"]
-                                if f.endswith(".safetensors") and (model_dir / f).exists()}
-                weights_cache[key] = sha256_json(weight_files)
-            if weights_cache[key] != prov["checkpoint_sha256"]:
-                problems.append(f"{sp}: stale: checkpoint sha256 is now {weights_cache[key]}, "
+            if model_dir not in weights:
+                files = json.loads(manifest.read_text())["files"]
+                weights[model_dir] = checkpoint_sha256(
+                    {f: sha256_file(model_dir / f) for f in files if (model_dir / f).exists()})
+            if weights[model_dir] != prov["checkpoint_sha256"]:
+                problems.append(f"{sp}: stale: checkpoint sha256 is now {weights[model_dir]}, "
                                 f"scored with {prov['checkpoint_sha256']}")
-        task = Task(info["task"], info["task_definition"], Path(info["task_definition"].get("_path", "")))
+        task_file = index.get(info["task"])
+        task = Task(info["task"], info["task_definition"], task_file or Path("."))
         if task.hash != prov["task_hash"]:
             problems.append(f"{sp}: task definition in predictions hashes to {task.hash}, "
                             f"score says {prov['task_hash']}")
-        task_file = _task_file(tasks_dir, info["task"])
         if task_file is not None:
-            from .tasks import load_task
-
             overrides = {k: info["task_definition"].get(k) for k in ("limit", "fewshot")}
             current = load_task(task_file, overrides)
             if current.hash != prov["task_hash"]:
                 problems.append(f"{sp}: stale: {task_file} now hashes to {current.hash}, "
                                 f"scored with {prov['task_hash']}")
+        key = (task_file, task.hash)
         try:
-            task.path = Path(task_file) if task_file else task.path
-            fp = dataset_fingerprint(load_docs(task))
-            if fp != prov["dataset_fingerprint"]:
-                problems.append(f"{sp}: stale: dataset fingerprint is now {fp}, "
+            if key not in fingerprints:
+                fingerprints[key] = dataset_fingerprint(load_docs(task))
+            if fingerprints[key] != prov["dataset_fingerprint"]:
+                problems.append(f"{sp}: stale: dataset fingerprint is now {fingerprints[key]}, "
                                 f"scored with {prov['dataset_fingerprint']}")
         except Exception as e:  # a dataset that cannot be read any more is a finding too
             problems.append(f"{sp}: dataset not readable: {e}")
     return problems
-
-
-def _task_file(tasks_dir: Path | None, name: str) -> Path | None:
-    if tasks_dir is None:
-        return None
-    from .tasks import find_task_files
-
-    return find_task_files(tasks_dir).get(name)
 
 
 def cmd_verify(args) -> int:

@@ -60,6 +60,11 @@ def _layer_sorted(d: dict) -> dict:
                                                   int(kv[0].split(".")[1]) if kv[0] != "other" else 0)))
 
 
+def checkpoint_sha256(file_hashes: dict[str, str]) -> str:
+    """Identity of the weights: the hash of the weight files' sha256s."""
+    return sha256_json({k: v for k, v in file_hashes.items() if k.endswith(".safetensors")})
+
+
 def build_manifest(folder: str | Path, source_sha256: str | None = None,
                    source: dict | None = None) -> dict:
     folder = Path(folder)
@@ -79,12 +84,11 @@ def build_manifest(folder: str | Path, source_sha256: str | None = None,
         if layer_of(name) != "other" and len(t["shape"]) == 2:
             matrix_params += t["numel"]
     config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
-    weight_files = {k: v for k, v in files.items() if k.endswith(".safetensors")}
     text_cfg = config.get("text_config", config)
     return {
         "format": "llmboard-manifest/1",
         # identity of the weights: the hash of the weight files' hashes
-        "checkpoint_sha256": sha256_json(weight_files),
+        "checkpoint_sha256": checkpoint_sha256(files),
         "source_sha256": source_sha256,
         "source": source,
         "files": files,

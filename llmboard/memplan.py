@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from .precisions import check_precision
@@ -69,12 +70,20 @@ def _arch_and_counts(source: str | Path) -> tuple[dict, int, int, dict]:
     """(architecture, parameters, layer matrix parameters, parameters per layer)
     from a converted model folder (its manifest) or a bare config.json."""
     source = Path(source)
-    if source.is_dir() and (source / "manifest.json").exists():
-        m = json.loads((source / "manifest.json").read_text())
-        return (m["architecture"], m["parameters"], m.get("layer_matrix_parameters", m["parameters"]),
-                m.get("parameters_per_layer", {"other": m["parameters"]}))
+    manifest = source / "manifest.json"
+    if source.is_dir() and manifest.exists():
+        return _manifest_counts(str(manifest), manifest.stat().st_mtime_ns)
     cfg = source / "config.json" if source.is_dir() else source
     return config_counts(cfg)
+
+
+@lru_cache(maxsize=256)
+def _manifest_counts(path: str, mtime_ns: int) -> tuple[dict, int, int, dict]:
+    # cached per file version: the Snakefile plans every inference job of a model
+    # (memory and GPUs, thousands of jobs) from the same manifest
+    m = json.loads(Path(path).read_text())
+    return (m["architecture"], m["parameters"], m.get("layer_matrix_parameters", m["parameters"]),
+            m.get("parameters_per_layer", {"other": m["parameters"]}))
 
 
 def config_counts(config_json: str | Path) -> tuple[dict, int, int, dict]:
@@ -174,13 +183,13 @@ def plan(source, precision: str, *, model: str = "?", token_budget: int = 2048,
                       math.ceil(host / 2**20), arithmetic)
 
 
-def job_mem_mb(model_dir, precision: str, infer_cfg: dict, config: dict | None = None) -> int:
+def job_mem_mb(model_dir, precision: str, config: dict) -> int:
     """``mem_mb`` for an inference job; before conversion, a configured default."""
+    infer_cfg = config.get("inference") or {}
     if not (Path(model_dir) / "manifest.json").exists():
         return int(infer_cfg.get("default_mem_mb", 4096))
-    gpu = _gpu_cfg(config or {})
     return plan(model_dir, precision, token_budget=int(infer_cfg.get("token_budget", 2048)),
-                gpu_memory_gb=gpu.get("gpu_memory_gb")).host_mem_mb
+                gpu_memory_gb=_gpu_cfg(config).get("gpu_memory_gb")).host_mem_mb
 
 
 def job_gpus(model_dir, precision: str, config: dict) -> int:

@@ -40,7 +40,6 @@ def write_lmeval_task(task: Task, out_dir: Path, name: str | None = None) -> str
                            for m in task.metrics]}
     if s.get("description"):
         cfg["description"] = s["description"]
-    base = task.name.split("_")[0]
     if task.name == "hellaswag":
         shutil.copy(LMEVAL_TASKS / "hellaswag" / "utils.py", out_dir / "utils.py")
         cfg.update({"process_docs": "!function utils.process_docs", "doc_to_text": "{{query}}",
@@ -53,7 +52,6 @@ def write_lmeval_task(task: Task, out_dir: Path, name: str | None = None) -> str
         cfg.update({k: s[k] for k in ("doc_to_text", "doc_to_choice", "doc_to_target")})
         if task.name == "boolq":  # this copy stores a bool `answer`, super_glue a `label`
             cfg["doc_to_target"] = "{{ answer | int }}"
-    del base
     text = yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
     # lm-eval's loader understands the !function tag; safe_dump quotes it as a string
     text = text.replace("'!function ", "!function ").replace(".process_docs'", ".process_docs")

@@ -19,12 +19,11 @@ resolve task hashes.
 from __future__ import annotations
 
 import ast
-import copy
 import os
 import random
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import yaml
@@ -71,14 +70,20 @@ def _template(src: str):
 
 
 # ----------------------------------------------------------------- loading
+def _names(path: Path) -> tuple:
+    """The file's (task, group) names, without resolving includes."""
+    data = yaml.safe_load(path.read_text()) or {}
+    return data.get("task"), data.get("group")
+
+
 def find_task_files(tasks_dir: str | os.PathLike) -> dict[str, Path]:
     """task or group name -> file, for every YAML under ``tasks_dir``."""
     index: dict[str, Path] = {}
     for p in sorted(Path(tasks_dir).rglob("*.yaml")):
         if p.name.startswith("_"):  # include-only fragments
             continue
-        data = yaml.safe_load(p.read_text()) or {}
-        name = data.get("task") or data.get("group")
+        task, group = _names(p)
+        name = task or group
         if not isinstance(name, str):
             raise TaskError(f"{p}: needs a 'task' (or 'group') name")
         if name in index:
@@ -107,14 +112,11 @@ class Task:
     spec: dict  # resolved definition (includes merged, config overrides applied)
     path: Path
 
-    @property
+    @cached_property
     def hash(self) -> str:
-        # cached: the Snakefile asks for it once per job (15,000+ times in big DAGs)
-        key = id(self.spec), len(self.spec)
-        if getattr(self, "_hash_key", None) != key:
-            self._hash = short(sha256_json({k: v for k, v in self.spec.items() if k not in NOT_HASHED}))
-            self._hash_key = key
-        return self._hash
+        # cached: the Snakefile asks for it once per job (15,000+ times in big DAGs);
+        # a Task's spec is final once load_task has applied the overrides
+        return short(sha256_json({k: v for k, v in self.spec.items() if k not in NOT_HASHED}))
 
     @property
     def metrics(self) -> list[str]:
@@ -166,6 +168,11 @@ def load_task(path: str | os.PathLike, overrides: dict | None = None) -> Task:
     fs.setdefault("n", 0)
     spec["fewshot"] = fs
     return Task(spec["task"], spec, path)
+
+
+def is_group(path: str | os.PathLike) -> bool:
+    task, group = _names(Path(path))
+    return group is not None and task is None
 
 
 def load_group(path: str | os.PathLike) -> dict:
@@ -343,6 +350,3 @@ def shard_range(n_docs: int, shard: int, n_shards: int) -> range:
         raise TaskError(f"shard {shard} outside 0..{n_shards - 1}")
     return range(n_docs * shard // n_shards, n_docs * (shard + 1) // n_shards)
 
-
-def clone(task: Task) -> Task:
-    return Task(task.name, copy.deepcopy(task.spec), task.path)

@@ -16,7 +16,7 @@ from pathlib import Path
 from .hashing import sha256_file, sha256_json, short
 from .precisions import PRECISIONS
 from .sources import parse_source
-from .tasks import Task, TaskError, find_task_files, load_group, load_task
+from .tasks import Task, TaskError, find_task_files, is_group, load_group, load_task
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -110,7 +110,7 @@ def build_plan(config: dict, tasks_dir: str | os.PathLike) -> Plan:
             raise TaskError(f"config: tasks.{name}: no task or group of that name in {tasks_dir} "
                             f"(known: {', '.join(sorted(index)[:12])}, ...)")
         display.append(name)
-        data = load_group(index[name]) if "group" in (_peek(index[name])) else None
+        data = load_group(index[name]) if is_group(index[name]) else None
         if data is not None:
             agg = data.get("aggregate") or {}
             groups[name] = {"metric": agg.get("metric", "acc"), "subgroups": data["subgroups"]}
@@ -123,8 +123,3 @@ def build_plan(config: dict, tasks_dir: str | os.PathLike) -> Plan:
             tasks[t] = load_task(index[t], overrides)
     return Plan(models, precisions, tasks, display, groups)
 
-
-def _peek(path: Path) -> dict:
-    import yaml
-
-    return yaml.safe_load(path.read_text()) or {}

@@ -77,7 +77,7 @@ def infer_mem_mb(wildcards, attempt):
     from llmboard.memplan import job_mem_mb
 
     return (
-        job_mem_mb(PLAN.model_dir(wildcards.model), wildcards.precision, INFER, config)
+        job_mem_mb(PLAN.model_dir(wildcards.model), wildcards.precision, config)
         * attempt
     )
 
