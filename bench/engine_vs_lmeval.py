@@ -77,6 +77,7 @@ def run_llmboard(model_dir, task, precision, budget):
     m = per_doc_metrics(df)
     req_tokens = sum(len(c) + len(k) - 1 for c, k in pairs)
     return {"wall": wall, "acc": {k: sum(m[k]) / len(m[k]) for k in task.metrics},
+            "chars": {(r["doc_id"], r["choice"]): r["choice_chars"] for r in rows},
             "processed_tokens": lm.stats["forward_tokens"], "request_tokens": req_tokens,
             "lls": {(r["doc_id"], r["choice"]): ll for r, (ll, _) in zip(rows, res)}}
 
@@ -91,7 +92,23 @@ def run_lmeval(model_dir, task, precision, batch_size, work):
     out = _run(str(model_dir), task, work, lm=lm)
     wall = time.perf_counter() - t
     return {"wall": wall, "acc": {k: out["results"][f"{k},none"] for k in task.metrics},
-            "lls": per_request_from_samples(out["samples"])}
+            "lls": {k: ll for k, (ll, _) in per_request_from_samples(out["samples"]).items()}}
+
+
+def picks(lls: dict, chars: dict) -> dict:
+    """doc -> (choice by loglikelihood, choice by loglikelihood per character)."""
+    docs: dict = {}
+    for (doc, choice), ll in lls.items():
+        docs.setdefault(doc, []).append((choice, ll, ll / max(chars[(doc, choice)], 1)))
+    return {d: (max(c, key=lambda x: x[1])[0], max(c, key=lambda x: x[2])[0]) for d, c in docs.items()}
+
+
+def disagreement(a: dict, b: dict, chars: dict) -> str:
+    """How far two runs are apart: max |dLL| and documents whose pick differs."""
+    diff = max(abs(a[k] - b[k]) for k in b)
+    pa, pb = picks(a, chars), picks(b, chars)
+    flips = [sum(pa[d][i] != pb[d][i] for d in pa) for i in (0, 1)]
+    return f"max |dLL| {diff:.2e}, docs picked differently: acc {flips[0]}, acc_norm {flips[1]}"
 
 
 def main() -> None:
@@ -121,10 +138,12 @@ def main() -> None:
         task = load_task(index[name], {"limit": args.limit})
         ours = run_llmboard(model_dir, task, args.dtype, args.token_budget)
         best = None
+        runs = []
         for bs in args.lmeval_batch_sizes:
             with tempfile.TemporaryDirectory() as work:
                 r = run_lmeval(model_dir, task, args.dtype, int(bs) if bs.isdigit() else bs, Path(work))
             r["bs"] = bs
+            runs.append(r)
             print(f"{name:<11} {'  lm-eval bs=' + bs:<22} {r['wall']:8.2f} {'':>8} {'':>8} "
                   f"{r['acc'].get('acc', float('nan')):7.4f} {r['acc'].get('acc_norm', float('nan')):8.4f}")
             if best is None or r["wall"] < best["wall"]:
@@ -135,11 +154,15 @@ def main() -> None:
                                       (f"lm-eval (bs={best['bs']})", best, floor_req, ours["request_tokens"])):
             print(f"{name:<11} {label:<22} {r['wall']:8.2f} {toks / r['wall']:8.0f} {floor:8.2f} "
                   f"{r['acc'].get('acc', float('nan')):7.4f} {r['acc'].get('acc_norm', float('nan')):8.4f}")
-        diff = max(abs(ours["lls"][k] - best["lls"][k][0]) for k in best["lls"])
         print(f"{name:<11} speed-up x{best['wall'] / ours['wall']:.2f}; tokens through the model: "
               f"{ours['processed_tokens']:,} (llmboard) vs {ours['request_tokens']:,} (per request); "
-              f"max |dLL| {diff:.2e}; accuracy identical: {ours['acc'] == best['acc']}")
-
+              f"accuracy identical: {ours['acc'] == best['acc']}")
+        print(f"{name:<11} llmboard vs lm-eval bs={best['bs']}: "
+              f"{disagreement(ours['lls'], best['lls'], ours['chars'])}")
+        for other in runs:
+            if other is not best:  # the reference's own noise, for scale
+                print(f"{name:<11} lm-eval bs={other['bs']} vs bs={best['bs']}: "
+                      f"{disagreement(other['lls'], best['lls'], ours['chars'])}")
 
 if __name__ == "__main__":
     main()

@@ -227,13 +227,13 @@ class TransformersLM(LM):
         for rid, start, k in spans:
             results[rid] = (float(token_lp[start:start + k].sum()), bool(greedy[start:start + k].all()))
 
-    def _score_positions(self, picked, tgt, chunk: int = 64):
+    def _score_positions(self, picked, tgt, chunk: int = 32):
         """log p(target) and is-argmax for each picked hidden state, in float32.
 
-        The vocabulary projection is one matmul; the float32 cast, max and
-        log-sum-exp then run chunk by chunk, so each [chunk, vocab] block is reused
-        while it is in cache instead of streaming [positions, vocab] through memory
-        several times.
+        The vocabulary projection is one matmul (in the model dtype, as lm-eval's
+        logits are); the float32 cast, max and log-sum-exp then run chunk by chunk,
+        in place, so each [chunk, vocab] block is reused while it is in cache
+        instead of streaming [positions, vocab] through memory several times.
         """
         torch = self._torch
         head = self.model.get_output_embeddings()
@@ -241,32 +241,24 @@ class TransformersLM(LM):
         picked = picked.to(head.weight.device)
         tgt = tgt.to(head.weight.device)
         lps, greedies = [], []
-        exact = self.compute_dtype in (torch.float32, torch.float64)
-        all_logits = head(picked)  # one large matmul (in the model dtype) is the efficient one
+        all_logits = head(picked)
         for s in range(0, picked.shape[0], chunk):
-            # (for an fp32 model this is a view, changed in place below: each row is used once)
+            # a copy for 16-bit models; for fp32 a view, changed in place below
+            # (each row is used once)
             logits = all_logits[s:s + chunk].float()
             if cap:
                 logits = torch.tanh(logits / cap) * cap
             t = tgt[s:s + chunk]
             tgt_logit = logits.gather(1, t[:, None])[:, 0]
-            top = logits.max(dim=-1).values
-            # greedy iff the target is the argmax (first maximum, as torch.argmax / lm-eval)
-            g = tgt_logit == top
-            if g.any():
-                idx = g.nonzero()[:, 0]
-                g[idx] = logits[idx].argmax(dim=-1) == t[idx]
-            if exact:
-                # log p = (logit - max) - log(sum(exp(logits - max))): log_softmax's own
-                # form. logit - logsumexp (both ~30) would lose ~1e-6 per token to fp32
-                # rounding, ~1e-4 over a sentence: more than an fp32 model's own error.
-                lse = logits.sub_(top[:, None]).exp_().sum(dim=-1).log_()
-                lps.append((tgt_logit - top) - lse)
-            else:
-                # 16-bit and quantised models carry ~1e-2 of noise per token already:
-                # the single-pass form's 1e-6 is immaterial there, and it is faster
-                lps.append(tgt_logit - torch.logsumexp(logits, dim=-1))
-            greedies.append(g)
+            # max over a dim returns the first maximal index, as argmax does: greedy
+            # iff that is the target (lm-eval's argmax == target), in the same pass
+            top, arg = logits.max(dim=-1)
+            # log p = (logit - max) - log(sum(exp(logits - max))): log_softmax's own
+            # form. logit - logsumexp (both ~30) would lose ~1e-6 per token to fp32
+            # rounding, ~1e-4 over a sentence: more than an fp32 model's own error.
+            lse = logits.sub_(top[:, None]).exp_().sum(dim=-1).log_()
+            lps.append((tgt_logit - top) - lse)
+            greedies.append(arg == t)
         return torch.cat(lps).cpu(), torch.cat(greedies).cpu()
 
     # ------------------------------------------------------------ generation

@@ -118,3 +118,22 @@ def test_fp32_engine_within_1e4_of_float64_truth(smol_dir):
     # fp32 rounding over 30 layers and ~20 tokens; the engine's log-prob form
     # (logit - max) - log-sum-exp is at least as accurate as a per-request log_softmax
     assert err_ours < 1e-4 and err_ours <= 1.5 * err_plain
+
+
+def test_greedy_is_first_argmax_on_ties(tiny_dirs):
+    """lm-eval's is_greedy is ``argmax == target`` and argmax takes the first maximum:
+    a target tied with an earlier token is not greedy, an earlier one is."""
+    model, tok = _load(tiny_dirs["qwen2"])  # untied head: its rows can be edited alone
+    lm = TransformersLM(model, tok)
+    head = model.get_output_embeddings().weight
+    picked = torch.randn(4, head.shape[1])
+    with torch.no_grad():
+        head[3] = picked[0] * 4
+        head[7] = picked[0] * 4  # tokens 3 and 7 now tie on the top logit of row 0
+    picked[1:] = picked[0]
+    tgt = torch.tensor([7, 3, 5, 7])
+    with torch.inference_mode():
+        lp, greedy = lm._score_positions(picked, tgt)
+        ref = torch.log_softmax((picked @ head.T).double(), -1).gather(1, tgt[:, None])[:, 0]
+    assert greedy.tolist() == [False, True, False, False]
+    assert torch.allclose(lp.double(), ref, atol=1e-5)
