@@ -1,9 +1,11 @@
-"""Benchmark: Snakemake's DAG for a 15,000-inference-job leaderboard, and a no-op rerun.
+"""Benchmark: Snakemake's DAG for a 15,000-prediction leaderboard, and a no-op rerun.
 
 Generates a workspace with 100 stand-in models (tiny local files, never loaded),
-50 tasks (YAML + a 2-row jsonl each) and 3 precisions: 15,000 inference jobs and
-15,000 score jobs. Prints the dry-run's wall time and peak memory (fresh workspace,
-every job planned). With --noop-workspace, times a rerun of a finished workspace.
+50 tasks (YAML + a 2-row jsonl each) and 3 precisions: 15,000 model x task x
+precision predictions and scores to plan. Prints the dry-run's wall time and peak
+memory (fresh workspace, everything planned), and, for scale, the same for a bare
+Snakefile with one job per prediction (the one-job-per-task layout's floor).
+With --noop-workspace, times a rerun of a finished workspace.
 
     .venv/bin/python bench/dag_scale.py [--models 100 --tasks 50]
     .venv/bin/python bench/dag_scale.py --noop-workspace .   # time a no-op rerun of a workspace
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -29,7 +32,7 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 
 def timed(cmd, cwd=None) -> tuple[float, float, str]:
-    """(wall s, peak RSS MiB of the child, last line of output)."""
+    """(wall s, peak RSS MiB of the child, its output)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t = time.perf_counter()
     out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
@@ -37,8 +40,7 @@ def timed(cmd, cwd=None) -> tuple[float, float, str]:
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if out.returncode != 0:
         raise SystemExit(out.stdout[-3000:] + out.stderr[-3000:])
-    lines = [l for l in (out.stdout + out.stderr).splitlines() if l.strip()]
-    return wall, max(peak, before) / 1024, lines[-1] if lines else ""
+    return wall, max(peak, before) / 1024, out.stdout + out.stderr
 
 
 def make_workspace(root: Path, n_models: int, n_tasks: int) -> Path:
@@ -67,7 +69,8 @@ def main() -> None:
     ap.add_argument("--noop-workspace", help="time `snakemake --cores 2` in this (finished) workspace")
     args = ap.parse_args()
     if args.noop_workspace:
-        wall, peak, last = timed([SNAKEMAKE, "--cores", "2"], cwd=args.noop_workspace)
+        wall, peak, out = timed([SNAKEMAKE, "--cores", "2"], cwd=args.noop_workspace)
+        last = [line for line in out.splitlines() if line.strip()][-1]
         print(f"no-op rerun of {args.noop_workspace}: {wall:.2f} s, peak {peak:.0f} MiB ({last})")
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,12 +78,38 @@ def main() -> None:
         n = args.models * args.tasks * 3
         base = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(root),
                 "--configfile", str(root / "config.yaml"), "--cores", "2"]
-        wall, peak, last = timed(base + ["--dry-run", "--quiet", "rules"])
-        print(f"{n:,} inference + {n:,} score jobs, fresh workspace dry-run: {wall:.2f} s, "
-              f"peak {peak:.0f} MiB")
-        per_job = wall / (2 * n) * 1000
-        print(f"  = {per_job:.2f} ms per job (Snakemake's own DAG work dominates; see README)")
+        wall, peak, out = timed(base + ["--dry-run", "--quiet", "rules"])
+        jobs = re.search(r"^total\s+(\d+)", out, re.M).group(1)
+        print(f"{n:,} predictions + {n:,} scores to plan, fresh workspace dry-run: {wall:.2f} s, "
+              f"peak {peak:.0f} MiB, {jobs} jobs")
+        floor = bare_snakefile(Path(tmp) / "bare", args.models, args.tasks)
+        wall_b, peak_b, out = timed([SNAKEMAKE, "-s", str(floor), "--directory", str(floor.parent),
+                                     "--cores", "2", "--dry-run", "--quiet", "rules"])
+        jobs_b = re.search(r"^total\s+(\d+)", out, re.M).group(1)
+        print(f"for scale: a bare Snakefile with one job per prediction (no functions, no "
+              f"scoring): {wall_b:.2f} s, peak {peak_b:.0f} MiB, {jobs_b} jobs "
+              f"(x{wall_b / wall:.1f} llmboard's time)")
 
+
+def bare_snakefile(root: Path, n_models: int, n_tasks: int) -> Path:
+    """The least Snakemake can do with one job per model x task x precision."""
+    root.mkdir(parents=True)
+    (root / "s.py").write_text("pass\n")
+    (root / "Snakefile").write_text(f"""
+M = [f"m{{i}}" for i in range({n_models})]
+T = [f"t{{i}}" for i in range({n_tasks})]
+rule all:
+    input: expand("out/{{m}}/{{p}}/{{t}}.txt", m=M, p=["fp32", "bf16", "int8"], t=T)
+rule infer:
+    input: "in/{{m}}.txt"
+    output: "out/{{m}}/{{p}}/{{t}}.txt"
+    log: "logs/{{m}}/{{p}}/{{t}}.log"
+    script: "s.py"
+rule fetch:
+    output: "in/{{m}}.txt"
+    script: "s.py"
+""")
+    return root / "Snakefile"
 
 if __name__ == "__main__":
     main()

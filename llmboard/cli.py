@@ -60,6 +60,11 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def score_files(results: Path) -> list[Path]:
+    # (a job's receipt under _jobs/ is not a score)
+    return sorted(p for p in (results / "scores").rglob("*.json") if p.parent.name != "_jobs")
+
+
 def verify(results: Path, tasks_dir: Path | None = None) -> list[str]:
     """Re-check every score's provenance against the files on disk; return the problems."""
     from .hashing import sha256_file
@@ -67,7 +72,7 @@ def verify(results: Path, tasks_dir: Path | None = None) -> list[str]:
     from .tasks import Task, dataset_fingerprint, find_task_files, load_docs, load_task
 
     problems = []
-    scores = sorted((results / "scores").rglob("*.json"))
+    scores = score_files(results)
     if not scores:
         return [f"{results}/scores: no score files"]
     index = find_task_files(tasks_dir) if tasks_dir is not None else {}
@@ -76,7 +81,9 @@ def verify(results: Path, tasks_dir: Path | None = None) -> list[str]:
     for sp in scores:
         s = json.loads(sp.read_text())
         prov = s["provenance"]
-        pred_dir = results / "predictions" / s["model"] / s["precision"] / s["task"] / prov["task_hash"]
+        # scores/{model}/{key}/{precision}/{task}/{hash}-{scorer}.json <- predictions/.../{task}/{hash}/
+        pred_dir = (results / "predictions" / sp.parent.relative_to(results / "scores")
+                    / prov["task_hash"])
         infos = sorted(pred_dir.glob("*.json"))
         if not infos:
             problems.append(f"{sp}: predictions missing ({pred_dir})")
@@ -121,7 +128,7 @@ def cmd_verify(args) -> int:
     problems = verify(Path(args.results), Path(args.tasks_dir) if args.tasks_dir else None)
     for p in problems:
         print(p)
-    n = len(list((Path(args.results) / "scores").rglob("*.json")))
+    n = len(score_files(Path(args.results)))
     print(f"verified {n} score file(s): {'OK' if not problems else f'{len(problems)} problem(s)'}")
     return 1 if problems else 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from .hashing import sha256_file, sha256_json, short
@@ -32,6 +32,24 @@ def coverage_key(score_files: list[str]) -> str:
     return short(sha256_json(sorted(score_files)))
 
 
+@dataclass(frozen=True)
+class Batch:
+    """One job's worth of missing work for one model x precision.
+
+    Snakemake 9 spends about 1 ms per job building a DAG, so a leaderboard of
+    100 models x 50 tasks x 3 precisions cannot be one job per task (15,000 jobs,
+    ~17 s before any work). Instead the plan looks at what is on disk and puts the
+    *missing* predictions of a model x precision in one job: the model loads once,
+    a new task schedules one job per model x precision that computes only it, and a
+    killed job loses only the task it was on. Each task's files are still written
+    on their own, atomically, under paths that carry their hashes.
+    """
+    id: str
+    model: str
+    precision: str
+    items: tuple  # infer: ((task, shard, n_shards), ...); score: (task, ...)
+
+
 @dataclass
 class Plan:
     models: dict  # name -> entry (with "key")
@@ -39,6 +57,8 @@ class Plan:
     tasks: dict[str, Task]
     display: list[str]
     groups: dict = field(default_factory=dict)
+    tasks_per_job: int = 0  # 0: every missing task of a model x precision in one job
+    root: str = "."  # the workflow's working directory: what is on disk decides the jobs
 
     def checkpoint_dir(self, model: str) -> str:
         return f"resources/checkpoints/{model}/{self.models[model]['key']}"
@@ -46,47 +66,146 @@ class Plan:
     def model_dir(self, model: str) -> str:
         return f"resources/models/{model}/{self.models[model]['key']}"
 
+    def prediction_file(self, model: str, precision: str, task: str, shard: int, ext: str = "parquet") -> str:
+        # the source key and the task hash in the path: other weights or another task
+        # definition are other files, so what exists on disk is always current
+        t, key = self.tasks[task], self.models[model]["key"]
+        return f"results/predictions/{model}/{key}/{precision}/{task}/{t.hash}/{shard}-of-{t.shards}.{ext}"
+
     def prediction_files(self, model: str, precision: str, task: str, ext: str = "parquet") -> list[str]:
-        t = self.tasks[task]
-        n = t.shards
-        return [f"results/predictions/{model}/{precision}/{task}/{t.hash}/{i}-of-{n}.{ext}"
-                for i in range(n)]
-
-    def group_members(self) -> dict[str, list[str]]:
-        """Group -> member tasks; one inference job runs all of a group's members for a
-        shard, so 57 MMLU subjects pay for one model load, not 57."""
-        return {g: sorted(t for ms in d["subgroups"].values() for t in ms if t in self.tasks)
-                for g, d in sorted(self.groups.items())}
-
-    def solo_tasks(self) -> list[str]:
-        grouped = {t for ms in self.group_members().values() for t in ms}
-        return sorted(t for t in self.tasks if t not in grouped)
-
-    def group_outputs(self, group: str, ext: str) -> list[str]:
-        out = []
-        for t in self.group_members()[group]:
-            h = self.tasks[t].hash
-            out.append(f"results/predictions/{{model}}/{{precision}}/{t}/{h}/{{shard}}-of-{{nshards}}.{ext}")
-        return out
+        return [self.prediction_file(model, precision, task, i, ext) for i in range(self.tasks[task].shards)]
 
     def score_file(self, model: str, precision: str, task: str) -> str:
-        t = self.tasks[task]
-        return f"results/scores/{model}/{precision}/{task}/{t.hash}-{scorer_version()}.json"
+        t, key = self.tasks[task], self.models[model]["key"]
+        return f"results/scores/{model}/{key}/{precision}/{task}/{t.hash}-{scorer_version()}.json"
+
+    def runs(self) -> list[tuple[str, str]]:
+        return [(m, p) for m in sorted(self.models) for p in self.precisions[m]]
 
     def score_files(self) -> list[str]:
-        return [self.score_file(m, p, t) for m in sorted(self.models)
-                for p in self.precisions[m] for t in sorted(self.tasks)]
+        return [self.score_file(m, p, t) for m, p in self.runs() for t in sorted(self.tasks)]
 
     def prediction_list(self) -> list[list]:
         """[model, precision, task, [parquets]] for every inference target (precision agreement)."""
-        return [[m, p, t, self.prediction_files(m, p, t)] for m in sorted(self.models)
-                for p in self.precisions[m] for t in sorted(self.tasks)]
+        return [[m, p, t, self.prediction_files(m, p, t)] for m, p in self.runs() for t in sorted(self.tasks)]
 
     def board_prefix(self) -> str:
         return f"results/boards/{coverage_key(self.score_files())}/leaderboard"
 
+    # ------------------------------------------------------------ jobs from disk state
+    @staticmethod
+    def infer_receipt(b: Batch) -> str:
+        return f"results/predictions/{b.model}/{b.precision}/_jobs/{b.id}.json"
 
-def build_plan(config: dict, tasks_dir: str | os.PathLike) -> Plan:
+    @staticmethod
+    def score_receipt(b: Batch) -> str:
+        return f"results/scores/{b.model}/{b.precision}/_jobs/{b.id}.json"
+
+    @cached_property
+    def infer_jobs(self) -> dict[str, Batch]:
+        """Missing prediction shards, batched per model x precision x shard slot: shard i
+        of every sharded task shares a job with the other tasks' shard i, so shards still
+        spread over jobs (and GPUs) while each job loads its model once."""
+        jobs = {}
+        for m, p in self.runs():
+            slots: dict[int, list] = {}
+            for t in sorted(self.tasks):
+                for i in range(self.tasks[t].shards):
+                    if not self._done(self.prediction_file(m, p, t, i),
+                                      self.prediction_file(m, p, t, i, "json")):
+                        slots.setdefault(i, []).append((t, i, self.tasks[t].shards))
+            for items in slots.values():
+                for chunk in _chunks(items, self.tasks_per_job):
+                    files = [self.prediction_file(m, p, t, i, "json") for t, i, _ in chunk]
+                    b = self._batch(m, p, chunk, files, self.infer_receipt)
+                    jobs[b.id] = b
+        return jobs
+
+    @cached_property
+    def score_jobs(self) -> dict[str, Batch]:
+        """Missing score files, one job per model x precision (scoring is cheap)."""
+        jobs = {}
+        for m, p in self.runs():
+            items = tuple(t for t in sorted(self.tasks) if not self._done(self.score_file(m, p, t)))
+            if items:
+                files = [self.score_file(m, p, t) for t in items]
+                b = self._batch(m, p, items, files, self.score_receipt)
+                jobs[b.id] = b
+        return jobs
+
+    def _done(self, *paths: str) -> bool:
+        return all(os.path.exists(os.path.join(self.root, p)) for p in paths)
+
+    def _batch(self, model: str, precision: str, items, files: list[str], receipt) -> Batch:
+        """A job named by the files it writes (their paths carry every hash). A receipt
+        left by an earlier run of the same work (its files since deleted) would make
+        Snakemake skip the job, so such an id moves on to the next free one."""
+        for n in range(1000):
+            b = Batch(short(sha256_json([files, n])), model, precision, tuple(items))
+            if not self._done(receipt(b)):
+                return b
+        raise RuntimeError(f"{receipt(b)}: 1000 stale job receipts; remove {os.path.dirname(receipt(b))}")
+
+    @cached_property
+    def _pending_predictions(self) -> dict[tuple, list[str]]:
+        """(model, precision, task) -> receipts of the jobs that compute its missing shards."""
+        out: dict[tuple, list[str]] = {}
+        for b in self.infer_jobs.values():
+            for t, *_ in b.items:
+                out.setdefault((b.model, b.precision, t), []).append(self.infer_receipt(b))
+        return out
+
+    def prediction_inputs(self, model: str, precision: str, tasks) -> list[str]:
+        """What a consumer of these predictions waits for: the files that exist, and the
+        receipts of the jobs that will write the others."""
+        files: set[str] = set()
+        for t in tasks:
+            pending = self._pending_predictions.get((model, precision, t), [])
+            files.update(pending)
+            files.update(f for f in self.prediction_files(model, precision, t)
+                         + self.prediction_files(model, precision, t, "json") if self._done(f))
+        return sorted(files)
+
+    def score_inputs(self) -> list[str]:
+        """Score files that exist, and the receipts of the jobs that write the others."""
+        pending = {(b.model, b.precision, t): self.score_receipt(b)
+                   for b in self.score_jobs.values() for t in b.items}
+        return sorted({pending.get((m, p, t)) or self.score_file(m, p, t)
+                       for m, p in self.runs() for t in sorted(self.tasks)})
+
+    def agreement_inputs(self) -> list[str]:
+        return sorted({f for m, p in self.runs() for f in self.prediction_inputs(m, p, self.tasks)})
+
+    def infer_items(self, batch: str, workflow_dir: str) -> list[dict]:
+        """What an inference job needs per item: the task (path relative to the workflow
+        when inside it, so moving the checkout changes nothing), shard and output files."""
+        b = self.infer_jobs[batch]
+        out = []
+        for t, i, n in b.items:
+            task = self.tasks[t]
+            path = os.path.relpath(task.path, workflow_dir)
+            out.append({"path": str(task.path) if path.startswith("..") else path,
+                        "hash": task.hash, "spec": task.spec, "shard": i, "n_shards": n,
+                        "parquet": self.prediction_file(b.model, b.precision, t, i),
+                        "info": self.prediction_file(b.model, b.precision, t, i, "json")})
+        return out
+
+    def score_items(self, batch: str) -> list[dict]:
+        b = self.score_jobs[batch]
+        return [{"task": t, "parquets": self.prediction_files(b.model, b.precision, t),
+                 "infos": self.prediction_files(b.model, b.precision, t, "json"),
+                 "out": self.score_file(b.model, b.precision, t),
+                 "metrics": list(self.tasks[t].metrics), "primary_metric": self.tasks[t].primary_metric}
+                for t in b.items]
+
+
+def _chunks(items: list, size: int):
+    size = size if size and size > 0 else len(items)
+    for i in range(0, len(items), size):
+        yield tuple(items[i:i + size])
+
+
+def build_plan(config: dict, tasks_dir: str | os.PathLike, root: str | os.PathLike = ".") -> Plan:
     index = find_task_files(tasks_dir)
     models = {}
     for name, entry in sorted((config.get("models") or {}).items()):
@@ -121,5 +240,6 @@ def build_plan(config: dict, tasks_dir: str | os.PathLike) -> Plan:
             if t not in index:
                 raise TaskError(f"{index[name]}: member task {t!r} not found")
             tasks[t] = load_task(index[t], overrides)
-    return Plan(models, precisions, tasks, display, groups)
+    tasks_per_job = int((config.get("inference") or {}).get("tasks_per_job") or 0)
+    return Plan(models, precisions, tasks, display, groups, tasks_per_job, str(root))
 

@@ -30,11 +30,7 @@ wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     key=r"[0-9a-f]{12}",
     precision="|".join(PRECISION_NAMES) or "fp32",
-    task=r"[A-Za-z0-9_]+",
-    taskhash=r"[0-9a-f]{12}",
-    shard=r"\d+",
-    nshards=r"\d+",
-    scorer=r"[0-9a-f]{8}",
+    batch=r"[0-9a-f]{12}",
     coverage=r"[0-9a-f]{12}",
 
 
@@ -46,28 +42,9 @@ def converted_model(wildcards):
     return PLAN.model_dir(wildcards.model)
 
 
-def prediction_parquets(wildcards):
-    return PLAN.prediction_files(wildcards.model, wildcards.precision, wildcards.task)
-
-
-def prediction_infos(wildcards):
-    return PLAN.prediction_files(
-        wildcards.model, wildcards.precision, wildcards.task, ext="json"
-    )
-
-
-def static_task_spec(name):
-    # the path is relative to the workflow when inside it, so that moving the
-    # checkout does not change params (which would re-run every job)
-    t = PLAN.tasks[name]
-    path = os.path.relpath(t.path, workflow.basedir)
-    if path.startswith(".."):
-        path = str(t.path)
-    return {"path": path, "hash": t.hash, "spec": t.spec}
-
-
-def task_spec(wildcards):
-    return static_task_spec(wildcards.task)
+def score_inputs(wildcards):
+    b = PLAN.score_jobs[wildcards.batch]
+    return PLAN.prediction_inputs(b.model, b.precision, b.items)
 
 
 # ---------------------------------------------------------------- resources

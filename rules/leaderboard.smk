@@ -13,7 +13,7 @@ localrules:
 # .snakemake/ metadata is gone and every older output was restored.
 rule leaderboard:
     input:
-        PLAN.score_files(),
+        PLAN.score_inputs(),
     output:
         multiext("results/boards/{coverage}/leaderboard", ".parquet", ".csv", ".md"),
     log:
@@ -27,6 +27,7 @@ rule leaderboard:
         mem_mb=2048,
         runtime=10,
     params:
+        scores=PLAN.score_files(),
         display=PLAN.display,
         groups=PLAN.groups,
     script:
@@ -36,7 +37,7 @@ rule leaderboard:
 # Every precision against the highest one evaluated, document by document.
 rule precision_agreement:
     input:
-        [f for *_, files in PLAN.prediction_list() for f in files],
+        PLAN.agreement_inputs(),
     output:
         multiext("results/boards/{coverage}/precision_agreement", ".parquet", ".md"),
     log:

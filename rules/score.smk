@@ -1,14 +1,14 @@
 # Cheap: re-scoring (a new metric, a fixed normalisation) never re-runs a model.
+# One job per model x precision for the score files missing on disk.
 rule score:
     input:
-        parquets=prediction_parquets,
-        infos=prediction_infos,
+        score_inputs,
     output:
-        "results/scores/{model}/{precision}/{task}/{taskhash}-{scorer}.json",
+        temp("results/scores/{model}/{precision}/_jobs/{batch}.json"),
     log:
-        "logs/score/{model}/{precision}/{task}/{taskhash}-{scorer}.log",
+        "logs/score/{model}/{precision}/{batch}.log",
     benchmark:
-        "benchmarks/score/{model}/{precision}/{task}/{taskhash}-{scorer}.tsv"
+        "benchmarks/score/{model}/{precision}/{batch}.tsv"
     conda:
         "../envs/llmboard.yaml"
     threads: 1
@@ -16,7 +16,6 @@ rule score:
         mem_mb=2048,
         runtime=10,
     params:
-        metrics=lambda w: PLAN.tasks[w.task].metrics,
-        primary_metric=lambda w: PLAN.tasks[w.task].primary_metric,
+        batch=lambda w: PLAN.score_items(w.batch),
     script:
         "../scripts/score.py"

@@ -10,9 +10,9 @@ def main(log):
     from llmboard.leaderboard import write_leaderboard
 
     prefix = snakemake.output[0][: -len(".parquet")]
-    write_leaderboard(list(snakemake.input), prefix, list(snakemake.params.display),
+    write_leaderboard(list(snakemake.params.scores), prefix, list(snakemake.params.display),
                       dict(snakemake.params.groups))
-    log.info("leaderboard from %d score files", len(snakemake.input))
+    log.info("leaderboard from %d score files", len(snakemake.params.scores))
 
 
 run(snakemake, main)

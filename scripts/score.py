@@ -1,4 +1,4 @@
-# Adapter: snakemake object -> llmboard.scoring.score
+# Adapter: snakemake object -> llmboard.jobs.run_scores
 import os
 import sys
 
@@ -7,12 +7,9 @@ from _common import run  # noqa: E402
 
 
 def main(log):
-    from llmboard.scoring import score
+    from llmboard.jobs import run_scores
 
-    r = score(list(snakemake.input.parquets), list(snakemake.input.infos), snakemake.output[0],
-              model=snakemake.wildcards.model, metrics=list(snakemake.params.metrics),
-              primary_metric=snakemake.params.primary_metric)
-    log.info("%s", {k: round(v["value"], 4) for k, v in r["metrics"].items()})
+    run_scores(snakemake.params.batch, snakemake.output[0], model=snakemake.wildcards.model)
 
 
 run(snakemake, main)

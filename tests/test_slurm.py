@@ -133,7 +133,10 @@ def test_workflow_on_real_slurm(slurm, tmp_path, tokenizer_dir):
                 proc.wait(timeout=120)
             break
         time.sleep(1)
-    preds = ws.wd / "results/predictions/tiny-llama/fp32/mul"
+    from llmboard.sources import parse_source
+
+    key = parse_source({"source": str(model)}).key()
+    preds = ws.wd / f"results/predictions/tiny-llama/{key}/fp32/mul"
     done = {p: p.stat().st_mtime_ns for p in preds.rglob("*.json")}
     assert len(done) < 3  # the cancelled shard is missing
     ws.snakemake(*SLURM_ARGS, timeout=900)

@@ -12,7 +12,6 @@ from conftest import save_tiny
 from workspace import Workspace
 
 from llmboard.sources import parse_source
-from llmboard.tasks import load_task
 
 pytestmark = pytest.mark.slow
 
@@ -61,41 +60,88 @@ def key(ws, model):
     return parse_source({"source": str(ws.models[model])}).key()
 
 
-def thash(ws, name, **over):
-    return load_task(ws.tasks / f"{name}.yaml", over).hash
+def plan_of(ws, cfg=None):
+    from llmboard.workflow import build_plan
+
+    return build_plan(cfg or ws.base, ws.tasks, root=ws.wd)
+
+
+def batches(plan) -> list[tuple]:
+    """(model, precision, items) of every inference job the plan makes."""
+    return sorted((b.model, b.precision, b.items) for b in plan.infer_jobs.values())
+
+
+def computed_files(ws) -> dict:
+    """Every prediction and score file with its mtime: what a run wrote or left alone."""
+    res = ws.wd / "results"
+    return {str(p.relative_to(ws.wd)): p.stat().st_mtime_ns
+            for d in ("predictions", "scores") if (res / d).exists()
+            for p in (res / d).rglob("*") if p.is_file() and p.parent.name != "_jobs"}
+
+
+def run_and_diff(ws) -> set[str]:
+    """Run the workflow; return the prediction/score files it wrote (new or rewritten)."""
+    before = computed_files(ws)
+    ws.snakemake()
+    after = computed_files(ws)
+    assert set(before) <= set(after)
+    return {f for f, t in after.items() if before.get(f) != t}
+
+
+def expected_files(ws, cfg, runs, tasks) -> set[str]:
+    from llmboard.hashing import sha256_file, short
+    from llmboard.workflow import scorer_version
+
+    plan = plan_of(ws, cfg)
+    # the workspace's scorer may be edited: its score files carry its own hash
+    here, there = scorer_version(), short(sha256_file(ws.wf / "llmboard" / "scoring.py"), 8)
+    out = set()
+    for m, p in runs:
+        for t in tasks:
+            out |= set(plan.prediction_files(m, p, t)) | set(plan.prediction_files(m, p, t, "json"))
+            out.add(plan.score_file(m, p, t).replace(f"-{here}.json", f"-{there}.json"))
+    return out
 
 
 def test_dry_run_exact_job_list(ws, tmp_path):
-    from llmboard.workflow import build_plan, coverage_key, scorer_version
+    from llmboard.workflow import coverage_key, scorer_version
 
     k = key(ws, "llama")
-    h = {t: thash(ws, t) for t in ("add", "sub_a", "sub_b")}
-    sv = scorer_version()
     m = "tiny-llama"
-    scores = sorted(f"results/scores/{m}/fp32/{t}/{h[t]}-{sv}.json" for t in ("add", "sub_a", "sub_b"))
+    plan = plan_of(ws)
+    # one inference job per shard slot, each loading the model once: the group's
+    # members and add's shard 0 in one, add's shard 1 in the other
+    assert batches(plan) == [
+        (m, "fp32", (("add", 0, 2), ("sub_a", 0, 1), ("sub_b", 0, 1))),
+        (m, "fp32", (("add", 1, 2),)),
+    ]
+    assert [b.items for b in plan.score_jobs.values()] == [("add", "sub_a", "sub_b")]
+    h = {t: plan.tasks[t].hash for t in ("add", "sub_a", "sub_b")}
+    assert plan.prediction_file(m, "fp32", "add", 1) == f"results/predictions/{m}/{k}/fp32/add/{h['add']}/1-of-2.parquet"
+    scores = sorted(f"results/scores/{m}/{k}/fp32/{t}/{h[t]}-{scorer_version()}.json"
+                    for t in ("add", "sub_a", "sub_b"))
+    assert plan.score_files() == scores
     expected = {
         ("fetch", f"resources/checkpoints/{m}/{k}"),
         ("convert", f"resources/models/{m}/{k}"),
-        ("infer", f"results/predictions/{m}/fp32/add/{h['add']}/0-of-2.parquet"),
-        ("infer", f"results/predictions/{m}/fp32/add/{h['add']}/1-of-2.parquet"),
-        # one job for the whole group: the model loads once for both members
-        ("infer_grp", f"results/predictions/{m}/fp32/sub_a/{h['sub_a']}/0-of-1.parquet"),
-        *{("score", s) for s in scores},
+        *{("infer", plan.infer_receipt(b)) for b in plan.infer_jobs.values()},
+        *{("score", plan.score_receipt(b)) for b in plan.score_jobs.values()},
         ("leaderboard", f"results/boards/{coverage_key(scores)}/leaderboard.parquet"),
         ("precision_agreement", f"results/boards/{coverage_key(scores)}/precision_agreement.parquet"),
         ("publish_leaderboard", "results/leaderboard.parquet"),
-        ("all", ""),
     }
-    got = ws.planned_jobs()
-    got = {(r, o) for r, o in got} | ({("all", "")} if True else set())
-    assert got == expected
-    plan = build_plan(ws.base, ws.tasks)
+    assert {(r, o) for r, o in ws.planned_jobs() if r != "all"} == expected
     assert plan.board_prefix() == f"results/boards/{coverage_key(scores)}/leaderboard"
+    # jobs of at most N task shards, when asked
+    small = plan_of(ws, {**ws.base, "inference": {"tasks_per_job": 2}})
+    assert [len(b.items) for b in small.infer_jobs.values()] == [2, 1, 1]
 
 
 def test_full_run_then_incremental_changes(ws):
+    aggregates = ["leaderboard", "precision_agreement", "publish_leaderboard"]
     # ---- a full run from nothing
-    ws.snakemake()
+    written = run_and_diff(ws)
+    assert written == expected_files(ws, ws.base, [("tiny-llama", "fp32")], ["add", "sub_a", "sub_b"])
     board = ws.wd / "results"
     long = pl.read_parquet(board / "leaderboard.parquet")
     assert {"model", "precision", "task", "metric", "value", "stderr", "n", "checkpoint_sha256",
@@ -108,28 +154,29 @@ def test_full_run_then_incremental_changes(ws):
     assert md.splitlines()[0] == "| rank | model | precision | average | add | grp |"
     wide = pl.read_csv(board / "leaderboard.csv")
     assert wide.columns[:4] == ["rank", "model", "precision", "average"]
-    # no part-written files anywhere
+    # no part-written files anywhere, and the job receipts are gone once used
     assert not [p for p in ws.wd.rglob("*.part")]
+    assert not [p for p in ws.wd.rglob("_jobs/*.json")]
 
     # ---- nothing to do on a rerun
     assert ws.planned_jobs() == set()
 
     # ---- settings that do not change numbers re-run nothing
-    ws.write_config({**ws.base, "inference": {"token_budget": 256, "threads": 2}, "log_level": "DEBUG"})
+    ws.write_config({**ws.base, "inference": {"token_budget": 256, "threads": 2, "tasks_per_job": 1},
+                     "log_level": "DEBUG"})
     assert ws.planned_jobs() == set()
 
     # ---- add a model: exactly its jobs plus the leaderboard, with and without .snakemake/
     cfg = {**ws.base, "models": {**ws.base["models"], "tiny-gpt2": {"source": str(ws.models["gpt2"])}}}
     ws.write_config(cfg)
-    expected_rules = sorted(["fetch", "convert", "infer", "infer", "infer_grp", "score", "score",
-                             "score", "leaderboard", "precision_agreement", "publish_leaderboard"])
     for meta in (True, False):
         if not meta:
             shutil.rmtree(ws.wd / ".snakemake")
         jobs = ws.planned_jobs()
-        assert sorted(r for r, _ in jobs) == expected_rules, jobs
+        assert sorted(r for r, _ in jobs) == sorted(["fetch", "convert", "infer", "infer", "score",
+                                                     *aggregates]), jobs
         assert all("tiny-llama" not in o for r, o in jobs), jobs
-    ws.snakemake()
+    assert run_and_diff(ws) == expected_files(ws, cfg, [("tiny-gpt2", "fp32")], ["add", "sub_a", "sub_b"])
     long = pl.read_parquet(board / "leaderboard.parquet")
     assert set(long["model"]) == {"tiny-llama", "tiny-gpt2"}
 
@@ -137,28 +184,27 @@ def test_full_run_then_incremental_changes(ws):
     add_yaml = ws.tasks / "add.yaml"
     add_yaml.write_text(add_yaml.read_text().replace("Answer:", "A:"))
     jobs = ws.planned_jobs()
-    assert sorted(r for r, _ in jobs) == sorted(["infer"] * 4 + ["score"] * 2 +
-                                                ["leaderboard", "precision_agreement",
-                                                 "publish_leaderboard"])
-    assert all("/add/" in o for r, o in jobs if r in ("infer", "score"))
-    ws.snakemake()
+    assert sorted(r for r, _ in jobs) == sorted(["infer"] * 4 + ["score"] * 2 + aggregates)
+    assert {it[0] for *_, items in batches(plan_of(ws, cfg)) for it in items} == {"add"}
+    both = [("tiny-llama", "fp32"), ("tiny-gpt2", "fp32")]
+    assert run_and_diff(ws) == expected_files(ws, cfg, both, ["add"])
 
     # ---- change how a metric is computed: re-score from stored predictions only
     scoring = ws.wf / "llmboard" / "scoring.py"
     scoring.write_text(scoring.read_text() + "\n# a changed scorer\n")
     jobs = ws.planned_jobs()
-    assert sorted({r for r, _ in jobs}) == ["leaderboard", "precision_agreement",
-                                            "publish_leaderboard", "score"]
-    ws.snakemake()
+    assert sorted(r for r, _ in jobs) == sorted(["score"] * 2 + aggregates)
+    written = run_and_diff(ws)
+    assert written and all(f.startswith("results/scores/") for f in written)
 
     # ---- add a precision: exactly its jobs, and the agreement table compares it with fp32
-    ws.write_config({**cfg, "precisions": ["fp32", "bf16"]})
+    cfg2 = {**cfg, "precisions": ["fp32", "bf16"]}
+    ws.write_config(cfg2)
     jobs = ws.planned_jobs()
-    assert sorted(r for r, _ in jobs) == sorted(["infer"] * 4 + ["infer_grp"] * 2 + ["score"] * 6 +
-                                                ["leaderboard", "precision_agreement",
-                                                 "publish_leaderboard"])
-    assert all("/bf16/" in o for r, o in jobs if r in ("infer", "infer_grp", "score"))
-    ws.snakemake()
+    assert sorted(r for r, _ in jobs) == sorted(["infer"] * 4 + ["score"] * 2 + aggregates)
+    assert all("/bf16/" in o for r, o in jobs if r in ("infer", "score"))
+    new = [("tiny-llama", "bf16"), ("tiny-gpt2", "bf16")]
+    assert run_and_diff(ws) == expected_files(ws, cfg2, new, ["add", "sub_a", "sub_b"])
     agree = pl.read_parquet(board / "precision_agreement.parquet")
     assert set(agree["precision"]) == {"bf16"} and set(agree["reference"]) == {"fp32"}
     assert agree.height == 2 * 3  # two models x three tasks
@@ -167,8 +213,8 @@ def test_full_run_then_incremental_changes(ws):
     # ---- remove a model: leaderboard without it, its predictions kept
     ws.write_config(ws.base)
     jobs = ws.planned_jobs()
-    assert sorted(r for r, _ in jobs) == ["leaderboard", "precision_agreement", "publish_leaderboard"]
-    ws.snakemake()
+    assert sorted(r for r, _ in jobs) == aggregates
+    assert run_and_diff(ws) == set()
     long = pl.read_parquet(board / "leaderboard.parquet")
     assert set(long["model"]) == {"tiny-llama"}
     assert list((ws.wd / "results/predictions/tiny-gpt2").rglob("*.parquet"))
@@ -186,7 +232,7 @@ def test_killed_run_resumes_without_recomputing_finished_shards(ws):
     proc = subprocess.Popen([ws_cmd for ws_cmd in ws.command("--cores", "1")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    preds = ws.wd / "results/predictions/tiny-llama/fp32/mul"
+    preds = ws.wd / f"results/predictions/tiny-llama/{key(ws, 'llama')}/fp32/mul"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and len(list(preds.rglob("*.json"))) < 2:
         time.sleep(0.1)
@@ -212,7 +258,7 @@ def test_killed_run_resumes_without_recomputing_finished_shards(ws):
 def test_leaderboard_rebuild_is_byte_identical(ws, tmp_path):
     from llmboard.leaderboard import write_leaderboard
 
-    scores = sorted(str(p) for p in (ws.wd / "results/scores").rglob("*.json"))
+    scores = sorted(str(p) for p in (ws.wd / "results/scores").rglob("*.json") if p.parent.name != "_jobs")
     groups = {"grp": {"metric": "acc", "subgroups": {"grp_a": ["sub_a"], "grp_b": ["sub_b"]}}}
     write_leaderboard(scores, str(tmp_path / "a"), ["add", "grp"], groups)
     write_leaderboard(list(reversed(scores)), str(tmp_path / "b"), ["add", "grp"], groups)
@@ -253,3 +299,32 @@ def test_verify_reports_stale_provenance(tmp_path, tokenizer_dir, capsys):
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
     assert cli(args) == 0
+
+
+def test_failing_task_keeps_the_rest_of_its_job(tmp_path, tokenizer_dir):
+    """One bad task in a job: the others' predictions are written and kept, the error names
+    the task and the row, and the rerun computes only the task that failed."""
+    ws = Workspace(tmp_path)
+    ws.tasks = _make_tasks(tmp_path)
+    rows = [json.loads(line) for line in (ws.tasks / "mul.jsonl").read_text().splitlines()]
+    good = "".join(json.dumps(r) + "\n" for r in rows)
+    del rows[2]["options"]
+    (ws.tasks / "mul.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ws.models = {"llama": save_tiny("llama", tmp_path / "src", tokenizer_dir)}
+    cfg = {"models": {"tiny-llama": {"source": str(ws.models["llama"])}}, "precisions": ["fp32"],
+           "tasks": {"add": None, "mul": None}, "tasks_dir": str(ws.tasks),
+           "inference": {"token_budget": 512, "threads": 1}}
+    ws.write_config(cfg)
+    assert [b[2] for b in batches(plan_of(ws, cfg))] == [(("add", 0, 1), ("mul", 0, 1))]
+    run = ws.snakemake(check=False)
+    assert run.returncode != 0
+    log = next((ws.wd / "logs/infer").rglob("*.log")).read_text()
+    assert "1 of 2 items failed" in log and "mul shard 0/1" in log
+    assert "mul.yaml: doc_to_choice on doc 2 did not give a list" in log
+    kept = computed_files(ws)
+    assert set(kept) == {f for f in expected_files(ws, cfg, [("tiny-llama", "fp32")], ["add"])
+                         if "/predictions/" in f}
+    (ws.tasks / "mul.jsonl").write_text(good)
+    assert [b[2] for b in batches(plan_of(ws, cfg))] == [(("mul", 0, 1),)]
+    written = run_and_diff(ws)
+    assert written == expected_files(ws, cfg, [("tiny-llama", "fp32")], ["add", "mul"]) - set(kept)

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "schemas", "llmboard", "envs", "tasks")
+WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "schemas", "llmboard", "envs", "tasks", "profiles")
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 

@@ -1,0 +1,76 @@
+"""What one workflow job does: a batch of predictions, or of scores, for one model x
+precision (see ``workflow.Batch``).
+
+Each item's files are written on their own and atomically, so a failing item does
+not cost the others: the job carries on, then fails naming every item that failed.
+Its receipt (the Snakemake output) is written only when every item succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+from .atomic import write_json
+
+log = logging.getLogger(__name__)
+
+
+class BatchError(RuntimeError):
+    pass
+
+
+def _run_all(work: list[tuple[str, Callable[[], object]]], receipt) -> None:
+    """Run every (label, thunk); fail at the end, naming each one that failed."""
+    t0 = time.monotonic()
+    failed = []
+    for label, thunk in work:
+        try:
+            thunk()
+        except Exception as err:  # noqa: BLE001 - reported with its label, then re-raised below
+            log.exception("%s failed", label)
+            failed.append(f"{label}: {type(err).__name__}: {err}")
+    if failed:
+        raise BatchError(f"{len(failed)} of {len(work)} items failed (the others are written "
+                         f"and will not be recomputed):\n  " + "\n  ".join(failed))
+    write_json(receipt, {"items": [label for label, _ in work],
+                         "seconds": round(time.monotonic() - t0, 3)})
+
+
+def run_predictions(model_dir, precision: str, items: list[dict], receipt, *, workflow_dir,
+                    token_budget: int = 2048, seed: int = 1234, device_map=None, max_memory=None,
+                    offload_folder=None, trust_remote_code: bool = False) -> None:
+    """Load the model once, then predict every item (a task shard) of the batch."""
+    from .loading import load_model
+    from .predict import run_shard
+    from .tasks import Task
+
+    tasks = []
+    for it in items:
+        path = Path(it["path"]) if Path(it["path"]).is_absolute() else Path(workflow_dir) / it["path"]
+        task = Task(it["spec"]["task"], it["spec"], path)
+        if task.hash != it["hash"]:
+            raise BatchError(f"{path}: task definition changed since the DAG was built "
+                             f"(hash {task.hash}, planned {it['hash']}); rerun snakemake")
+        tasks.append(task)
+    loaded = load_model(model_dir, precision, device_map=device_map, max_memory=max_memory,
+                        offload_folder=offload_folder, trust_remote_code=trust_remote_code)
+    _run_all([(f"{task.name} shard {it['shard']}/{it['n_shards']}",
+               partial(run_shard, model_dir, precision, task, it["shard"], it["n_shards"],
+                       it["parquet"], it["info"], token_budget=token_budget, seed=seed,
+                       model=loaded))
+              for it, task in zip(items, tasks)], receipt)
+
+
+def run_scores(items: list[dict], receipt, *, model: str) -> None:
+    from .scoring import score
+
+    def one(it):
+        r = score(it["parquets"], it["infos"], it["out"], model=model, metrics=it["metrics"],
+                  primary_metric=it["primary_metric"])
+        log.info("%s: %s", it["task"], {k: round(v["value"], 4) for k, v in r["metrics"].items()})
+
+    _run_all([(it["task"], partial(one, it)) for it in items], receipt)
