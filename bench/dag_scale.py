@@ -4,7 +4,9 @@ Generates a workspace with 100 stand-in models (tiny local files, never loaded),
 50 tasks (YAML + a 2-row jsonl each) and 3 precisions: 15,000 model x task x
 precision predictions and scores to plan. Prints the dry-run's wall time and peak
 memory (fresh workspace, everything planned), and, for scale, the same for a bare
-Snakefile with one job per prediction (the one-job-per-task layout's floor).
+Snakefile with one job per prediction (the one-job-per-task layout's floor). Then
+fills in every result with stand-in files, adds one model, and times that dry-run
+(the weekly case).
 With --noop-workspace, times a rerun of a finished workspace.
 
     .venv/bin/python bench/dag_scale.py [--models 100 --tasks 50]
@@ -89,6 +91,35 @@ def main() -> None:
         print(f"for scale: a bare Snakefile with one job per prediction (no functions, no "
               f"scoring): {wall_b:.2f} s, peak {peak_b:.0f} MiB, {jobs_b} jobs "
               f"(x{wall_b / wall:.1f} llmboard's time)")
+
+        # a week later: everything computed (stand-in files), one model added
+        cfg = yaml.safe_load((root / "config.yaml").read_text())
+        fill_results(root, cfg)
+        (root / "models" / "new.safetensors").write_bytes(b"stand-in")
+        cfg["models"]["new"] = {"source": str(root / "models" / "new.safetensors")}
+        (root / "config.yaml").write_text(yaml.safe_dump(cfg))
+        wall, peak, out = timed(base + ["--dry-run", "--quiet", "rules"])
+        counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
+        print(f"finished {n:,}-prediction workspace, one model added: dry-run {wall:.2f} s, "
+              f"jobs {counts}")
+
+
+def fill_results(root: Path, cfg: dict) -> None:
+    """Stand-in files for every checkpoint, model, prediction and score of ``cfg``."""
+    from llmboard.workflow import build_plan
+
+    plan = build_plan(cfg, cfg["tasks_dir"], root=root)
+    for m in plan.models:
+        for d in (plan.checkpoint_dir(m), plan.model_dir(m)):
+            (root / d).mkdir(parents=True, exist_ok=True)
+    for kind in ("parquet", "json", "score"):
+        for m, p in plan.runs():
+            for t in plan.tasks:
+                files = ([plan.score_file(m, p, t)] if kind == "score"
+                         else plan.prediction_files(m, p, t, kind))
+                for f in files:
+                    (root / f).parent.mkdir(parents=True, exist_ok=True)
+                    (root / f).write_bytes(b"")
 
 
 def bare_snakefile(root: Path, n_models: int, n_tasks: int) -> Path:
