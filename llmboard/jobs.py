@@ -56,6 +56,9 @@ def run_predictions(model_dir, precision: str, items: list[dict], receipt, *, wo
             raise BatchError(f"{path}: task definition changed since the DAG was built "
                              f"(hash {task.hash}, planned {it['hash']}); rerun snakemake")
         tasks.append(task)
+    if not tasks:  # written meanwhile (a retry after a partial run): nothing to load
+        _run_all([], receipt)
+        return
     loaded = load_model(model_dir, precision, device_map=device_map, max_memory=max_memory,
                         offload_folder=offload_folder, trust_remote_code=trust_remote_code)
     _run_all([(f"{task.name} shard {it['shard']}/{it['n_shards']}",

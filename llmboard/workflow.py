@@ -47,6 +47,7 @@ class Batch:
     id: str
     model: str
     precision: str
+    part: str  # which part of the model x precision's work: "{shard slot}.{chunk}", "all"
     items: tuple  # infer: ((task, shard, n_shards), ...); score: (task, ...)
 
 
@@ -93,55 +94,59 @@ class Plan:
         return f"results/boards/{coverage_key(self.score_files())}/leaderboard"
 
     # ------------------------------------------------------------ jobs from disk state
+    # A job is found again by (model, precision, part), not by its id: a job parsed again
+    # on a cluster node, or retried after some of its items were written, then does what
+    # is still missing. The id, the hash of the files it writes, keeps receipts apart.
     @staticmethod
     def infer_receipt(b: Batch) -> str:
-        return f"results/predictions/{b.model}/{b.precision}/_jobs/{b.id}.json"
+        return f"results/predictions/{b.model}/{b.precision}/_jobs/{b.part}-{b.id}.json"
 
     @staticmethod
     def score_receipt(b: Batch) -> str:
-        return f"results/scores/{b.model}/{b.precision}/_jobs/{b.id}.json"
+        return f"results/scores/{b.model}/{b.precision}/_jobs/{b.part}-{b.id}.json"
 
     @cached_property
-    def infer_jobs(self) -> dict[str, Batch]:
-        """Missing prediction shards, batched per model x precision x shard slot: shard i
-        of every sharded task shares a job with the other tasks' shard i, so shards still
-        spread over jobs (and GPUs) while each job loads its model once."""
+    def infer_jobs(self) -> dict[tuple, Batch]:
+        """(model, precision, part) -> missing prediction shards. Shard i of every sharded
+        task shares a job with the other tasks' shard i, so shards still spread over jobs
+        (and GPUs) while each job loads its model once. With ``tasks_per_job``, chunks
+        are cut from the full task list, so one chunk finishing never moves another."""
         jobs = {}
         for m, p in self.runs():
-            slots: dict[int, list] = {}
+            parts: dict[str, list] = {}
+            position: dict[int, int] = {}
             for t in sorted(self.tasks):
-                for i in range(self.tasks[t].shards):
+                n = self.tasks[t].shards
+                for i in range(n):
+                    pos = position[i] = position.get(i, -1) + 1
+                    chunk = pos // self.tasks_per_job if self.tasks_per_job > 0 else 0
                     if not self._done(self.prediction_file(m, p, t, i),
                                       self.prediction_file(m, p, t, i, "json")):
-                        slots.setdefault(i, []).append((t, i, self.tasks[t].shards))
-            for items in slots.values():
-                for chunk in _chunks(items, self.tasks_per_job):
-                    files = [self.prediction_file(m, p, t, i, "json") for t, i, _ in chunk]
-                    b = self._batch(m, p, chunk, files, self.infer_receipt)
-                    jobs[b.id] = b
+                        parts.setdefault(f"{i}.{chunk}", []).append((t, i, n))
+            for part, items in parts.items():
+                files = [self.prediction_file(m, p, t, i, "json") for t, i, _ in items]
+                jobs[(m, p, part)] = self._batch(m, p, part, items, files, self.infer_receipt)
         return jobs
 
     @cached_property
-    def score_jobs(self) -> dict[str, Batch]:
-        """Missing score files, one job per model x precision (scoring is cheap)."""
+    def score_jobs(self) -> dict[tuple, Batch]:
+        """(model, precision) -> missing score files: one job each (scoring is cheap)."""
         jobs = {}
         for m, p in self.runs():
             items = tuple(t for t in sorted(self.tasks) if not self._done(self.score_file(m, p, t)))
             if items:
                 files = [self.score_file(m, p, t) for t in items]
-                b = self._batch(m, p, items, files, self.score_receipt)
-                jobs[b.id] = b
+                jobs[(m, p)] = self._batch(m, p, "all", items, files, self.score_receipt)
         return jobs
 
     def _done(self, *paths: str) -> bool:
         return all(os.path.exists(os.path.join(self.root, p)) for p in paths)
 
-    def _batch(self, model: str, precision: str, items, files: list[str], receipt) -> Batch:
-        """A job named by the files it writes (their paths carry every hash). A receipt
-        left by an earlier run of the same work (its files since deleted) would make
-        Snakemake skip the job, so such an id moves on to the next free one."""
+    def _batch(self, model: str, precision: str, part: str, items, files: list[str], receipt) -> Batch:
+        """A receipt left by an earlier run of the same work (its files deleted since)
+        would make Snakemake skip the job, so such an id moves on to the next free one."""
         for n in range(1000):
-            b = Batch(short(sha256_json([files, n])), model, precision, tuple(items))
+            b = Batch(short(sha256_json([files, n])), model, precision, part, tuple(items))
             if not self._done(receipt(b)):
                 return b
         raise RuntimeError(f"{receipt(b)}: 1000 stale job receipts; remove {os.path.dirname(receipt(b))}")
@@ -176,12 +181,13 @@ class Plan:
     def agreement_inputs(self) -> list[str]:
         return sorted({f for m, p in self.runs() for f in self.prediction_inputs(m, p, self.tasks)})
 
-    def infer_items(self, batch: str, workflow_dir: str) -> list[dict]:
-        """What an inference job needs per item: the task (path relative to the workflow
-        when inside it, so moving the checkout changes nothing), shard and output files."""
-        b = self.infer_jobs[batch]
+    def infer_items(self, model: str, precision: str, part: str, workflow_dir: str) -> list[dict]:
+        """What an inference job needs per item still missing: the task (its path relative
+        to the workflow when inside it, so moving the checkout changes nothing), the shard
+        and the output files."""
+        b = self.infer_jobs.get((model, precision, part))
         out = []
-        for t, i, n in b.items:
+        for t, i, n in b.items if b else ():
             task = self.tasks[t]
             path = os.path.relpath(task.path, workflow_dir)
             out.append({"path": str(task.path) if path.startswith("..") else path,
@@ -190,19 +196,16 @@ class Plan:
                         "info": self.prediction_file(b.model, b.precision, t, i, "json")})
         return out
 
-    def score_items(self, batch: str) -> list[dict]:
-        b = self.score_jobs[batch]
-        return [{"task": t, "parquets": self.prediction_files(b.model, b.precision, t),
-                 "infos": self.prediction_files(b.model, b.precision, t, "json"),
-                 "out": self.score_file(b.model, b.precision, t),
+    def score_tasks(self, model: str, precision: str) -> tuple:
+        b = self.score_jobs.get((model, precision))
+        return b.items if b else ()
+
+    def score_items(self, model: str, precision: str) -> list[dict]:
+        return [{"task": t, "parquets": self.prediction_files(model, precision, t),
+                 "infos": self.prediction_files(model, precision, t, "json"),
+                 "out": self.score_file(model, precision, t),
                  "metrics": list(self.tasks[t].metrics), "primary_metric": self.tasks[t].primary_metric}
-                for t in b.items]
-
-
-def _chunks(items: list, size: int):
-    size = size if size and size > 0 else len(items)
-    for i in range(0, len(items), size):
-        yield tuple(items[i:i + size])
+                for t in self.score_tasks(model, precision)]
 
 
 def build_plan(config: dict, tasks_dir: str | os.PathLike, root: str | os.PathLike = ".") -> Plan:

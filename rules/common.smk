@@ -30,6 +30,7 @@ wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     key=r"[0-9a-f]{12}",
     precision="|".join(PRECISION_NAMES) or "fp32",
+    part=r"\d+\.\d+|all",
     batch=r"[0-9a-f]{12}",
     coverage=r"[0-9a-f]{12}",
 
@@ -43,8 +44,8 @@ def converted_model(wildcards):
 
 
 def score_inputs(wildcards):
-    b = PLAN.score_jobs[wildcards.batch]
-    return PLAN.prediction_inputs(b.model, b.precision, b.items)
+    m, p = wildcards.model, wildcards.precision
+    return PLAN.prediction_inputs(m, p, PLAN.score_tasks(m, p))
 
 
 # ---------------------------------------------------------------- resources

@@ -6,11 +6,11 @@ rule infer:
     input:
         model=converted_model,
     output:
-        temp("results/predictions/{model}/{precision}/_jobs/{batch}.json"),
+        temp("results/predictions/{model}/{precision}/_jobs/{part}-{batch}.json"),
     log:
-        "logs/infer/{model}/{precision}/{batch}.log",
+        "logs/infer/{model}/{precision}/{part}-{batch}.log",
     benchmark:
-        "benchmarks/infer/{model}/{precision}/{batch}.tsv"
+        "benchmarks/infer/{model}/{precision}/{part}-{batch}.tsv"
     conda:
         "../envs/llmboard.yaml"
     threads: int(INFER.get("threads", 2))
@@ -19,7 +19,7 @@ rule infer:
         runtime=infer_runtime,
         gpu=infer_gpus,
     params:
-        batch=lambda w: PLAN.infer_items(w.batch, workflow.basedir),
+        batch=lambda w: PLAN.infer_items(w.model, w.precision, w.part, workflow.basedir),
         trust_remote_code=lambda w: bool(
             PLAN.models[w.model].get("trust_remote_code", False)
         ),

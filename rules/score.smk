@@ -4,11 +4,11 @@ rule score:
     input:
         score_inputs,
     output:
-        temp("results/scores/{model}/{precision}/_jobs/{batch}.json"),
+        temp("results/scores/{model}/{precision}/_jobs/{part}-{batch}.json"),
     log:
-        "logs/score/{model}/{precision}/{batch}.log",
+        "logs/score/{model}/{precision}/{part}-{batch}.log",
     benchmark:
-        "benchmarks/score/{model}/{precision}/{batch}.tsv"
+        "benchmarks/score/{model}/{precision}/{part}-{batch}.tsv"
     conda:
         "../envs/llmboard.yaml"
     threads: 1
@@ -16,6 +16,6 @@ rule score:
         mem_mb=2048,
         runtime=10,
     params:
-        batch=lambda w: PLAN.score_items(w.batch),
+        batch=lambda w: PLAN.score_items(w.model, w.precision),
     script:
         "../scripts/score.py"

@@ -328,3 +328,29 @@ def test_failing_task_keeps_the_rest_of_its_job(tmp_path, tokenizer_dir):
     assert [b[2] for b in batches(plan_of(ws, cfg))] == [(("mul", 0, 1),)]
     written = run_and_diff(ws)
     assert written == expected_files(ws, cfg, [("tiny-llama", "fp32")], ["add", "mul"]) - set(kept)
+
+
+def test_jobs_are_found_by_part_and_chunks_do_not_move(tmp_path):
+    """A job re-planned mid-run (a cluster node parses the Snakefile again, or a retry
+    after some items were written) keeps its part and is left with what is missing;
+    one chunk finishing never changes another chunk's items or id."""
+    from llmboard.workflow import build_plan
+
+    tasks = _make_tasks(tmp_path)
+    (tmp_path / "m.safetensors").write_bytes(b"stand-in")
+    cfg = {"models": {"m": {"source": str(tmp_path / "m.safetensors")}}, "precisions": ["fp32"],
+           "tasks": {"add": None, "mul": None, "grp": None}, "tasks_dir": str(tasks),
+           "inference": {"tasks_per_job": 2}}
+    plan = build_plan(cfg, tasks, root=tmp_path)
+    assert {k[2]: b.items for k, b in plan.infer_jobs.items()} == {
+        "0.0": (("add", 0, 1), ("mul", 0, 1)), "0.1": (("sub_a", 0, 1), ("sub_b", 0, 1))}
+    for t in ("add", "sub_b"):  # one item of each chunk is written
+        for ext in ("parquet", "json"):
+            f = tmp_path / plan.prediction_file("m", "fp32", t, 0, ext)
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(b"")
+    later = build_plan(cfg, tasks, root=tmp_path)
+    assert {k[2]: b.items for k, b in later.infer_jobs.items()} == {
+        "0.0": (("mul", 0, 1),), "0.1": (("sub_a", 0, 1),)}
+    assert [i["spec"]["task"] for i in later.infer_items("m", "fp32", "0.1", str(tmp_path))] == ["sub_a"]
+    assert later.infer_items("m", "fp32", "9.9", str(tmp_path)) == []  # nothing left: a no-op job
