@@ -1,4 +1,5 @@
-"""``llmboard`` command line: ``plan`` (memory plans) and ``verify`` (provenance checks)."""
+"""``llmboard`` command line: ``plan`` (memory plans), ``jobs`` (what a run would compute)
+and ``verify`` (provenance checks)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,22 @@ def cmd_plan(args) -> int:
         for r in rows:
             if not isinstance(r, dict):
                 print(f"{r.model} {r.precision}: {r.arithmetic}")
+    return 0
+
+
+def cmd_jobs(args) -> int:
+    """The inference and score jobs a run would start, with the task shards each computes
+    (Snakemake's dry-run names them by receipt only)."""
+    from .workflow import build_plan
+
+    config = yaml.safe_load(Path(args.config).read_text())
+    wf = build_plan(config, Path(args.config).parent / config.get("tasks_dir", "tasks"), root=args.workdir)
+    for kind, jobs in (("infer", wf.infer_jobs), ("score", wf.score_jobs)):
+        for b in jobs.values():
+            items = [f"{t}[{i}/{n}]" if n > 1 else t for t, i, n in b.items] if kind == "infer" \
+                else list(b.items)
+            print(f"{kind:<6} {b.model:<28} {b.precision:<6} {b.part:<6} {b.id}  {' '.join(items)}")
+    print(f"{len(wf.infer_jobs)} inference job(s), {len(wf.score_jobs)} score job(s)")
     return 0
 
 
@@ -146,6 +163,10 @@ def main(argv=None) -> int:
     p.add_argument("--margin", type=float, default=0.10)
     p.add_argument("--explain", action="store_true", help="print the arithmetic")
     p.set_defaults(fn=cmd_plan)
+    j = sub.add_parser("jobs", help="the inference and score jobs a run would start, and their tasks")
+    j.add_argument("--config", default="config.yaml")
+    j.add_argument("--workdir", default=".", help="where results/ lives")
+    j.set_defaults(fn=cmd_jobs)
     v = sub.add_parser("verify", help="re-check every score's provenance against files on disk")
     v.add_argument("results", nargs="?", default="results")
     v.add_argument("--tasks-dir", default="tasks")

@@ -8,6 +8,7 @@ import shutil
 
 import polars as pl
 import pytest
+import yaml
 from conftest import save_tiny
 from workspace import Workspace
 
@@ -354,3 +355,21 @@ def test_jobs_are_found_by_part_and_chunks_do_not_move(tmp_path):
         "0.0": (("mul", 0, 1),), "0.1": (("sub_a", 0, 1),)}
     assert [i["spec"]["task"] for i in later.infer_items("m", "fp32", "0.1", str(tmp_path))] == ["sub_a"]
     assert later.infer_items("m", "fp32", "9.9", str(tmp_path)) == []  # nothing left: a no-op job
+
+
+def test_jobs_command_lists_what_a_run_computes(tmp_path, capsys):
+    from llmboard.cli import main as cli
+
+    tasks = _make_tasks(tmp_path)
+    (tmp_path / "m.safetensors").write_bytes(b"stand-in")
+    cfg = {"models": {"m": {"source": str(tmp_path / "m.safetensors")}}, "precisions": ["fp32"],
+           "tasks": {"add": {"shards": 2}, "grp": None}, "tasks_dir": str(tasks)}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert cli(["jobs", "--config", str(tmp_path / "config.yaml"), "--workdir", str(tmp_path)]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert [(w[0], w[1], w[2], w[3], w[5:]) for w in lines[:-1]] == [
+        ("infer", "m", "fp32", "0.0", ["add[0/2]", "sub_a", "sub_b"]),
+        ("infer", "m", "fp32", "1.0", ["add[1/2]"]),
+        ("score", "m", "fp32", "all", ["add", "sub_a", "sub_b"]),
+    ]
+    assert lines[-1][:3] == ["2", "inference", "job(s),"]
