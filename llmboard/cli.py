@@ -68,11 +68,11 @@ def cmd_jobs(args) -> int:
 
     config = yaml.safe_load(Path(args.config).read_text())
     wf = build_plan(config, Path(args.config).parent / config.get("tasks_dir", "tasks"), root=args.workdir)
-    for kind, jobs in (("infer", wf.infer_jobs), ("score", wf.score_jobs)):
-        for b in jobs.values():
-            items = [f"{t}[{i}/{n}]" if n > 1 else t for t, i, n in b.items] if kind == "infer" \
-                else list(b.items)
-            print(f"{kind:<6} {b.model:<28} {b.precision:<6} {b.part:<6} {b.id}  {' '.join(items)}")
+    rows = [("infer", b, [f"{t}[{i}/{n}]" if n > 1 else t for t, i, n in b.items])
+            for b in wf.infer_jobs.values()]
+    rows += [("score", b, list(b.items)) for b in wf.score_jobs.values()]
+    for kind, b, items in rows:
+        print(f"{kind:<6} {b.model:<28} {b.precision:<6} {b.part:<6} {b.id}  {' '.join(items)}")
     print(f"{len(wf.infer_jobs)} inference job(s), {len(wf.score_jobs)} score job(s)")
     return 0
 

@@ -50,7 +50,7 @@ def run_predictions(model_dir, precision: str, items: list[dict], receipt, *, wo
 
     tasks = []
     for it in items:
-        path = Path(it["path"]) if Path(it["path"]).is_absolute() else Path(workflow_dir) / it["path"]
+        path = Path(workflow_dir) / it["path"]  # an absolute path stays as it is
         task = Task(it["spec"]["task"], it["spec"], path)
         if task.hash != it["hash"]:
             raise BatchError(f"{path}: task definition changed since the DAG was built "

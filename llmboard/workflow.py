@@ -60,6 +60,7 @@ class Plan:
     groups: dict = field(default_factory=dict)
     tasks_per_job: int = 0  # 0: every missing task of a model x precision in one job
     root: str = "."  # the workflow's working directory: what is on disk decides the jobs
+    _exists: dict = field(default_factory=dict, repr=False, compare=False)  # path -> on disk
 
     def checkpoint_dir(self, model: str) -> str:
         return f"resources/checkpoints/{model}/{self.models[model]['key']}"
@@ -140,7 +141,14 @@ class Plan:
         return jobs
 
     def _done(self, *paths: str) -> bool:
-        return all(os.path.exists(os.path.join(self.root, p)) for p in paths)
+        # each path is looked at once per parse: planning the jobs and listing their
+        # consumers' inputs ask about the same 10^4 files
+        for p in paths:
+            if p not in self._exists:
+                self._exists[p] = os.path.exists(os.path.join(self.root, p))
+            if not self._exists[p]:
+                return False
+        return True
 
     def _batch(self, model: str, precision: str, part: str, items, files: list[str], receipt) -> Batch:
         """A receipt left by an earlier run of the same work (its files deleted since)
@@ -192,8 +200,8 @@ class Plan:
             path = os.path.relpath(task.path, workflow_dir)
             out.append({"path": str(task.path) if path.startswith("..") else path,
                         "hash": task.hash, "spec": task.spec, "shard": i, "n_shards": n,
-                        "parquet": self.prediction_file(b.model, b.precision, t, i),
-                        "info": self.prediction_file(b.model, b.precision, t, i, "json")})
+                        "parquet": self.prediction_file(model, precision, t, i),
+                        "info": self.prediction_file(model, precision, t, i, "json")})
         return out
 
     def score_tasks(self, model: str, precision: str) -> tuple:

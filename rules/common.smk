@@ -8,7 +8,7 @@ min_version("9.0")
 # the llmboard package sits next to this workflow
 sys.path.insert(0, workflow.basedir)
 
-from llmboard.workflow import build_plan, scorer_version  # noqa: E402 (after sys.path)
+from llmboard.workflow import build_plan  # noqa: E402 (after sys.path)
 
 validate(config, schema="../schemas/config.schema.yaml")
 

@@ -1,4 +1,4 @@
-# Adapter: snakemake object -> llmboard.predict.run_predictions (one model load for every
+# Adapter: snakemake object -> llmboard.jobs.run_predictions (one model load for every
 # missing prediction of a model x precision).
 import os
 import sys
@@ -20,13 +20,14 @@ def main(log):
         from llmboard.jobs import run_predictions
 
         torch.set_num_threads(snakemake.threads)
-        run_predictions(snakemake.input.model, snakemake.wildcards.precision, snakemake.params.batch,
-                  snakemake.output[0], workflow_dir=Path(__file__).resolve().parent.parent,
-                  token_budget=int(infer.get("token_budget", 2048)),
-                  seed=int(snakemake.config.get("seed", 1234)),
-                  device_map=infer.get("device_map"), max_memory=infer.get("max_memory"),
-                  offload_folder=infer.get("offload_folder"),
-                  trust_remote_code=snakemake.params.trust_remote_code)
+        run_predictions(
+            snakemake.input.model, snakemake.wildcards.precision, snakemake.params.batch,
+            snakemake.output[0], workflow_dir=Path(__file__).resolve().parent.parent,
+            token_budget=int(infer.get("token_budget", 2048)),
+            seed=int(snakemake.config.get("seed", 1234)),
+            device_map=infer.get("device_map"), max_memory=infer.get("max_memory"),
+            offload_folder=infer.get("offload_folder"),
+            trust_remote_code=snakemake.params.trust_remote_code)
     finally:
         slots.release()
 
