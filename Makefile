@@ -1,12 +1,16 @@
 # Two commands, on a fresh machine with Python 3.11, pip and make:
-#   make leaderboard   set up .venv and run the default workflow
-#   make test          set up .venv and run the tests
+#   make leaderboard   set up .venv (runtime packages) and run the default workflow
+#   make test          set up .venv (runtime + development packages) and run the tests
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 CORES ?= all
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+# what ruff covers (and excludes) is set in pyproject.toml
+PY_SOURCES := .
 
-.PHONY: setup leaderboard test lint fmt bench clean-results
+.PHONY: setup setup-dev leaderboard test lint fmt bench clean-results
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -17,21 +21,32 @@ $(STAMP): requirements.txt pyproject.toml
 	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# lm-eval (the oracle), pytest and the linters: for tests and benchmarks only
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	touch $(DEV_STAMP)
+
 setup: $(STAMP)
 
+setup-dev: $(DEV_STAMP)
+
 leaderboard: setup
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/snakemake --cores $(CORES)
+	$(OFFLINE) $(VENV)/bin/snakemake --cores $(CORES)
 	@cat results/leaderboard.md
 
-test: setup
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+test: setup-dev
+	$(OFFLINE) $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-lint: setup
+lint: setup-dev
 	$(VENV)/bin/snakemake --lint
 	$(VENV)/bin/snakefmt --check Snakefile rules/
+	$(VENV)/bin/ruff check $(PY_SOURCES)
+	$(VENV)/bin/ruff format --check $(PY_SOURCES)
 
-fmt: setup
+fmt: setup-dev
 	$(VENV)/bin/snakefmt Snakefile rules/
+	$(VENV)/bin/ruff check --fix $(PY_SOURCES)
+	$(VENV)/bin/ruff format $(PY_SOURCES)
 
-bench: setup
+bench: setup-dev
 	$(VENV)/bin/python bench/engine_vs_lmeval.py

@@ -16,8 +16,6 @@ With --noop-workspace, times a rerun of a finished workspace.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
 import resource
 import subprocess
@@ -52,11 +50,16 @@ def make_workspace(root: Path, n_models: int, n_tasks: int) -> Path:
         (tasks / f"t{i}.jsonl").write_text('{"q": "a", "o": ["x", "y"], "g": 0}\n' * 2)
         (tasks / f"t{i}.yaml").write_text(
             f"task: t{i}\ndataset: {{source: t{i}.jsonl}}\ndoc_to_text: q\n"
-            f"doc_to_choice: o\ndoc_to_target: g\n")
+            f"doc_to_choice: o\ndoc_to_target: g\n"
+        )
     models = root / "models"
     models.mkdir()
-    cfg = {"models": {}, "precisions": ["fp32", "bf16", "int8"],
-           "tasks": {f"t{i}": {"limit": 2} for i in range(n_tasks)}, "tasks_dir": str(tasks)}
+    cfg = {
+        "models": {},
+        "precisions": ["fp32", "bf16", "int8"],
+        "tasks": {f"t{i}": {"limit": 2} for i in range(n_tasks)},
+        "tasks_dir": str(tasks),
+    }
     for m in range(n_models):
         (models / f"m{m}.safetensors").write_bytes(b"stand-in")
         cfg["models"][f"m{m}"] = {"source": str(models / f"m{m}.safetensors")}
@@ -65,10 +68,14 @@ def make_workspace(root: Path, n_models: int, n_tasks: int) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--models", type=int, default=100)
     ap.add_argument("--tasks", type=int, default=50)
-    ap.add_argument("--noop-workspace", help="time `snakemake --cores 2` in this (finished) workspace")
+    ap.add_argument(
+        "--noop-workspace", help="time `snakemake --cores 2` in this (finished) workspace"
+    )
     args = ap.parse_args()
     if args.noop_workspace:
         wall, peak, out = timed([SNAKEMAKE, "--cores", "2"], cwd=args.noop_workspace)
@@ -78,19 +85,44 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = make_workspace(Path(tmp), args.models, args.tasks)
         n = args.models * args.tasks * 3
-        base = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(root),
-                "--configfile", str(root / "config.yaml"), "--cores", "2"]
+        base = [
+            SNAKEMAKE,
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(root),
+            "--configfile",
+            str(root / "config.yaml"),
+            "--cores",
+            "2",
+        ]
         wall, peak, out = timed(base + ["--dry-run", "--quiet", "rules"])
         jobs = re.search(r"^total\s+(\d+)", out, re.M).group(1)
-        print(f"{n:,} predictions + {n:,} scores to plan, fresh workspace dry-run: {wall:.2f} s, "
-              f"peak {peak:.0f} MiB, {jobs} jobs")
+        print(
+            f"{n:,} predictions + {n:,} scores to plan, fresh workspace dry-run: {wall:.2f} s, "
+            f"peak {peak:.0f} MiB, {jobs} jobs"
+        )
         floor = bare_snakefile(Path(tmp) / "bare", args.models, args.tasks)
-        wall_b, peak_b, out = timed([SNAKEMAKE, "-s", str(floor), "--directory", str(floor.parent),
-                                     "--cores", "2", "--dry-run", "--quiet", "rules"])
+        wall_b, peak_b, out = timed(
+            [
+                SNAKEMAKE,
+                "-s",
+                str(floor),
+                "--directory",
+                str(floor.parent),
+                "--cores",
+                "2",
+                "--dry-run",
+                "--quiet",
+                "rules",
+            ]
+        )
         jobs_b = re.search(r"^total\s+(\d+)", out, re.M).group(1)
-        print(f"for scale: a bare Snakefile with one job per prediction (no functions, no "
-              f"scoring): {wall_b:.2f} s, peak {peak_b:.0f} MiB, {jobs_b} jobs "
-              f"(x{wall_b / wall:.1f} llmboard's time)")
+        print(
+            f"for scale: a bare Snakefile with one job per prediction (no functions, no "
+            f"scoring): {wall_b:.2f} s, peak {peak_b:.0f} MiB, {jobs_b} jobs "
+            f"(x{wall_b / wall:.1f} llmboard's time)"
+        )
 
         # a week later: everything computed (stand-in files), one model added
         cfg = yaml.safe_load((root / "config.yaml").read_text())
@@ -100,23 +132,29 @@ def main() -> None:
         (root / "config.yaml").write_text(yaml.safe_dump(cfg))
         wall, peak, out = timed(base + ["--dry-run", "--quiet", "rules"])
         counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
-        print(f"finished {n:,}-prediction workspace, one model added: dry-run {wall:.2f} s, "
-              f"jobs {counts}")
+        print(
+            f"finished {n:,}-prediction workspace, one model added: dry-run {wall:.2f} s, "
+            f"jobs {counts}"
+        )
 
 
 def fill_results(root: Path, cfg: dict) -> None:
     """Stand-in files for every checkpoint, model, prediction and score of ``cfg``."""
-    from llmboard.workflow import build_plan
+    from llmboard.settings import load_settings
+    from llmboard.workflow.plan import build_plan
 
-    plan = build_plan(cfg, cfg["tasks_dir"], root=root)
+    plan = build_plan(load_settings(cfg), cfg["tasks_dir"], root=root)
     for m in plan.models:
         for d in (plan.checkpoint_dir(m), plan.model_dir(m)):
             (root / d).mkdir(parents=True, exist_ok=True)
     for kind in ("parquet", "json", "score"):
         for m, p in plan.runs():
             for t in plan.tasks:
-                files = ([plan.score_file(m, p, t)] if kind == "score"
-                         else plan.prediction_files(m, p, t, kind))
+                files = (
+                    [plan.score_file(m, p, t)]
+                    if kind == "score"
+                    else plan.prediction_files(m, p, t, kind)
+                )
                 for f in files:
                     (root / f).parent.mkdir(parents=True, exist_ok=True)
                     (root / f).write_bytes(b"")
@@ -141,6 +179,7 @@ rule fetch:
     script: "s.py"
 """)
     return root / "Snakefile"
+
 
 if __name__ == "__main__":
     main()

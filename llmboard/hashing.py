@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
 
 CHUNK = 1 << 20
 
@@ -29,13 +28,3 @@ def sha256_json(obj) -> str:
 
 def short(digest: str, n: int = 12) -> str:
     return digest[:n]
-
-
-def sha256_tree(folder: str | os.PathLike) -> str:
-    """Hash of a folder: relative paths and file contents, in sorted order."""
-    folder = Path(folder)
-    h = hashlib.sha256()
-    for p in sorted(q for q in folder.rglob("*") if q.is_file()):
-        h.update(p.relative_to(folder).as_posix().encode() + b"\0")
-        h.update(sha256_file(p).encode() + b"\n")
-    return h.hexdigest()

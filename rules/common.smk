@@ -1,38 +1,37 @@
 import os
 import sys
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
 # the llmboard package sits next to this workflow
 sys.path.insert(0, workflow.basedir)
 
-from llmboard.workflow import build_plan  # noqa: E402 (after sys.path)
+from llmboard.settings import MODEL_NAME_REGEX, load_settings, tasks_dir  # noqa: E402
+from llmboard.workflow import layout  # noqa: E402
+from llmboard.workflow.items import as_params  # noqa: E402
+from llmboard.workflow.plan import build_plan  # noqa: E402
 
-validate(config, schema="../schemas/config.schema.yaml")
-
-PLAN = build_plan(
-    config, os.path.join(workflow.basedir, config.get("tasks_dir", "tasks"))
+# validated against schemas/config.schema.yaml, defaults filled in from it
+SETTINGS = load_settings(config, origin="config.yaml")
+PLAN = build_plan(SETTINGS, tasks_dir(SETTINGS, workflow.basedir))
+LEADERBOARD_FILES = PLAN.published_files(
+    layout.LEADERBOARD_TABLE, layout.LEADERBOARD_EXTS
 )
-PRECISION_NAMES = sorted({p for ps in PLAN.precisions.values() for p in ps})
-BOARD = PLAN.board_prefix()
-LEADERBOARD_FILES = expand("results/leaderboard.{ext}", ext=["parquet", "csv", "md"])
-AGREEMENT_FILES = expand("results/precision_agreement.{ext}", ext=["parquet", "md"])
-BOARD_FILES = multiext(BOARD, ".parquet", ".csv", ".md") + [
-    BOARD.replace("leaderboard", "precision_agreement") + ext
-    for ext in (".parquet", ".md")
-]
-INFER = config.get("inference", {})
+AGREEMENT_FILES = PLAN.published_files(layout.AGREEMENT_TABLE, layout.AGREEMENT_EXTS)
+BOARD_FILES = PLAN.board_files(
+    layout.LEADERBOARD_TABLE, layout.LEADERBOARD_EXTS
+) + PLAN.board_files(layout.AGREEMENT_TABLE, layout.AGREEMENT_EXTS)
 
 
 wildcard_constraints:
-    model=r"[A-Za-z0-9][A-Za-z0-9._-]*",
-    key=r"[0-9a-f]{12}",
-    precision="|".join(PRECISION_NAMES) or "fp32",
-    part=r"\d+\.\d+|all",
-    batch=r"[0-9a-f]{12}",
-    coverage=r"[0-9a-f]{12}",
+    model=MODEL_NAME_REGEX,
+    key=layout.HASH12_REGEX,
+    precision="|".join(PLAN.precision_names) or "fp32",
+    part=layout.PART_REGEX,
+    batch=layout.HASH12_REGEX,
+    coverage=layout.HASH12_REGEX,
 
 
 def model_entry(wildcards):
@@ -43,28 +42,41 @@ def converted_model(wildcards):
     return PLAN.model_dir(wildcards.model)
 
 
+def trust_remote_code(wildcards):
+    return PLAN.models[wildcards.model].trust_remote_code
+
+
 def score_inputs(wildcards):
     m, p = wildcards.model, wildcards.precision
     return PLAN.prediction_inputs(m, p, PLAN.score_tasks(m, p))
 
 
 # ---------------------------------------------------------------- resources
-# Host memory for an inference job: weights at the precision, twice over while
-# loading (low_cpu_mem_usage still holds a shard and the model), plus a margin.
+# Host memory for an inference job: the memory plan (weights at the precision,
+# activations within the token budget), larger on each retry.
 def infer_mem_mb(wildcards, attempt):
-    from llmboard.memplan import job_mem_mb
+    from llmboard.inference.memory_plan import job_mem_mb
 
-    return (
-        job_mem_mb(PLAN.model_dir(wildcards.model), wildcards.precision, config)
-        * attempt
+    return attempt * job_mem_mb(
+        PLAN.model_dir(wildcards.model),
+        wildcards.precision,
+        token_budget=SETTINGS.inference.token_budget,
+        gpu_memory_gb=SETTINGS.resources.gpu_memory_gb,
+        default_mem_mb=SETTINGS.inference.default_mem_mb,
     )
 
 
 def infer_runtime(wildcards, attempt):
-    return int(config.get("resources", {}).get("infer_runtime_min", 60)) * attempt
+    return SETTINGS.resources.infer_runtime_min * attempt
 
 
 def infer_gpus(wildcards):
-    from llmboard.memplan import job_gpus
+    from llmboard.inference.memory_plan import job_gpus
 
-    return job_gpus(PLAN.model_dir(wildcards.model), wildcards.precision, config)
+    return job_gpus(
+        PLAN.model_dir(wildcards.model),
+        wildcards.precision,
+        token_budget=SETTINGS.inference.token_budget,
+        gpu_memory_gb=SETTINGS.resources.gpu_memory_gb,
+        max_gpus=SETTINGS.resources.max_gpus_per_job,
+    )

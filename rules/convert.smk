@@ -2,7 +2,7 @@ rule convert:
     input:
         lambda w: PLAN.checkpoint_dir(w.model),
     output:
-        directory("resources/models/{model}/{key}"),
+        directory(layout.MODEL_DIR),
     log:
         "logs/convert/{model}/{key}.log",
     benchmark:
@@ -11,15 +11,10 @@ rule convert:
         "../envs/llmboard.yaml"
     threads: 2
     resources:
-        mem_mb=lambda w, attempt: int(
-            config.get("resources", {}).get("convert_mem_mb", 8192)
-        )
-        * attempt,
+        mem_mb=lambda w, attempt: SETTINGS.resources.convert_mem_mb * attempt,
         runtime=lambda w, attempt: 60 * attempt,
     params:
-        trust_remote_code=lambda w: bool(
-            PLAN.models[w.model].get("trust_remote_code", False)
-        ),
-        shard_gb=config.get("convert", {}).get("shard_gb", 2),
+        trust_remote_code=trust_remote_code,
+        shard_gb=SETTINGS.convert_shard_gb,
     script:
         "../scripts/convert.py"

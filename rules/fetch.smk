@@ -1,6 +1,12 @@
+# fetch runs where snakemake runs, never as a cluster job: compute nodes often have
+# no internet, the submit host does.
+localrules:
+    fetch,
+
+
 rule fetch:
     output:
-        directory("resources/checkpoints/{model}/{key}"),
+        directory(layout.CHECKPOINT_DIR),
     log:
         "logs/fetch/{model}/{key}.log",
     benchmark:
@@ -12,6 +18,7 @@ rule fetch:
         mem_mb=1024,
         runtime=120,
     params:
-        entry=model_entry,
+        source=lambda w: PLAN.models[w.model].source_fields(),
+        partial_dir=layout.PARTIAL_DIR,
     script:
         "../scripts/fetch.py"

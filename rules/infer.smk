@@ -6,22 +6,28 @@ rule infer:
     input:
         model=converted_model,
     output:
-        temp("results/predictions/{model}/{precision}/_jobs/{part}-{batch}.json"),
+        temp(layout.INFER_RECEIPT),
     log:
         "logs/infer/{model}/{precision}/{part}-{batch}.log",
     benchmark:
         "benchmarks/infer/{model}/{precision}/{part}-{batch}.tsv"
     conda:
         "../envs/llmboard.yaml"
-    threads: int(INFER.get("threads", 2))
+    threads: SETTINGS.inference.threads
     resources:
         mem_mb=infer_mem_mb,
         runtime=infer_runtime,
         gpu=infer_gpus,
     params:
-        batch=lambda w: PLAN.infer_items(w.model, w.precision, w.part, workflow.basedir),
-        trust_remote_code=lambda w: bool(
-            PLAN.models[w.model].get("trust_remote_code", False)
+        work=lambda w: as_params(
+            PLAN.infer_items(w.model, w.precision, w.part, workflow.basedir)
         ),
+        trust_remote_code=trust_remote_code,
+        token_budget=SETTINGS.inference.token_budget,
+        seed=SETTINGS.seed,
+        device_map=SETTINGS.inference.device_map,
+        max_memory=SETTINGS.inference.max_memory,
+        offload_folder=SETTINGS.inference.offload_folder,
+        local_gpus=SETTINGS.resources.local_gpus,
     script:
         "../scripts/infer.py"

@@ -1,8 +1,5 @@
-# Cheap steps run where snakemake runs, never as cluster jobs. fetch is local too:
-# compute nodes often have no internet, the submit host does.
+# Cheap steps run where snakemake runs, never as cluster jobs.
 localrules:
-    fetch,
-    score,
     leaderboard,
     precision_agreement,
     publish_leaderboard,
@@ -15,7 +12,12 @@ rule leaderboard:
     input:
         PLAN.score_inputs(),
     output:
-        multiext("results/boards/{coverage}/leaderboard", ".parquet", ".csv", ".md"),
+        multiext(
+            layout.fill(
+                layout.BOARD, coverage="{coverage}", table=layout.LEADERBOARD_TABLE
+            ),
+            *layout.LEADERBOARD_EXTS,
+        ),
     log:
         "logs/leaderboard/{coverage}.log",
     benchmark:
@@ -39,7 +41,12 @@ rule precision_agreement:
     input:
         PLAN.agreement_inputs(),
     output:
-        multiext("results/boards/{coverage}/precision_agreement", ".parquet", ".md"),
+        multiext(
+            layout.fill(
+                layout.BOARD, coverage="{coverage}", table=layout.AGREEMENT_TABLE
+            ),
+            *layout.AGREEMENT_EXTS,
+        ),
     log:
         "logs/precision_agreement/{coverage}.log",
     benchmark:

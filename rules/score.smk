@@ -1,10 +1,15 @@
 # Cheap: re-scoring (a new metric, a fixed normalisation) never re-runs a model.
-# One job per model x precision for the score files missing on disk.
+# One job per model x precision for the score files missing on disk; it runs where
+# snakemake runs.
+localrules:
+    score,
+
+
 rule score:
     input:
         score_inputs,
     output:
-        temp("results/scores/{model}/{precision}/_jobs/{part}-{batch}.json"),
+        temp(layout.SCORE_RECEIPT),
     log:
         "logs/score/{model}/{precision}/{part}-{batch}.log",
     benchmark:
@@ -16,6 +21,6 @@ rule score:
         mem_mb=2048,
         runtime=10,
     params:
-        batch=lambda w: PLAN.score_items(w.model, w.precision),
+        work=lambda w: as_params(PLAN.score_items(w.model, w.precision)),
     script:
         "../scripts/score.py"

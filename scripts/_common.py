@@ -17,7 +17,9 @@ def setup(snakemake):
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(getattr(logging, str(snakemake.config.get("log_level", "INFO")).upper()))
+    from llmboard.settings import load_settings
+
+    root.setLevel(load_settings(snakemake.config).log_level)
     logging.captureWarnings(True)
     threads = str(snakemake.threads)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "POLARS_MAX_THREADS"):

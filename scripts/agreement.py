@@ -1,4 +1,4 @@
-# Adapter: snakemake object -> llmboard.agreement.write_agreement
+# Adapter: snakemake object -> llmboard.results.agreement.write_agreement
 import os
 import sys
 
@@ -7,7 +7,7 @@ from _common import run  # noqa: E402
 
 
 def main(log):
-    from llmboard.agreement import write_agreement
+    from llmboard.results.agreement import write_agreement
 
     preds = {(m, p, t): files for m, p, t, files in snakemake.params.predictions}
     write_agreement(preds, snakemake.output[0][: -len(".parquet")])

@@ -1,4 +1,4 @@
-# Adapter: snakemake object -> llmboard.fetch.fetch
+# Adapter: snakemake object -> llmboard.checkpoints.fetch.fetch
 import os
 import sys
 
@@ -7,12 +7,12 @@ from _common import run  # noqa: E402
 
 
 def main(log):
-    from llmboard.fetch import fetch
-    from llmboard.sources import parse_source
+    from llmboard.checkpoints.fetch import fetch
+    from llmboard.checkpoints.sources import parse_source
 
-    src = parse_source(snakemake.params.entry, snakemake.wildcards.model)
+    src = parse_source(snakemake.params.source, snakemake.wildcards.model)
     log.info("fetching %s:%s", src.kind, src.location)
-    fetch(src, snakemake.output[0], partial_dir="resources/.partial")
+    fetch(src, snakemake.output[0], partial_dir=snakemake.params.partial_dir)
 
 
 run(snakemake, main)

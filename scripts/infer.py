@@ -1,5 +1,5 @@
-# Adapter: snakemake object -> llmboard.jobs.run_predictions (one model load for every
-# missing prediction of a model x precision).
+# Adapter: snakemake object -> llmboard.workflow.jobs.run_predictions (one model load for
+# every missing prediction of a model x precision).
 import os
 import sys
 from pathlib import Path
@@ -9,25 +9,31 @@ from _common import run  # noqa: E402
 
 
 def main(log):
-    from llmboard.gpu_slots import acquire_for_job
+    from llmboard.inference.gpu_slots import acquire_for_job
 
-    infer = snakemake.config.get("inference", {})
+    p = snakemake.params
     # GPUs first, before torch touches CUDA: CUDA_VISIBLE_DEVICES must be set by then
-    slots = acquire_for_job(int(snakemake.resources.get("gpu", 0) or 0), snakemake.config)
+    slots = acquire_for_job(int(snakemake.resources.get("gpu", 0) or 0), p.local_gpus)
     try:
         import torch
 
-        from llmboard.jobs import run_predictions
+        from llmboard.workflow.items import InferItem, from_params
+        from llmboard.workflow.jobs import run_predictions
 
         torch.set_num_threads(snakemake.threads)
         run_predictions(
-            snakemake.input.model, snakemake.wildcards.precision, snakemake.params.batch,
-            snakemake.output[0], workflow_dir=Path(__file__).resolve().parent.parent,
-            token_budget=int(infer.get("token_budget", 2048)),
-            seed=int(snakemake.config.get("seed", 1234)),
-            device_map=infer.get("device_map"), max_memory=infer.get("max_memory"),
-            offload_folder=infer.get("offload_folder"),
-            trust_remote_code=snakemake.params.trust_remote_code)
+            snakemake.input.model,
+            snakemake.wildcards.precision,
+            from_params(InferItem, p.work),
+            snakemake.output[0],
+            workflow_dir=Path(__file__).resolve().parent.parent,
+            token_budget=p.token_budget,
+            seed=p.seed,
+            device_map=p.device_map,
+            max_memory=p.max_memory,
+            offload_folder=p.offload_folder,
+            trust_remote_code=p.trust_remote_code,
+        )
     finally:
         slots.release()
 

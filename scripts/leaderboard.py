@@ -1,4 +1,4 @@
-# Adapter: snakemake object -> llmboard.leaderboard.write_leaderboard
+# Adapter: snakemake object -> llmboard.results.leaderboard.write_leaderboard
 import os
 import sys
 
@@ -7,11 +7,15 @@ from _common import run  # noqa: E402
 
 
 def main(log):
-    from llmboard.leaderboard import write_leaderboard
+    from llmboard.results.leaderboard import write_leaderboard
 
     prefix = snakemake.output[0][: -len(".parquet")]
-    write_leaderboard(list(snakemake.params.scores), prefix, list(snakemake.params.display),
-                      dict(snakemake.params.groups))
+    write_leaderboard(
+        list(snakemake.params.scores),
+        prefix,
+        list(snakemake.params.display),
+        dict(snakemake.params.groups),
+    )
     log.info("leaderboard from %d score files", len(snakemake.params.scores))
 
 

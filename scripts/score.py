@@ -1,4 +1,4 @@
-# Adapter: snakemake object -> llmboard.jobs.run_scores
+# Adapter: snakemake object -> llmboard.workflow.jobs.run_scores
 import os
 import sys
 
@@ -7,9 +7,14 @@ from _common import run  # noqa: E402
 
 
 def main(log):
-    from llmboard.jobs import run_scores
+    from llmboard.workflow.items import ScoreItem, from_params
+    from llmboard.workflow.jobs import run_scores
 
-    run_scores(snakemake.params.batch, snakemake.output[0], model=snakemake.wildcards.model)
+    run_scores(
+        from_params(ScoreItem, snakemake.params.work),
+        snakemake.output[0],
+        model=snakemake.wildcards.model,
+    )
 
 
 run(snakemake, main)

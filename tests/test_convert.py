@@ -8,12 +8,13 @@ import shutil
 
 import pytest
 import torch
-from conftest import logits_of, save_tiny
 
-from llmboard.convert import UnsafeCheckpointError, convert
-from llmboard.fetch import fetch
-from llmboard.manifest import read_safetensors_header
-from llmboard.sources import parse_source
+from llmboard.checkpoints.convert import UnsafeCheckpointError, convert
+from llmboard.checkpoints.fetch import fetch
+from llmboard.checkpoints.manifest import read_safetensors_header
+from llmboard.checkpoints.sources import parse_source
+
+from conftest import logits_of, save_tiny
 
 
 def _fetch_convert(src, tmp_path, **kw):
@@ -34,10 +35,11 @@ def test_converted_smollm2_loads_plainly_and_answers(smol_dir):
     tok = AutoTokenizer.from_pretrained(smol_dir)
     model = AutoModelForCausalLM.from_pretrained(smol_dir)
     msgs = [{"role": "user", "content": "What is the capital of France?"}]
-    enc = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt",
-                                  return_dict=True)
+    enc = tok.apply_chat_template(
+        msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     out = model.generate(**enc, max_new_tokens=20, do_sample=False)
-    answer = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer, answer
 
 
@@ -79,7 +81,7 @@ def test_manifest_bytes_equal_real_tensor_sizes(tiny_dirs):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    for arch, d in tiny_dirs.items():
+    for d in tiny_dirs.values():
         m = json.loads((d / "manifest.json").read_text())
         tensors = {}
         for f in d.glob("*.safetensors"):
@@ -115,13 +117,15 @@ def test_malicious_pickle_refused_and_nothing_written(tmp_path, tokenizer_dir):
 
 def test_remote_code_never_runs_unless_enabled(tmp_path, tiny_dirs):
     """A config that points at custom code: loading without trust_remote_code ignores it."""
-    from llmboard.loading import load_model
+    from llmboard.inference.loading import load_model
 
     d = tmp_path / "m"
     shutil.copytree(tiny_dirs["llama"], d)
     marker = tmp_path / "ran"
-    (d / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n"
-                               "from transformers import LlamaForCausalLM as EvilModel\n")
+    (d / "evil.py").write_text(
+        f"open({str(marker)!r}, 'w').write('x')\n"
+        "from transformers import LlamaForCausalLM as EvilModel\n"
+    )
     cfg = json.loads((d / "config.json").read_text())
     cfg["auto_map"] = {"AutoModelForCausalLM": "evil.EvilModel"}
     (d / "config.json").write_text(json.dumps(cfg))
@@ -131,7 +135,7 @@ def test_remote_code_never_runs_unless_enabled(tmp_path, tiny_dirs):
 
 
 def test_missing_config_named(tmp_path, tokenizer_dir):
-    from llmboard.convert import ConvertError
+    from llmboard.checkpoints.convert import ConvertError
 
     src = save_tiny("llama", tmp_path / "src", tokenizer_dir, fmt="bin")
     (src / "config.json").unlink()

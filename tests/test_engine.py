@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmboard.engine import Request, TransformersLM, split_pair
+from llmboard.inference.engine import GenerationRequest, TransformersLM, split_pair
+from llmboard.inference.engine import LoglikelihoodRequest as Request
+from llmboard.settings import schema_default
 
+BUDGET = schema_default("inference", "token_budget")
 REQUESTS = [
     Request("Question: Which is a fruit?\nAnswer:", " apple"),
     Request("Question: Which is a fruit?\nAnswer:", " a small grey rock by the road"),
@@ -20,11 +23,18 @@ REQUESTS = [
 ]
 
 
+def ll_pairs(lm, requests):
+    """(loglikelihood, is_greedy) per request, through the engine's interface."""
+    return [(r.loglikelihood, r.is_greedy) for r in lm.loglikelihood(requests)]
+
+
 def _load(d, dtype=torch.float32):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return (AutoModelForCausalLM.from_pretrained(d, dtype=dtype).eval(),
-            AutoTokenizer.from_pretrained(d))
+    return (
+        AutoModelForCausalLM.from_pretrained(d, dtype=dtype).eval(),
+        AutoTokenizer.from_pretrained(d),
+    )
 
 
 def plain(model, tok, requests, prefix, softmax_dtype=torch.float32):
@@ -34,24 +44,28 @@ def plain(model, tok, requests, prefix, softmax_dtype=torch.float32):
         for r in requests:
             c, k = split_pair(tok, r.context, r.continuation, prefix)
             x = torch.tensor([c + k])[:, :-1]
-            lp = torch.log_softmax(model(x).logits.to(softmax_dtype), -1)[0, len(c) - 1:]
+            lp = torch.log_softmax(model(x).logits.to(softmax_dtype), -1)[0, len(c) - 1 :]
             tgt = torch.tensor(k)
-            out.append((float(lp.gather(1, tgt[:, None]).sum()), bool((lp.argmax(-1) == tgt).all())))
+            out.append(
+                (float(lp.gather(1, tgt[:, None]).sum()), bool((lp.argmax(-1) == tgt).all()))
+            )
     return out
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
 def test_tree_batching_equals_plain_forward(arch, tiny_dirs):
     model, tok = _load(tiny_dirs[arch])
-    ref = plain(model, tok, REQUESTS, TransformersLM(model, tok).prefix_token_id)
+    ref = plain(model, tok, REQUESTS, TransformersLM(model, tok, token_budget=64).prefix_token_id)
     for budget in (64, 512, 8192):
         lm = TransformersLM(model, tok, token_budget=budget)
-        got = lm.loglikelihood(REQUESTS)
+        got = ll_pairs(lm, REQUESTS)
         for (a, ga), (b, gb) in zip(got, ref):
             assert abs(a - b) < 1e-5 and ga == gb
     # contexts are shared: fewer forward tokens than the requests' total
-    total = sum(sum(map(len, split_pair(tok, r.context, r.continuation, lm.prefix_token_id)))
-                for r in REQUESTS)
+    total = sum(
+        sum(map(len, split_pair(tok, r.context, r.continuation, lm.prefix_token_id)))
+        for r in REQUESTS
+    )
     assert lm.stats["forward_tokens"] < total - 40
 
 
@@ -59,16 +73,16 @@ def test_smollm2_tree_equals_plain_and_is_deterministic(smol_dir):
     model, tok = _load(smol_dir)
     lm = TransformersLM(model, tok, token_budget=256)
     ref = plain(model, tok, REQUESTS, lm.prefix_token_id)
-    got = lm.loglikelihood(REQUESTS)
+    got = ll_pairs(lm, REQUESTS)
     assert max(abs(a - b) for (a, _), (b, _) in zip(got, ref)) < 1e-4
     assert [g for _, g in got] == [g for _, g in ref]
-    assert lm.loglikelihood(REQUESTS) == got  # same hardware, same numbers
+    assert ll_pairs(lm, REQUESTS) == got  # same hardware, same numbers
 
 
 def test_bf16_logsoftmax_in_float32(smol_dir):
     model, tok = _load(smol_dir, torch.bfloat16)
-    lm = TransformersLM(model, tok)
-    res = lm.loglikelihood(REQUESTS[:3])
+    lm = TransformersLM(model, tok, token_budget=BUDGET)
+    res = ll_pairs(lm, REQUESTS[:3])
     # float32 log-softmax: values are not confined to bf16's 8-bit mantissa grid
     assert any(torch.tensor(ll, dtype=torch.bfloat16).float().item() != ll for ll, _ in res)
 
@@ -76,7 +90,7 @@ def test_bf16_logsoftmax_in_float32(smol_dir):
 def test_out_of_memory_halves_budget_and_retries(tiny_dirs, monkeypatch):
     model, tok = _load(tiny_dirs["llama"])
     lm = TransformersLM(model, tok, token_budget=4096)
-    ref = lm.loglikelihood(REQUESTS)
+    ref = ll_pairs(lm, REQUESTS)
     real = lm._run_batch
     calls = {"n": 0}
 
@@ -87,34 +101,43 @@ def test_out_of_memory_halves_budget_and_retries(tiny_dirs, monkeypatch):
         return real(rows, width, results)
 
     monkeypatch.setattr(lm, "_run_batch", flaky)
-    got = lm.loglikelihood(REQUESTS)
+    got = ll_pairs(lm, REQUESTS)
     assert lm.token_budget == 2048 and lm.stats["oom_retries"] == 1
     assert max(abs(a - b) for (a, _), (b, _) in zip(got, ref)) < 1e-5
 
 
 def test_generate_until_stops_at_stop_string(smol_dir):
     model, tok = _load(smol_dir)
-    lm = TransformersLM(model, tok)
-    [text] = lm.generate_until([("The capital of France is", {"until": ["."], "max_gen_toks": 12})])
-    assert "." not in text and "Paris" in text
+    lm = TransformersLM(model, tok, token_budget=BUDGET)
+    [gen] = lm.generate_until([GenerationRequest("The capital of France is", (".",), 12)])
+    assert "." not in gen.text and "Paris" in gen.text
+    assert gen.stop_reason == "until" and 0 < gen.tokens <= 12
 
 
 def test_fp32_engine_within_1e4_of_float64_truth(smol_dir):
     """The reference for fp32 rounding: the same requests through a float64 model."""
-    from llmboard.tasks import build_requests, load_docs, load_task
+    from llmboard.tasks.definitions import load_task
+    from llmboard.tasks.documents import load_docs
+    from llmboard.tasks.prompts import build_requests
+
     from conftest import REPO
 
     task = load_task(REPO / "tasks" / "hellaswag.yaml", {"limit": 6})
     rows = build_requests(task, load_docs(task), list(range(6)))
     reqs = [Request(r["context"], r["continuation"]) for r in rows]
     m32, tok = _load(smol_dir)
-    ours = TransformersLM(m32, tok, token_budget=512).loglikelihood(reqs)
-    per_request_fp32 = plain(m32, tok, reqs, TransformersLM(m32, tok).prefix_token_id)
+    lm = TransformersLM(m32, tok, token_budget=512)
+    ours = ll_pairs(lm, reqs)
+    per_request_fp32 = plain(m32, tok, reqs, lm.prefix_token_id)
     m64, _ = _load(smol_dir, torch.float64)
-    truth = plain(m64, tok, reqs, TransformersLM(m64, tok).prefix_token_id, torch.float64)
+    truth = plain(
+        m64, tok, reqs, TransformersLM(m64, tok, token_budget=512).prefix_token_id, torch.float64
+    )
     err_ours = max(abs(a - b) for (a, _), (b, _) in zip(ours, truth))
     err_plain = max(abs(a - b) for (a, _), (b, _) in zip(per_request_fp32, truth))
-    print(f"max |fp32 - fp64|: tree engine {err_ours:.2e}, plain per-request forward {err_plain:.2e}")
+    print(
+        f"max |fp32 - fp64|: tree engine {err_ours:.2e}, plain per-request forward {err_plain:.2e}"
+    )
     # fp32 rounding over 30 layers and ~20 tokens; the engine's log-prob form
     # (logit - max) - log-sum-exp is at least as accurate as a per-request log_softmax
     assert err_ours < 1e-4 and err_ours <= 1.5 * err_plain
@@ -124,7 +147,7 @@ def test_greedy_is_first_argmax_on_ties(tiny_dirs):
     """lm-eval's is_greedy is ``argmax == target`` and argmax takes the first maximum:
     a target tied with an earlier token is not greedy, an earlier one is."""
     model, tok = _load(tiny_dirs["qwen2"])  # untied head: its rows can be edited alone
-    lm = TransformersLM(model, tok)
+    lm = TransformersLM(model, tok, token_budget=BUDGET)
     head = model.get_output_embeddings().weight
     picked = torch.randn(4, head.shape[1])
     with torch.no_grad():

@@ -7,15 +7,15 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+
+from llmboard.checkpoints.fetch import IntegrityError, fetch
+from llmboard.checkpoints.sources import SourceError, parse_source
+from llmboard.hashing import sha256_file
+
 from conftest import REPO, SMOL_SOURCE, save_tiny
 from servers import FileServer, HubServer, dir_files
-
-from llmboard.fetch import IntegrityError, fetch
-from llmboard.hashing import sha256_file
-from llmboard.sources import SourceError, parse_source
 
 
 def test_pkg_source_finds_file_without_importing_package(tmp_path, smol_gguf):
@@ -29,7 +29,9 @@ def test_pkg_source_finds_file_without_importing_package(tmp_path, smol_gguf):
 
 def test_missing_package_names_it(tmp_path):
     with pytest.raises(SourceError, match="no_such_pkg_xyz"):
-        fetch(parse_source({"source": "pkg:no_such_pkg_xyz/w.gguf"}), tmp_path / "o", tmp_path / "p")
+        fetch(
+            parse_source({"source": "pkg:no_such_pkg_xyz/w.gguf"}), tmp_path / "o", tmp_path / "p"
+        )
     assert not (tmp_path / "o").exists()
 
 
@@ -59,8 +61,11 @@ def test_url_download_verified(tmp_path):
     data = os.urandom(300_000)
     sha = hashlib.sha256(data).hexdigest()
     with FileServer({"m/model.gguf": data}) as srv:
-        out = fetch(parse_source({"source": f"{srv.url}/m/model.gguf", "sha256": sha}),
-                    tmp_path / "ckpt", tmp_path / "part")
+        out = fetch(
+            parse_source({"source": f"{srv.url}/m/model.gguf", "sha256": sha}),
+            tmp_path / "ckpt",
+            tmp_path / "part",
+        )
     assert (out / "model.gguf").read_bytes() == data
     assert json.loads((out / "fetch.json").read_text())["files"]["model.gguf"] == sha
     assert not list((tmp_path / "part").iterdir())  # the partial became the file
@@ -71,8 +76,11 @@ def test_url_tampered_file_refused_with_both_hashes(tmp_path):
     good = hashlib.sha256(b"y" * 10_000).hexdigest()
     with FileServer({"f.bin": data}) as srv:
         with pytest.raises(IntegrityError) as e:
-            fetch(parse_source({"source": f"{srv.url}/f.bin", "sha256": good}),
-                  tmp_path / "ckpt", tmp_path / "part")
+            fetch(
+                parse_source({"source": f"{srv.url}/f.bin", "sha256": good}),
+                tmp_path / "ckpt",
+                tmp_path / "part",
+            )
     msg = str(e.value)
     assert "f.bin" in msg and good in msg and hashlib.sha256(data).hexdigest() in msg
     assert not (tmp_path / "ckpt").exists()  # nothing that looks complete
@@ -85,7 +93,7 @@ def test_killed_download_resumes_where_it_stopped(tmp_path):
     src = {"source": None, "sha256": sha}
     with FileServer({"big.gguf": data}, cut_after=200_000) as srv:
         src["source"] = f"{srv.url}/big.gguf"
-        with pytest.raises(Exception):
+        with pytest.raises(Exception):  # noqa: B017 - a cut connection fails in more than one way
             fetch(parse_source(src), tmp_path / "ckpt", tmp_path / "part")
     assert not (tmp_path / "ckpt").exists()
     part = tmp_path / "part" / f"{sha}.part"
@@ -104,16 +112,19 @@ def test_resume_against_server_without_ranges_restarts(tmp_path):
     (tmp_path / "part").mkdir()
     (tmp_path / "part" / f"{sha}.part").write_bytes(data[:1000])
     with FileServer({"a.bin": data}, ranges=False) as srv:
-        out = fetch(parse_source({"source": f"{srv.url}/a.bin", "sha256": sha}),
-                    tmp_path / "ckpt", tmp_path / "part")
+        out = fetch(
+            parse_source({"source": f"{srv.url}/a.bin", "sha256": sha}),
+            tmp_path / "ckpt",
+            tmp_path / "part",
+        )
     assert (out / "a.bin").read_bytes() == data
 
 
 HF_SCRIPT = """
 import sys, json
 sys.path.insert(0, {repo!r})
-from llmboard.fetch import fetch
-from llmboard.sources import parse_source
+from llmboard.checkpoints.fetch import fetch
+from llmboard.checkpoints.sources import parse_source
 out = fetch(parse_source({{"source": "hf:{hf_repo}", "revision": "main"}}), {out!r}, {part!r})
 print(json.dumps(sorted(p.name for p in out.iterdir())))
 """
@@ -124,12 +135,22 @@ def test_hf_source_against_local_hub(tmp_path, tokenizer_dir):
     files = dir_files(src)
     files["modeling_evil.py"] = b"raise SystemExit('code must not be fetched')\n"
     with HubServer("org/tiny-qwen2", files) as hub:
-        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0",
-               "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_XET": "1"}
-        code = HF_SCRIPT.format(repo=str(REPO), hf_repo="org/tiny-qwen2",
-                                out=str(tmp_path / "ckpt"), part=str(tmp_path / "part"))
-        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                             text=True, timeout=120)
+        env = {
+            **os.environ,
+            "HF_ENDPOINT": hub.url,
+            "HF_HUB_OFFLINE": "0",
+            "HF_HOME": str(tmp_path / "hf-home"),
+            "HF_HUB_DISABLE_XET": "1",
+        }
+        code = HF_SCRIPT.format(
+            repo=str(REPO),
+            hf_repo="org/tiny-qwen2",
+            out=str(tmp_path / "ckpt"),
+            part=str(tmp_path / "part"),
+        )
+        run = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+        )
         assert run.returncode == 0, run.stderr[-3000:]
         got = json.loads(run.stdout.strip().splitlines()[-1])
         # weights, config and tokenizer came down; the .py did not (allow_patterns)
@@ -139,7 +160,12 @@ def test_hf_source_against_local_hub(tmp_path, tokenizer_dir):
         assert info["resolved_revision"] == "a" * 40
         # the hub cache is reused: a second fetch downloads no file again
         n_get = sum(1 for m, p, _ in hub.requests if m == "GET" and "/resolve/" in p)
-        run2 = subprocess.run([sys.executable, "-c", code.replace("ckpt", "ckpt2")], env=env,
-                              capture_output=True, text=True, timeout=120)
+        run2 = subprocess.run(
+            [sys.executable, "-c", code.replace("ckpt", "ckpt2")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert run2.returncode == 0, run2.stderr[-3000:]
         assert sum(1 for m, p, _ in hub.requests if m == "GET" and "/resolve/" in p) == n_get

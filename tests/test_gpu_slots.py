@@ -8,11 +8,12 @@ import os
 import time
 
 import pytest
+
+from llmboard.inference.gpu_slots import acquire, acquire_for_job
+
 from conftest import save_tiny
 from test_workflow import _make_tasks
 from workspace import Workspace
-
-from llmboard.gpu_slots import acquire, acquire_for_job
 
 
 def _hold(lock_dir, n, ids, seconds, q):
@@ -66,7 +67,7 @@ def test_all_or_nothing_and_clear_errors(tmp_path):
 def test_slurm_allocation_is_used_as_is(tmp_path, monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
-    s = acquire_for_job(1, {"resources": {"local_gpus": 1}}, tmp_path)
+    s = acquire_for_job(1, 1, tmp_path)
     assert s.ids == [] and os.environ["CUDA_VISIBLE_DEVICES"] == "3"
     assert not list(tmp_path.iterdir())  # no local lock taken
 
@@ -77,18 +78,23 @@ def test_real_snakemake_run_never_puts_two_jobs_on_one_gpu(tmp_path, tokenizer_d
     ws = Workspace(tmp_path)
     ws.tasks = _make_tasks(tmp_path)
     model = save_tiny("llama", tmp_path / "src", tokenizer_dir)
-    ws.write_config({
-        "models": {"tiny": {"source": str(model)}},
-        "precisions": ["fp32"],
-        "tasks": {"add": {"shards": 3}, "mul": {"shards": 3}},
-        "tasks_dir": str(ws.tasks),
-        "inference": {"token_budget": 512, "threads": 1},
-        # plan GPU jobs (1 GPU each for this model) over 2 local GPU slots
-        "resources": {"gpu_memory_gb": 80, "local_gpus": 2},
-    })
+    ws.write_config(
+        {
+            "models": {"tiny": {"source": str(model)}},
+            "precisions": ["fp32"],
+            "tasks": {"add": {"shards": 3}, "mul": {"shards": 3}},
+            "tasks_dir": str(ws.tasks),
+            "inference": {"token_budget": 512, "threads": 1},
+            # plan GPU jobs (1 GPU each for this model) over 2 local GPU slots
+            "resources": {"gpu_memory_gb": 80, "local_gpus": 2},
+        }
+    )
     ws.snakemake("--cores", "4", "--resources", "gpu=2")
-    infos = [json.loads(p.read_text()) for p in (ws.wd / "results/predictions").rglob("*.json")
-             if p.parent.name != "_jobs"]
+    infos = [
+        json.loads(p.read_text())
+        for p in (ws.wd / "results/predictions").rglob("*.json")
+        if p.parent.name != "_jobs"
+    ]
     assert len(infos) == 6
     spans = [(i["cuda_visible_devices"], *i["interval"]) for i in infos]
     assert {s[0] for s in spans} <= {"0", "1"}

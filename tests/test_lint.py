@@ -1,4 +1,5 @@
-"""The community standard: `snakemake --lint` is clean and the rules are snakefmt-formatted."""
+"""The community standard: `snakemake --lint` is clean, the rules are snakefmt-formatted,
+and the Python is ruff-clean (lint and format; what ruff covers is set in pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,36 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO
 
 BIN = Path(sys.executable).parent
 
 
+def _run(*cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / cmd[0]), *cmd[1:]], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
 def test_snakemake_lint_is_clean():
-    run = subprocess.run([str(BIN / "snakemake"), "--lint", "--cores", "1"], cwd=REPO,
-                         capture_output=True, text=True, timeout=300)
+    run = _run("snakemake", "--lint", "--cores", "1")
     out = run.stdout + run.stderr
-    assert run.returncode == 0 and "Congratulations, your workflow is in a good condition" in out, out
+    assert run.returncode == 0 and "Congratulations, your workflow is in a good condition" in out, (
+        out
+    )
 
 
-def test_snakefmt_check():
-    run = subprocess.run([str(BIN / "snakefmt"), "--check", "Snakefile", "rules/"], cwd=REPO,
-                         capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        ("snakefmt", "--check", "Snakefile", "rules/"),
+        ("ruff", "check", "."),
+        ("ruff", "format", "--check", "."),
+    ],
+    ids=["snakefmt", "ruff-check", "ruff-format"],
+)
+def test_formatters_and_linters_are_clean(cmd):
+    run = _run(*cmd)
     assert run.returncode == 0, run.stdout + run.stderr

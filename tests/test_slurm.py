@@ -15,6 +15,7 @@ import time
 
 import polars as pl
 import pytest
+
 from conftest import REPO, save_tiny
 from test_workflow import _make_tasks
 from workspace import Workspace
@@ -27,7 +28,10 @@ def _slurm_up() -> str | None:
         return "Slurm is not installed (run tools/local-slurm/start.sh as root)"
     if subprocess.run(["scontrol", "ping"], capture_output=True).returncode != 0:
         return "no Slurm controller answers (run tools/local-slurm/start.sh as root)"
-    if subprocess.run(["sacct", "-n", "-X", "-S", "now-1minutes"], capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["sacct", "-n", "-X", "-S", "now-1minutes"], capture_output=True).returncode
+        != 0
+    ):
         return "sacct fails: Slurm accounting (slurmdbd) is not running"
     return None
 
@@ -39,12 +43,22 @@ def slurm():
         pytest.skip(reason)
 
 
-SLURM_ARGS = ("--profile", str(REPO / "profiles" / "slurm"), "--jobs", "4",
-              "--slurm-init-seconds-before-status-checks", "1",
-              "--default-resources", "slurm_partition=debug", "slurm_account=test",
-              "mem_mb=1000", "runtime=10",
-              # two inference jobs per allocation (the node has two fake GPUs)
-              "--group-components", "inference=2")
+SLURM_ARGS = (
+    "--profile",
+    str(REPO / "profiles" / "slurm"),
+    "--jobs",
+    "4",
+    "--slurm-init-seconds-before-status-checks",
+    "1",
+    "--default-resources",
+    "slurm_partition=debug",
+    "slurm_account=test",
+    "mem_mb=1000",
+    "runtime=10",
+    # two inference jobs per allocation (the node has two fake GPUs)
+    "--group-components",
+    "inference=2",
+)
 
 
 def _config(ws):
@@ -60,8 +74,11 @@ def _config(ws):
 
 
 def _values(path):
-    return (pl.read_parquet(path).select("model", "precision", "task", "metric", "value", "stderr", "n")
-            .sort("model", "precision", "task", "metric"))
+    return (
+        pl.read_parquet(path)
+        .select("model", "precision", "task", "metric", "value", "stderr", "n")
+        .sort("model", "precision", "task", "metric")
+    )
 
 
 def test_workflow_on_real_slurm(slurm, tmp_path, tokenizer_dir):
@@ -85,34 +102,46 @@ def test_workflow_on_real_slurm(slurm, tmp_path, tokenizer_dir):
     ws.snakemake(*SLURM_ARGS, timeout=900)
     wall = time.monotonic() - t0
     assert _values(ws.wd / "results/leaderboard.parquet").equals(
-        _values(local.wd / "results/leaderboard.parquet"))
+        _values(local.wd / "results/leaderboard.parquet")
+    )
 
     # GPU jobs were submitted with --gpus: sacct's AllocTRES holds gres/gpu
-    acct = subprocess.run(["sacct", "-X", "-n", "-P", "-S", start,
-                           "--format=JobID,AllocTRES,Elapsed,SubmitLine"],
-                          capture_output=True, text=True, check=True).stdout.splitlines()
+    acct = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-S", start, "--format=JobID,AllocTRES,Elapsed,SubmitLine"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     rows = [line.split("|", 3) for line in acct if str(ws.wd) in line]
-    infer_rows = [r for r in rows if "--comment rule_infer" in r[3] or "--comment rule_inference" in r[3]]
+    infer_rows = [
+        r for r in rows if "--comment rule_infer" in r[3] or "--comment rule_inference" in r[3]
+    ]
     other_rows = [r for r in rows if r not in infer_rows]
     assert infer_rows and other_rows, acct
     assert all("--gpus=" in r[3] and "gres/gpu=" in r[1] for r in infer_rows), infer_rows
     assert all("gres/gpu" not in r[1] for r in other_rows), other_rows  # convert: no GPU
     # fetch, score and the leaderboard are localrules: only convert and inference were submitted
     assert all("rule_convert" in r[3] for r in other_rows)
-    print(f"\nslurm: {len(rows)} jobs, workflow wall {wall:.0f} s; "
-          f"jobs: {[(r[0], r[1], r[2]) for r in rows]}")
+    print(
+        f"\nslurm: {len(rows)} jobs, workflow wall {wall:.0f} s; "
+        f"jobs: {[(r[0], r[1], r[2]) for r in rows]}"
+    )
 
     # cancel a running job, let the rest finish, rerun: only the cancelled work is redone
     ws.write_config({**_config(ws), "tasks": {"mul": {"shards": 3}}})
     # one shard per allocation here, so that cancelling one leaves the others running
-    proc = subprocess.Popen(ws.command("--cores", "2", *SLURM_ARGS, "--group-components", "inference=1"),
-                            stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        ws.command("--cores", "2", *SLURM_ARGS, "--group-components", "inference=1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     cancelled = None
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and cancelled is None:
-        q = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i|%k"], capture_output=True,
-                           text=True).stdout.splitlines()
+        q = subprocess.run(
+            ["squeue", "-h", "-t", "RUNNING", "-o", "%i|%k"], capture_output=True, text=True
+        ).stdout.splitlines()
         for line in q:
             jid, comment = line.split("|", 1)
             if "infer" in comment:  # only the mul shards are inference jobs in this run
@@ -125,7 +154,9 @@ def test_workflow_on_real_slurm(slurm, tmp_path, tokenizer_dir):
     # (it ignores SIGTERM): once the queue is empty, stop it with SIGINT, as a user would.
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
-        if not subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.strip():
+        if not subprocess.run(
+            ["squeue", "-h", "-o", "%i"], capture_output=True, text=True
+        ).stdout.strip():
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
@@ -133,7 +164,7 @@ def test_workflow_on_real_slurm(slurm, tmp_path, tokenizer_dir):
                 proc.wait(timeout=120)
             break
         time.sleep(1)
-    from llmboard.sources import parse_source
+    from llmboard.checkpoints.sources import parse_source
 
     key = parse_source({"source": str(model)}).key()
     preds = ws.wd / f"results/predictions/tiny-llama/{key}/fp32/mul"

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 
-from llmboard.tasks import (TaskError, build_requests, dataset_fingerprint, doc_parts,
-                            find_task_files, load_docs, load_task, shard_range)
+from llmboard.tasks.definitions import find_task_files, load_task
+from llmboard.tasks.documents import dataset_fingerprint, load_docs, shard_range
+from llmboard.tasks.errors import TaskError
+from llmboard.tasks.prompts import build_requests, doc_parts
+
+from conftest import REPO
 
 TASKS = REPO / "tasks"
 LMEVAL = Path(importlib.util.find_spec("lm_eval").submodule_search_locations[0]) / "tasks"
@@ -25,14 +27,34 @@ def _lmeval_module(rel: str):
 
 def test_index_has_the_shipped_benchmarks():
     index = find_task_files(TASKS)
-    for name in ("arc_easy", "arc_challenge", "hellaswag", "piqa", "boolq", "winogrande",
-                 "openbookqa", "mmlu", "mmlu_anatomy"):
+    for name in (
+        "arc_easy",
+        "arc_challenge",
+        "hellaswag",
+        "piqa",
+        "boolq",
+        "winogrande",
+        "openbookqa",
+        "mmlu",
+        "mmlu_anatomy",
+    ):
         assert name in index
     assert sum(1 for n in index if n.startswith("mmlu_")) == 57
 
 
-@pytest.mark.parametrize("name", ["arc_easy", "arc_challenge", "hellaswag", "piqa", "boolq",
-                                  "winogrande", "openbookqa", "mmlu_anatomy"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "arc_easy",
+        "arc_challenge",
+        "hellaswag",
+        "piqa",
+        "boolq",
+        "winogrande",
+        "openbookqa",
+        "mmlu_anatomy",
+    ],
+)
 def test_shipped_task_renders_real_docs(name):
     task = load_task(find_task_files(TASKS)[name], {"limit": 30})
     docs = load_docs(task)
@@ -72,7 +94,8 @@ def test_mmlu_prompt_and_description():
     task = load_task(TASKS / "mmlu" / "mmlu_anatomy.yaml", {"limit": 2})
     rows = build_requests(task, load_docs(task), [0, 1])
     assert rows[0]["context"].startswith(
-        "The following are multiple choice questions (with answers) about anatomy.\n\n")
+        "The following are multiple choice questions (with answers) about anatomy.\n\n"
+    )
     assert rows[0]["context"].endswith("\nD. " + load_docs(task)[0]["choices"][3] + "\nAnswer:")
     assert [r["continuation"] for r in rows[:4]] == [" A", " B", " C", " D"]
 
@@ -90,8 +113,9 @@ def test_task_hash_tracks_what_changes_numbers(tmp_path):
     assert load_task(TASKS / "arc_easy.yaml", {"limit": 10, "shards": 4}).hash == base.hash
     assert load_task(TASKS / "arc_easy.yaml", {"limit": 11}).hash != base.hash
     changed = tmp_path / "arc_easy.yaml"
-    changed.write_text((TASKS / "arc_easy.yaml").read_text().replace("Answer:", "A:")
-                       .replace("pkg:", "pkg:"))
+    changed.write_text(
+        (TASKS / "arc_easy.yaml").read_text().replace("Answer:", "A:").replace("pkg:", "pkg:")
+    )
     assert load_task(changed, {"limit": 10}).hash != base.hash
 
 
@@ -109,11 +133,13 @@ def test_shards_partition_the_documents():
 
 
 def test_local_jsonl_source_and_errors_name_file_and_row(tmp_path):
-    (tmp_path / "d.jsonl").write_text('{"q": "1+1?", "a": ["2", "3"], "t": 0}\n'
-                                      '{"q": "2+2?", "a": ["4", "5"], "t": 7}\n')
+    (tmp_path / "d.jsonl").write_text(
+        '{"q": "1+1?", "a": ["2", "3"], "t": 0}\n{"q": "2+2?", "a": ["4", "5"], "t": 7}\n'
+    )
     (tmp_path / "t.yaml").write_text(
-        "task: tiny\ndataset: {source: d.jsonl}\ndoc_to_text: \"Q: {{q}}\\nA:\"\n"
-        "doc_to_choice: '{{a}}'\ndoc_to_target: t\n")
+        'task: tiny\ndataset: {source: d.jsonl}\ndoc_to_text: "Q: {{q}}\\nA:"\n'
+        "doc_to_choice: '{{a}}'\ndoc_to_target: t\n"
+    )
     task = load_task(tmp_path / "t.yaml")
     docs = load_docs(task)
     assert build_requests(task, docs[:1], [0])[0]["context"] == "Q: 1+1?\nA:"
@@ -124,13 +150,17 @@ def test_local_jsonl_source_and_errors_name_file_and_row(tmp_path):
         load_task(tmp_path / "bad.yaml")
     (tmp_path / "undef.yaml").write_text(
         "task: u\ndataset: {source: d.jsonl}\ndoc_to_text: '{{nope}}'\ndoc_to_choice: '{{a}}'\n"
-        "doc_to_target: t\n")
-    with pytest.raises(TaskError, match=r"undef.yaml: doc_to_text failed on doc 0: 'nope' is undefined"):
+        "doc_to_target: t\n"
+    )
+    with pytest.raises(
+        TaskError, match=r"undef.yaml: doc_to_text failed on doc 0: 'nope' is undefined"
+    ):
         build_requests(load_task(tmp_path / "undef.yaml"), docs[:1], [0])
 
 
 def test_missing_dataset_named(tmp_path):
     (tmp_path / "t.yaml").write_text(
-        "task: x\ndataset: {source: nowhere.jsonl}\ndoc_to_text: q\ndoc_to_choice: a\ndoc_to_target: t\n")
+        "task: x\ndataset: {source: nowhere.jsonl}\ndoc_to_text: q\ndoc_to_choice: a\ndoc_to_target: t\n"
+    )
     with pytest.raises(TaskError, match="t.yaml: dataset.source 'nowhere.jsonl' not found"):
         load_docs(load_task(tmp_path / "t.yaml"))

@@ -9,10 +9,12 @@ import shutil
 import polars as pl
 import pytest
 import yaml
+
+from llmboard.checkpoints.sources import parse_source
+from llmboard.settings import load_settings
+
 from conftest import save_tiny
 from workspace import Workspace
-
-from llmboard.sources import parse_source
 
 pytestmark = pytest.mark.slow
 
@@ -30,12 +32,19 @@ def _make_tasks(root):
     tasks = root / "tasks"
     tasks.mkdir()
     for name, offset in (("add", 0), ("mul", 3), ("sub_a", 5), ("sub_b", 7)):
-        rows = [{"q": f"What is {a} and {a + offset}?", "options": [str(2 * a + offset), "no", str(a)],
-                 "gold": a % 3} for a in range(1, 9)]
+        rows = [
+            {
+                "q": f"What is {a} and {a + offset}?",
+                "options": [str(2 * a + offset), "no", str(a)],
+                "gold": a % 3,
+            }
+            for a in range(1, 9)
+        ]
         (tasks / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         (tasks / f"{name}.yaml").write_text(TASK_TMPL.format(name=name, data=f"{name}.jsonl"))
     (tasks / "grp.yaml").write_text(
-        "group: grp\naggregate: {metric: acc}\nsubgroups:\n  grp_a: [sub_a]\n  grp_b: [sub_b]\n")
+        "group: grp\naggregate: {metric: acc}\nsubgroups:\n  grp_a: [sub_a]\n  grp_b: [sub_b]\n"
+    )
     return tasks
 
 
@@ -44,8 +53,10 @@ def ws(tmp_path_factory, tokenizer_dir):
     root = tmp_path_factory.mktemp("ws")
     w = Workspace(root)
     w.tasks = _make_tasks(root)
-    w.models = {arch: save_tiny(arch, root / f"src-{arch}", tokenizer_dir, seed=i)
-                for i, arch in enumerate(("llama", "gpt2", "qwen2"))}
+    w.models = {
+        arch: save_tiny(arch, root / f"src-{arch}", tokenizer_dir, seed=i)
+        for i, arch in enumerate(("llama", "gpt2", "qwen2"))
+    }
     w.base = {
         "models": {"tiny-llama": {"source": str(w.models["llama"])}},
         "precisions": ["fp32"],
@@ -62,9 +73,9 @@ def key(ws, model):
 
 
 def plan_of(ws, cfg=None):
-    from llmboard.workflow import build_plan
+    from llmboard.workflow.plan import build_plan
 
-    return build_plan(cfg or ws.base, ws.tasks, root=ws.wd)
+    return build_plan(load_settings(cfg or ws.base), ws.tasks, root=ws.wd)
 
 
 def batches(plan) -> list[tuple]:
@@ -75,9 +86,13 @@ def batches(plan) -> list[tuple]:
 def computed_files(ws) -> dict:
     """Every prediction and score file with its mtime: what a run wrote or left alone."""
     res = ws.wd / "results"
-    return {str(p.relative_to(ws.wd)): p.stat().st_mtime_ns
-            for d in ("predictions", "scores") if (res / d).exists()
-            for p in (res / d).rglob("*") if p.is_file() and p.parent.name != "_jobs"}
+    return {
+        str(p.relative_to(ws.wd)): p.stat().st_mtime_ns
+        for d in ("predictions", "scores")
+        if (res / d).exists()
+        for p in (res / d).rglob("*")
+        if p.is_file() and p.parent.name != "_jobs"
+    }
 
 
 def run_and_diff(ws) -> set[str]:
@@ -90,12 +105,11 @@ def run_and_diff(ws) -> set[str]:
 
 
 def expected_files(ws, cfg, runs, tasks) -> set[str]:
-    from llmboard.hashing import sha256_file, short
-    from llmboard.workflow import scorer_version
+    from llmboard.tasks.scoring import scorer_version, scorer_version_of
 
     plan = plan_of(ws, cfg)
     # the workspace's scorer may be edited: its score files carry its own hash
-    here, there = scorer_version(), short(sha256_file(ws.wf / "llmboard" / "scoring.py"), 8)
+    here, there = scorer_version(), scorer_version_of(ws.wf / "llmboard" / "tasks")
     out = set()
     for m, p in runs:
         for t in tasks:
@@ -105,7 +119,8 @@ def expected_files(ws, cfg, runs, tasks) -> set[str]:
 
 
 def test_dry_run_exact_job_list(ws, tmp_path):
-    from llmboard.workflow import coverage_key, scorer_version
+    from llmboard.tasks.scoring import scorer_version
+    from llmboard.workflow.plan import coverage_key
 
     k = key(ws, "llama")
     m = "tiny-llama"
@@ -118,9 +133,14 @@ def test_dry_run_exact_job_list(ws, tmp_path):
     ]
     assert [b.items for b in plan.score_jobs.values()] == [("add", "sub_a", "sub_b")]
     h = {t: plan.tasks[t].hash for t in ("add", "sub_a", "sub_b")}
-    assert plan.prediction_file(m, "fp32", "add", 1) == f"results/predictions/{m}/{k}/fp32/add/{h['add']}/1-of-2.parquet"
-    scores = sorted(f"results/scores/{m}/{k}/fp32/{t}/{h[t]}-{scorer_version()}.json"
-                    for t in ("add", "sub_a", "sub_b"))
+    assert (
+        plan.prediction_file(m, "fp32", "add", 1)
+        == f"results/predictions/{m}/{k}/fp32/add/{h['add']}/1-of-2.parquet"
+    )
+    scores = sorted(
+        f"results/scores/{m}/{k}/fp32/{t}/{h[t]}-{scorer_version()}.json"
+        for t in ("add", "sub_a", "sub_b")
+    )
     assert plan.score_files() == scores
     expected = {
         ("fetch", f"resources/checkpoints/{m}/{k}"),
@@ -128,11 +148,16 @@ def test_dry_run_exact_job_list(ws, tmp_path):
         *{("infer", plan.infer_receipt(b)) for b in plan.infer_jobs.values()},
         *{("score", plan.score_receipt(b)) for b in plan.score_jobs.values()},
         ("leaderboard", f"results/boards/{coverage_key(scores)}/leaderboard.parquet"),
-        ("precision_agreement", f"results/boards/{coverage_key(scores)}/precision_agreement.parquet"),
+        (
+            "precision_agreement",
+            f"results/boards/{coverage_key(scores)}/precision_agreement.parquet",
+        ),
         ("publish_leaderboard", "results/leaderboard.parquet"),
     }
     assert {(r, o) for r, o in ws.planned_jobs() if r != "all"} == expected
-    assert plan.board_prefix() == f"results/boards/{coverage_key(scores)}/leaderboard"
+    assert plan.board_files("leaderboard", [".parquet"]) == [
+        f"results/boards/{coverage_key(scores)}/leaderboard.parquet"
+    ]
     # jobs of at most N task shards, when asked
     small = plan_of(ws, {**ws.base, "inference": {"tasks_per_job": 2}})
     assert [len(b.items) for b in small.infer_jobs.values()] == [2, 1, 1]
@@ -142,11 +167,25 @@ def test_full_run_then_incremental_changes(ws):
     aggregates = ["leaderboard", "precision_agreement", "publish_leaderboard"]
     # ---- a full run from nothing
     written = run_and_diff(ws)
-    assert written == expected_files(ws, ws.base, [("tiny-llama", "fp32")], ["add", "sub_a", "sub_b"])
+    assert written == expected_files(
+        ws, ws.base, [("tiny-llama", "fp32")], ["add", "sub_a", "sub_b"]
+    )
     board = ws.wd / "results"
     long = pl.read_parquet(board / "leaderboard.parquet")
-    assert {"model", "precision", "task", "metric", "value", "stderr", "n", "checkpoint_sha256",
-            "dataset_fingerprint", "task_hash", "git_commit", "torch"} <= set(long.columns)
+    assert {
+        "model",
+        "precision",
+        "task",
+        "metric",
+        "value",
+        "stderr",
+        "n",
+        "checkpoint_sha256",
+        "dataset_fingerprint",
+        "task_hash",
+        "git_commit",
+        "torch",
+    } <= set(long.columns)
     assert set(long["task"]) == {"add", "sub_a", "sub_b", "grp", "grp_a", "grp_b"}
     grp = long.filter((pl.col("task") == "grp") & (pl.col("metric") == "acc"))
     subs = long.filter(pl.col("task").is_in(["sub_a", "sub_b"]) & (pl.col("metric") == "acc"))
@@ -163,21 +202,32 @@ def test_full_run_then_incremental_changes(ws):
     assert ws.planned_jobs() == set()
 
     # ---- settings that do not change numbers re-run nothing
-    ws.write_config({**ws.base, "inference": {"token_budget": 256, "threads": 2, "tasks_per_job": 1},
-                     "log_level": "DEBUG"})
+    ws.write_config(
+        {
+            **ws.base,
+            "inference": {"token_budget": 256, "threads": 2, "tasks_per_job": 1},
+            "log_level": "DEBUG",
+        }
+    )
     assert ws.planned_jobs() == set()
 
     # ---- add a model: exactly its jobs plus the leaderboard, with and without .snakemake/
-    cfg = {**ws.base, "models": {**ws.base["models"], "tiny-gpt2": {"source": str(ws.models["gpt2"])}}}
+    cfg = {
+        **ws.base,
+        "models": {**ws.base["models"], "tiny-gpt2": {"source": str(ws.models["gpt2"])}},
+    }
     ws.write_config(cfg)
     for meta in (True, False):
         if not meta:
             shutil.rmtree(ws.wd / ".snakemake")
         jobs = ws.planned_jobs()
-        assert sorted(r for r, _ in jobs) == sorted(["fetch", "convert", "infer", "infer", "score",
-                                                     *aggregates]), jobs
+        assert sorted(r for r, _ in jobs) == sorted(
+            ["fetch", "convert", "infer", "infer", "score", *aggregates]
+        ), jobs
         assert all("tiny-llama" not in o for r, o in jobs), jobs
-    assert run_and_diff(ws) == expected_files(ws, cfg, [("tiny-gpt2", "fp32")], ["add", "sub_a", "sub_b"])
+    assert run_and_diff(ws) == expected_files(
+        ws, cfg, [("tiny-gpt2", "fp32")], ["add", "sub_a", "sub_b"]
+    )
     long = pl.read_parquet(board / "leaderboard.parquet")
     assert set(long["model"]) == {"tiny-llama", "tiny-gpt2"}
 
@@ -191,7 +241,7 @@ def test_full_run_then_incremental_changes(ws):
     assert run_and_diff(ws) == expected_files(ws, cfg, both, ["add"])
 
     # ---- change how a metric is computed: re-score from stored predictions only
-    scoring = ws.wf / "llmboard" / "scoring.py"
+    scoring = ws.wf / "llmboard" / "tasks" / "metrics.py"
     scoring.write_text(scoring.read_text() + "\n# a changed scorer\n")
     jobs = ws.planned_jobs()
     assert sorted(r for r, _ in jobs) == sorted(["score"] * 2 + aggregates)
@@ -230,9 +280,12 @@ def test_killed_run_resumes_without_recomputing_finished_shards(ws):
 
     cfg = {**ws.base, "tasks": {"mul": {"shards": 4}}}
     ws.write_config(cfg)
-    proc = subprocess.Popen([ws_cmd for ws_cmd in ws.command("--cores", "1")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [ws_cmd for ws_cmd in ws.command("--cores", "1")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     preds = ws.wd / f"results/predictions/tiny-llama/{key(ws, 'llama')}/fp32/mul"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and len(list(preds.rglob("*.json"))) < 2:
@@ -257,9 +310,11 @@ def test_killed_run_resumes_without_recomputing_finished_shards(ws):
 
 
 def test_leaderboard_rebuild_is_byte_identical(ws, tmp_path):
-    from llmboard.leaderboard import write_leaderboard
+    from llmboard.results.leaderboard import write_leaderboard
 
-    scores = sorted(str(p) for p in (ws.wd / "results/scores").rglob("*.json") if p.parent.name != "_jobs")
+    scores = sorted(
+        str(p) for p in (ws.wd / "results/scores").rglob("*.json") if p.parent.name != "_jobs"
+    )
     groups = {"grp": {"metric": "acc", "subgroups": {"grp_a": ["sub_a"], "grp_b": ["sub_b"]}}}
     write_leaderboard(scores, str(tmp_path / "a"), ["add", "grp"], groups)
     write_leaderboard(list(reversed(scores)), str(tmp_path / "b"), ["add", "grp"], groups)
@@ -274,9 +329,15 @@ def test_verify_reports_stale_provenance(tmp_path, tokenizer_dir, capsys):
     ws = Workspace(tmp_path)
     ws.tasks = _make_tasks(tmp_path)
     ws.models = {"llama": save_tiny("llama", tmp_path / "src", tokenizer_dir)}
-    ws.write_config({"models": {"tiny-llama": {"source": str(ws.models["llama"])}},
-                     "precisions": ["fp32"], "tasks": {"add": None, "grp": None},
-                     "tasks_dir": str(ws.tasks), "inference": {"token_budget": 512, "threads": 1}})
+    ws.write_config(
+        {
+            "models": {"tiny-llama": {"source": str(ws.models["llama"])}},
+            "precisions": ["fp32"],
+            "tasks": {"add": None, "grp": None},
+            "tasks_dir": str(ws.tasks),
+            "inference": {"token_budget": 512, "threads": 1},
+        }
+    )
     ws.snakemake()
     args = ["verify", str(ws.wd / "results"), "--tasks-dir", str(ws.tasks)]
     assert cli(args) == 0
@@ -312,9 +373,13 @@ def test_failing_task_keeps_the_rest_of_its_job(tmp_path, tokenizer_dir):
     del rows[2]["options"]
     (ws.tasks / "mul.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     ws.models = {"llama": save_tiny("llama", tmp_path / "src", tokenizer_dir)}
-    cfg = {"models": {"tiny-llama": {"source": str(ws.models["llama"])}}, "precisions": ["fp32"],
-           "tasks": {"add": None, "mul": None}, "tasks_dir": str(ws.tasks),
-           "inference": {"token_budget": 512, "threads": 1}}
+    cfg = {
+        "models": {"tiny-llama": {"source": str(ws.models["llama"])}},
+        "precisions": ["fp32"],
+        "tasks": {"add": None, "mul": None},
+        "tasks_dir": str(ws.tasks),
+        "inference": {"token_budget": 512, "threads": 1},
+    }
     ws.write_config(cfg)
     assert [b[2] for b in batches(plan_of(ws, cfg))] == [(("add", 0, 1), ("mul", 0, 1))]
     run = ws.snakemake(check=False)
@@ -323,8 +388,11 @@ def test_failing_task_keeps_the_rest_of_its_job(tmp_path, tokenizer_dir):
     assert "1 of 2 items failed" in log and "mul shard 0/1" in log
     assert "mul.yaml: doc_to_choice on doc 2 did not give a list" in log
     kept = computed_files(ws)
-    assert set(kept) == {f for f in expected_files(ws, cfg, [("tiny-llama", "fp32")], ["add"])
-                         if "/predictions/" in f}
+    assert set(kept) == {
+        f
+        for f in expected_files(ws, cfg, [("tiny-llama", "fp32")], ["add"])
+        if "/predictions/" in f
+    }
     (ws.tasks / "mul.jsonl").write_text(good)
     assert [b[2] for b in batches(plan_of(ws, cfg))] == [(("mul", 0, 1),)]
     written = run_and_diff(ws)
@@ -335,25 +403,35 @@ def test_jobs_are_found_by_part_and_chunks_do_not_move(tmp_path):
     """A job re-planned mid-run (a cluster node parses the Snakefile again, or a retry
     after some items were written) keeps its part and is left with what is missing;
     one chunk finishing never changes another chunk's items or id."""
-    from llmboard.workflow import build_plan
+    from llmboard.workflow.plan import build_plan
 
     tasks = _make_tasks(tmp_path)
     (tmp_path / "m.safetensors").write_bytes(b"stand-in")
-    cfg = {"models": {"m": {"source": str(tmp_path / "m.safetensors")}}, "precisions": ["fp32"],
-           "tasks": {"add": None, "mul": None, "grp": None}, "tasks_dir": str(tasks),
-           "inference": {"tasks_per_job": 2}}
-    plan = build_plan(cfg, tasks, root=tmp_path)
+    cfg = {
+        "models": {"m": {"source": str(tmp_path / "m.safetensors")}},
+        "precisions": ["fp32"],
+        "tasks": {"add": None, "mul": None, "grp": None},
+        "tasks_dir": str(tasks),
+        "inference": {"tasks_per_job": 2},
+    }
+    plan = build_plan(load_settings(cfg), tasks, root=tmp_path)
     assert {k[2]: b.items for k, b in plan.infer_jobs.items()} == {
-        "0.0": (("add", 0, 1), ("mul", 0, 1)), "0.1": (("sub_a", 0, 1), ("sub_b", 0, 1))}
+        "0.0": (("add", 0, 1), ("mul", 0, 1)),
+        "0.1": (("sub_a", 0, 1), ("sub_b", 0, 1)),
+    }
     for t in ("add", "sub_b"):  # one item of each chunk is written
         for ext in ("parquet", "json"):
             f = tmp_path / plan.prediction_file("m", "fp32", t, 0, ext)
             f.parent.mkdir(parents=True, exist_ok=True)
             f.write_bytes(b"")
-    later = build_plan(cfg, tasks, root=tmp_path)
+    later = build_plan(load_settings(cfg), tasks, root=tmp_path)
     assert {k[2]: b.items for k, b in later.infer_jobs.items()} == {
-        "0.0": (("mul", 0, 1),), "0.1": (("sub_a", 0, 1),)}
-    assert [i["spec"]["task"] for i in later.infer_items("m", "fp32", "0.1", str(tmp_path))] == ["sub_a"]
+        "0.0": (("mul", 0, 1),),
+        "0.1": (("sub_a", 0, 1),),
+    }
+    assert [i.spec["task"] for i in later.infer_items("m", "fp32", "0.1", str(tmp_path))] == [
+        "sub_a"
+    ]
     assert later.infer_items("m", "fp32", "9.9", str(tmp_path)) == []  # nothing left: a no-op job
 
 
@@ -362,8 +440,12 @@ def test_jobs_command_lists_what_a_run_computes(tmp_path, capsys):
 
     tasks = _make_tasks(tmp_path)
     (tmp_path / "m.safetensors").write_bytes(b"stand-in")
-    cfg = {"models": {"m": {"source": str(tmp_path / "m.safetensors")}}, "precisions": ["fp32"],
-           "tasks": {"add": {"shards": 2}, "grp": None}, "tasks_dir": str(tasks)}
+    cfg = {
+        "models": {"m": {"source": str(tmp_path / "m.safetensors")}},
+        "precisions": ["fp32"],
+        "tasks": {"add": {"shards": 2}, "grp": None},
+        "tasks_dir": str(tasks),
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     assert cli(["jobs", "--config", str(tmp_path / "config.yaml"), "--workdir", str(tmp_path)]) == 0
     lines = [line.split() for line in capsys.readouterr().out.splitlines()]

@@ -12,7 +12,16 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "schemas", "llmboard", "envs", "tasks", "profiles")
+WORKFLOW_PARTS = (
+    "Snakefile",
+    "rules",
+    "scripts",
+    "schemas",
+    "llmboard",
+    "envs",
+    "tasks",
+    "profiles",
+)
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 
@@ -34,15 +43,27 @@ class Workspace:
         (self.wd / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
     def command(self, *args: str) -> list[str]:
-        return [SNAKEMAKE, "-s", str(self.wf / "Snakefile"), "--directory", str(self.wd),
-                "--configfile", str(self.wd / "config.yaml"), *args]
+        return [
+            SNAKEMAKE,
+            "-s",
+            str(self.wf / "Snakefile"),
+            "--directory",
+            str(self.wd),
+            "--configfile",
+            str(self.wd / "config.yaml"),
+            *args,
+        ]
 
-    def snakemake(self, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    def snakemake(
+        self, *args: str, check: bool = True, timeout: int = 900
+    ) -> subprocess.CompletedProcess:
         cmd = self.command("--cores", "2", *args)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
         if check and run.returncode != 0:
-            raise AssertionError(f"snakemake {' '.join(args)} failed:\n{run.stdout[-4000:]}\n{run.stderr[-6000:]}")
+            raise AssertionError(
+                f"snakemake {' '.join(args)} failed:\n{run.stdout[-4000:]}\n{run.stderr[-6000:]}"
+            )
         return run
 
     def planned_jobs(self, *args: str) -> set[tuple[str, str]]:

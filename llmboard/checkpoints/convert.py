@@ -15,16 +15,25 @@ import pickle
 import shutil
 from pathlib import Path
 
-from .atomic import atomic_dir, write_json
-from .hashing import sha256_json
+from ..atomic import atomic_dir, write_json
+from ..hashing import sha256_json
+from ..settings import schema_default
 from .manifest import build_manifest
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
-                   "chat_template.jinja", "vocab.txt")
-DEFAULT_SHARD_BYTES = 2 * 1024**3
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "vocab.txt",
+)
+DEFAULT_SHARD_BYTES = int(schema_default("convert", "shard_gb") * 1024**3)
 
 
 class UnsafeCheckpointError(RuntimeError):
@@ -40,8 +49,9 @@ def detect_format(folder: Path) -> tuple[str, list[Path]]:
     by = lambda *sfx: [p for p in files if p.name.endswith(sfx)]  # noqa: E731
     if gguf := by(".gguf"):
         if len(gguf) > 1:
-            raise ConvertError(f"{folder}: several GGUF files {[p.name for p in gguf]}; "
-                               "point the source at one")
+            raise ConvertError(
+                f"{folder}: several GGUF files {[p.name for p in gguf]}; point the source at one"
+            )
         return "gguf", gguf
     if st := by(".safetensors"):
         return "safetensors", st
@@ -69,7 +79,9 @@ def dedupe_shared(state_dict: dict) -> dict:
     return keep
 
 
-def write_sharded(state_dict: dict, out: Path, max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> list[str]:
+def write_sharded(
+    state_dict: dict, out: Path, max_shard_bytes: int = DEFAULT_SHARD_BYTES
+) -> list[str]:
     """Write safetensors shards (+ index when more than one) the way transformers names them."""
     from safetensors.torch import save_file
 
@@ -84,17 +96,24 @@ def write_sharded(state_dict: dict, out: Path, max_shard_bytes: int = DEFAULT_SH
         shards[-1][name] = sd[name]
         size += nbytes
     n = len(shards)
-    names = ["model.safetensors"] if n == 1 else \
-        [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+    names = (
+        ["model.safetensors"]
+        if n == 1
+        else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+    )
     weight_map = {}
     for fname, shard in zip(names, shards):
         save_file(shard, str(out / fname), metadata={"format": "pt"})
         weight_map.update({k: fname for k in shard})
     if n > 1:
         total = sum(t.numel() * t.element_size() for t in sd.values())
-        (out / "model.safetensors.index.json").write_text(json.dumps(
-            {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))},
-            indent=2) + "\n")
+        (out / "model.safetensors.index.json").write_text(
+            json.dumps(
+                {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))},
+                indent=2,
+            )
+            + "\n"
+        )
     return names
 
 
@@ -107,7 +126,8 @@ def load_pytorch_safely(path: Path) -> dict:
         raise UnsafeCheckpointError(
             f"{path.name}: refused by torch.load(weights_only=True): this pickle holds more "
             f"than tensors (it may execute code), so it is not loaded. Convert it to "
-            f"safetensors in a sandbox you trust. Detail: {str(e).splitlines()[0]}") from e
+            f"safetensors in a sandbox you trust. Detail: {str(e).splitlines()[0]}"
+        ) from e
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(hasattr(v, "shape") for v in obj.values()):
@@ -121,17 +141,20 @@ def _copy_side_files(src: Path, out: Path, required_config: bool = True) -> None
         if hits:
             shutil.copy2(hits[0], out / name)
     if required_config and not (out / "config.json").exists():
-        raise ConvertError(f"{src}: config.json missing; a state dict alone does not say "
-                           "which architecture it is")
+        raise ConvertError(
+            f"{src}: config.json missing; a state dict alone does not say which architecture it is"
+        )
 
 
 def _convert_gguf(path: Path, out: Path, shard_bytes: int, trust_remote_code: bool) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                 trust_remote_code=trust_remote_code)
-    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name,
-                                        trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, trust_remote_code=trust_remote_code
+    )
+    tok = AutoTokenizer.from_pretrained(
+        path.parent, gguf_file=path.name, trust_remote_code=trust_remote_code
+    )
     # save_pretrained refuses a GGUF-loaded model ("quantized with gguf and is not
     # serializable") until the quantizer's config is removed; the weights are
     # already dequantised to float32.
@@ -171,11 +194,18 @@ def _convert_safetensors(files: list[Path], src: Path, out: Path, shard_bytes: i
     write_sharded(sd, out, shard_bytes)
 
 
-def convert(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-            shard_bytes: int = DEFAULT_SHARD_BYTES, trust_remote_code: bool = False) -> dict:
+def convert(
+    checkpoint_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    trust_remote_code: bool = False,
+) -> dict:
     """Convert ``checkpoint_dir`` (a fetch output) into ``out_dir``; return the manifest."""
     src = Path(checkpoint_dir)
-    fetch_info = json.loads((src / "fetch.json").read_text()) if (src / "fetch.json").exists() else {}
+    fetch_info = (
+        json.loads((src / "fetch.json").read_text()) if (src / "fetch.json").exists() else {}
+    )
     fmt, files = detect_format(src)
     log.info("converting %s (%s, %d file(s))", src, fmt, len(files))
     with atomic_dir(out_dir) as tmp:
@@ -187,9 +217,15 @@ def convert(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
             _convert_safetensors(files, src, tmp, shard_bytes)
         src_files = fetch_info.get("files") or {}
         weight_hashes = {k: v for k, v in src_files.items() if k in {p.name for p in files}}
-        source_sha = (next(iter(weight_hashes.values())) if len(weight_hashes) == 1
-                      else sha256_json(weight_hashes) if weight_hashes else None)
-        manifest = build_manifest(tmp, source_sha256=source_sha,
-                                  source={**fetch_info.get("source", {}), "format": fmt})
+        source_sha = (
+            next(iter(weight_hashes.values()))
+            if len(weight_hashes) == 1
+            else sha256_json(weight_hashes)
+            if weight_hashes
+            else None
+        )
+        manifest = build_manifest(
+            tmp, source_sha256=source_sha, source={**fetch_info.get("source", {}), "format": fmt}
+        )
         write_json(tmp / "manifest.json", manifest)
     return manifest

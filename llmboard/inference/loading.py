@@ -4,16 +4,36 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from dataclasses import dataclass
 
+from ..checkpoints.manifest import load_manifest
 from .precisions import check_precision, hardware_warnings, quantization_config, torch_dtype
 
 log = logging.getLogger(__name__)
 
 
-def load_model(folder, precision: str, *, device_map: str | dict | None = None,
-               max_memory: dict | None = None, offload_folder: str | None = None,
-               trust_remote_code: bool = False):
-    """Return (model, tokenizer, placement) where placement records the device map used.
+@dataclass(frozen=True)
+class ModelContext:
+    """What a prediction file records about the loaded model that computed it."""
+
+    model_dir: str
+    checkpoint_sha256: str
+    precision: str
+    placement: dict  # module -> device, as accelerate placed it
+    load_seconds: float
+
+
+def load_model(
+    folder,
+    precision: str,
+    *,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | None = None,
+    trust_remote_code: bool = False,
+):
+    """Return (model, tokenizer, context); the context records the device map used.
 
     ``device_map`` "auto"/"balanced" spread layers over the GPUs this process
     sees (``CUDA_VISIBLE_DEVICES``), within ``max_memory``; CPU (and disk, when
@@ -22,12 +42,16 @@ def load_model(folder, precision: str, *, device_map: str | dict | None = None,
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    t0 = time.monotonic()
     check_precision(precision)
     on_gpu = torch.cuda.is_available()
     for w in hardware_warnings(precision, on_gpu):
         log.warning("precision %s: %s", precision, w)
-    kwargs: dict = {"dtype": torch_dtype(precision), "trust_remote_code": trust_remote_code,
-                    "low_cpu_mem_usage": True}
+    kwargs: dict = {
+        "dtype": torch_dtype(precision),
+        "trust_remote_code": trust_remote_code,
+        "low_cpu_mem_usage": True,
+    }
     quant = quantization_config(precision)
     if quant is not None:
         kwargs["quantization_config"] = quant
@@ -45,6 +69,17 @@ def load_model(folder, precision: str, *, device_map: str | dict | None = None,
         kwargs["offload_folder"] = offload_folder
     model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval()
     tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    placement = {str(k): str(v) for k, v in (getattr(model, "hf_device_map", None) or
-                                             {"": str(next(model.parameters()).device)}).items()}
-    return model, tok, placement
+    placement = {
+        str(k): str(v)
+        for k, v in (
+            getattr(model, "hf_device_map", None) or {"": str(next(model.parameters()).device)}
+        ).items()
+    }
+    context = ModelContext(
+        str(folder),
+        load_manifest(folder)["checkpoint_sha256"],
+        precision,
+        placement,
+        time.monotonic() - t0,
+    )
+    return model, tok, context

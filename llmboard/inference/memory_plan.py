@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,16 +36,19 @@ class MemoryPlan:
     host_mem_mb: int
     arithmetic: str
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+
+class PlanDoesNotFit(RuntimeError):
+    """No placement of the model fits the GPUs a job may hold; the message says why."""
 
 
 def weight_bytes(parameters: int, layer_matrix_parameters: int, precision: str) -> int:
     spec = check_precision(precision)
     if precision in QUANT_BYTES:
         # quantised layer matrices + the rest (embeddings, norms, head) in 16 bit
-        return int(layer_matrix_parameters * QUANT_BYTES[precision]
-                   + (parameters - layer_matrix_parameters) * 2)
+        return int(
+            layer_matrix_parameters * QUANT_BYTES[precision]
+            + (parameters - layer_matrix_parameters) * 2
+        )
     return int(parameters * spec["bytes"])
 
 
@@ -82,8 +85,12 @@ def _manifest_counts(path: str, mtime_ns: int) -> tuple[dict, int, int, dict]:
     # cached per file version: the Snakefile plans every inference job of a model
     # (memory and GPUs, thousands of jobs) from the same manifest
     m = json.loads(Path(path).read_text())
-    return (m["architecture"], m["parameters"], m.get("layer_matrix_parameters", m["parameters"]),
-            m.get("parameters_per_layer", {"other": m["parameters"]}))
+    return (
+        m["architecture"],
+        m["parameters"],
+        m.get("layer_matrix_parameters", m["parameters"]),
+        m.get("parameters_per_layer", {"other": m["parameters"]}),
+    )
 
 
 def config_counts(config_json: str | Path) -> tuple[dict, int, int, dict]:
@@ -91,7 +98,7 @@ def config_counts(config_json: str | Path) -> tuple[dict, int, int, dict]:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from .manifest import layer_of
+    from ..checkpoints.manifest import layer_of
 
     config = AutoConfig.from_pretrained(str(config_json))
     with torch.device("meta"):
@@ -108,9 +115,13 @@ def config_counts(config_json: str | Path) -> tuple[dict, int, int, dict]:
         if layer_of(name) != "other" and p.dim() == 2:
             matrix += p.numel()
     text = getattr(config, "text_config", config)
-    arch = {"model_type": config.model_type, "hidden_size": text.hidden_size,
-            "vocab_size": text.vocab_size, "num_attention_heads": text.num_attention_heads,
-            "num_hidden_layers": text.num_hidden_layers}
+    arch = {
+        "model_type": config.model_type,
+        "hidden_size": text.hidden_size,
+        "vocab_size": text.vocab_size,
+        "num_attention_heads": text.num_attention_heads,
+        "num_hidden_layers": text.num_hidden_layers,
+    }
     return arch, params, matrix, per_layer
 
 
@@ -119,8 +130,10 @@ def _block_bytes(per_layer: dict, params: int, matrix: int, precision: str) -> l
     layers = {k: v for k, v in per_layer.items() if k != "other"}
     layer_params = sum(layers.values()) or 1
     blocks = []
-    for name, n in [("other", per_layer.get("other", 0)), *sorted(
-            layers.items(), key=lambda kv: int(kv[0].split(".")[1]))]:
+    for name, n in [
+        ("other", per_layer.get("other", 0)),
+        *sorted(layers.items(), key=lambda kv: int(kv[0].split(".")[1])),
+    ]:
         if name == "other":
             blocks.append(weight_bytes(n, 0, precision))
         else:  # this layer's share of the quantised matrices
@@ -152,9 +165,20 @@ def gpus_needed(blocks: list[int], activation: int, gpu_bytes: float, reserve: i
 CUDA_RESERVE_BYTES = 1 * GiB  # CUDA context, cuBLAS workspace, allocator fragmentation
 
 
-def plan(source, precision: str, *, model: str = "?", token_budget: int = 2048,
-         gpu_memory_gb: float | None = None, margin: float = 0.25,
-         max_gpus: int | None = None) -> MemoryPlan:
+# activation estimates are rough; jobs are planned with this much on top
+JOB_MARGIN = 0.25
+
+
+def plan_memory(
+    source,
+    precision: str,
+    *,
+    token_budget: int,
+    model: str = "?",
+    gpu_memory_gb: float | None = None,
+    margin: float = JOB_MARGIN,
+    max_gpus: int | None = None,
+) -> MemoryPlan:
     """Weights are exact (from the headers); the margin covers activation estimates."""
     arch, params, matrix, per_layer = _arch_and_counts(source)
     w = weight_bytes(params, matrix, precision)
@@ -165,42 +189,73 @@ def plan(source, precision: str, *, model: str = "?", token_budget: int = 2048,
         gpus = gpus_needed(blocks, a, gpu_memory_gb * GiB, CUDA_RESERVE_BYTES)
         if gpus < 0 or (max_gpus is not None and gpus > max_gpus):
             need = max(1, math.ceil(total / (gpu_memory_gb * GiB - CUDA_RESERVE_BYTES)))
-            raise MemoryError(
+            raise PlanDoesNotFit(
                 f"{model} at {precision} needs {total / GiB:.1f} GiB = {need} x {gpu_memory_gb:g} GB "
                 f"GPUs, but at most {max_gpus if max_gpus is not None else 'a whole layer per'} "
-                f"{'are available (resources.max_gpus_per_job)' if max_gpus is not None else 'GPU fits'}")
+                f"{'are available (resources.max_gpus_per_job)' if max_gpus is not None else 'GPU fits'}"
+            )
     else:
         gpus = 0
     # host: on GPU, loading streams shards through host memory; on CPU it holds the model
     host = HOST_BASE_BYTES + (int(w * 0.25) if gpus else w + a)
-    arithmetic = (f"weights {params:,} params -> {w / GiB:.2f} GiB at {precision}"
-                  f" + activations {a / GiB:.2f} GiB (budget {token_budget} tokens,"
-                  f" +{margin:.0%} margin) = {total / GiB:.2f} GiB")
+    arithmetic = (
+        f"weights {params:,} params -> {w / GiB:.2f} GiB at {precision}"
+        f" + activations {a / GiB:.2f} GiB (budget {token_budget} tokens,"
+        f" +{margin:.0%} margin) = {total / GiB:.2f} GiB"
+    )
     if gpu_memory_gb:
-        arithmetic += (f"; whole layers packed into {gpu_memory_gb:g} GB GPUs, each keeping "
-                       f"{CUDA_RESERVE_BYTES / GiB:g} GiB for CUDA -> {gpus} GPU(s)")
-    return MemoryPlan(model, precision, params, w, a, margin, total, gpu_memory_gb, gpus,
-                      math.ceil(host / 2**20), arithmetic)
+        arithmetic += (
+            f"; whole layers packed into {gpu_memory_gb:g} GB GPUs, each keeping "
+            f"{CUDA_RESERVE_BYTES / GiB:g} GiB for CUDA -> {gpus} GPU(s)"
+        )
+    return MemoryPlan(
+        model,
+        precision,
+        params,
+        w,
+        a,
+        margin,
+        total,
+        gpu_memory_gb,
+        gpus,
+        math.ceil(host / 2**20),
+        arithmetic,
+    )
 
 
-def job_mem_mb(model_dir, precision: str, config: dict) -> int:
-    """``mem_mb`` for an inference job; before conversion, a configured default."""
-    infer_cfg = config.get("inference") or {}
+def job_mem_mb(
+    model_dir,
+    precision: str,
+    *,
+    token_budget: int,
+    gpu_memory_gb: float | None,
+    default_mem_mb: int,
+) -> int:
+    """``mem_mb`` for an inference job; before conversion (no manifest yet), the default."""
     if not (Path(model_dir) / "manifest.json").exists():
-        return int(infer_cfg.get("default_mem_mb", 4096))
-    return plan(model_dir, precision, token_budget=int(infer_cfg.get("token_budget", 2048)),
-                gpu_memory_gb=_gpu_cfg(config).get("gpu_memory_gb")).host_mem_mb
+        return default_mem_mb
+    return plan_memory(
+        model_dir, precision, token_budget=token_budget, gpu_memory_gb=gpu_memory_gb
+    ).host_mem_mb
 
 
-def job_gpus(model_dir, precision: str, config: dict) -> int:
-    gpu = _gpu_cfg(config)
-    if not gpu.get("gpu_memory_gb"):
-        return 0  # CPU-only run
+def job_gpus(
+    model_dir,
+    precision: str,
+    *,
+    token_budget: int,
+    gpu_memory_gb: float | None,
+    max_gpus: int | None,
+) -> int:
+    """GPUs an inference job asks for: 0 on a CPU run, 1 before conversion."""
+    if not gpu_memory_gb:
+        return 0
     if not (Path(model_dir) / "manifest.json").exists():
         return 1
-    return plan(model_dir, precision, token_budget=int(config.get("inference", {}).get("token_budget", 2048)),
-                gpu_memory_gb=gpu["gpu_memory_gb"], max_gpus=gpu.get("max_gpus_per_job")).gpus
-
-
-def _gpu_cfg(config: dict) -> dict:
-    return dict(config.get("resources") or {})
+    return plan_memory(
+        model_dir,
+        precision,
+        token_budget=token_budget,
+        gpu_memory_gb=gpu_memory_gb,
+        max_gpus=max_gpus,
+    ).gpus

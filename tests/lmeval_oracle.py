@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from .tasks import Task, load_docs
+from llmboard.tasks.definitions import Task
+from llmboard.tasks.documents import load_docs
 
 LMEVAL_TASKS = Path(importlib.util.find_spec("lm_eval").submodule_search_locations[0]) / "tasks"
 
@@ -33,21 +34,40 @@ def write_lmeval_task(task: Task, out_dir: Path, name: str | None = None) -> str
     data = out_dir / f"{name}.jsonl"
     data.write_text("".join(json.dumps(_jsonable(d)) + "\n" for d in docs))
     s = task.spec
-    cfg = {"task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
-           "test_split": "test", "output_type": "multiple_choice",
-           "target_delimiter": s["target_delimiter"],
-           "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True}
-                           for m in task.metrics]}
+    cfg = {
+        "task": name,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data)}},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "target_delimiter": s["target_delimiter"],
+        "metric_list": [
+            {"metric": m, "aggregation": "mean", "higher_is_better": True} for m in task.metrics
+        ],
+    }
     if s.get("description"):
         cfg["description"] = s["description"]
     if task.name == "hellaswag":
         shutil.copy(LMEVAL_TASKS / "hellaswag" / "utils.py", out_dir / "utils.py")
-        cfg.update({"process_docs": "!function utils.process_docs", "doc_to_text": "{{query}}",
-                    "doc_to_target": "{{label}}", "doc_to_choice": "choices"})
+        cfg.update(
+            {
+                "process_docs": "!function utils.process_docs",
+                "doc_to_text": "{{query}}",
+                "doc_to_target": "{{label}}",
+                "doc_to_choice": "choices",
+            }
+        )
     elif task.name == "winogrande":
-        shutil.copy(LMEVAL_TASKS / "winogrande" / "preprocess_winogrande.py", out_dir / "preprocess_winogrande.py")
-        cfg.update({k: f"!function preprocess_winogrande.{k}" for k in
-                    ("doc_to_text", "doc_to_target", "doc_to_choice")})
+        shutil.copy(
+            LMEVAL_TASKS / "winogrande" / "preprocess_winogrande.py",
+            out_dir / "preprocess_winogrande.py",
+        )
+        cfg.update(
+            {
+                k: f"!function preprocess_winogrande.{k}"
+                for k in ("doc_to_text", "doc_to_target", "doc_to_choice")
+            }
+        )
     else:
         cfg.update({k: s[k] for k in ("doc_to_text", "doc_to_choice", "doc_to_target")})
         if task.name == "boolq":  # this copy stores a bool `answer`, super_glue a `label`
@@ -61,8 +81,13 @@ def write_lmeval_task(task: Task, out_dir: Path, name: str | None = None) -> str
     return name
 
 
-def lmeval_model(model_dir: str, *, dtype: str = "float32", batch_size: int | str = 8,
-                 softmax_dtype: str | None = "float32"):
+def lmeval_model(
+    model_dir: str,
+    *,
+    dtype: str = "float32",
+    batch_size: int | str = 8,
+    softmax_dtype: str | None = "float32",
+):
     """lm-eval's own HF model (logits cache on, its default), loaded once for several runs."""
     from lm_eval.models.huggingface import HFLM
 
@@ -70,8 +95,16 @@ def lmeval_model(model_dir: str, *, dtype: str = "float32", batch_size: int | st
     return HFLM(pretrained=model_dir, dtype=dtype, batch_size=batch_size, device="cpu", **kw)
 
 
-def run_lmeval(model_dir: str, task: Task, work: Path, *, dtype: str = "float32",
-               batch_size: int | str = 8, softmax_dtype: str | None = "float32", lm=None) -> dict:
+def run_lmeval(
+    model_dir: str,
+    task: Task,
+    work: Path,
+    *,
+    dtype: str = "float32",
+    batch_size: int | str = 8,
+    softmax_dtype: str | None = "float32",
+    lm=None,
+) -> dict:
     """Evaluate with lm-eval in this process; return {"results", "samples"} for the task."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -80,11 +113,16 @@ def run_lmeval(model_dir: str, task: Task, work: Path, *, dtype: str = "float32"
 
     name = write_lmeval_task(task, work)
     if lm is None:
-        lm = lmeval_model(model_dir, dtype=dtype, batch_size=batch_size, softmax_dtype=softmax_dtype)
-    out = lm_eval.simple_evaluate(model=lm, tasks=[name],
-                                  task_manager=TaskManager(include_path=str(work)),
-                                  log_samples=True,
-                                  num_fewshot=0)
+        lm = lmeval_model(
+            model_dir, dtype=dtype, batch_size=batch_size, softmax_dtype=softmax_dtype
+        )
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=[name],
+        task_manager=TaskManager(include_path=str(work)),
+        log_samples=True,
+        num_fewshot=0,
+    )
     return {"results": out["results"][name], "samples": out["samples"][name]}
 
 

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..workflow.layout import GPU_LOCK_DIR
+
 log = logging.getLogger(__name__)
 
 
@@ -33,12 +35,12 @@ class Slots:
         self.files.clear()
 
 
-def local_gpu_ids(config: dict) -> list[int]:
-    """The GPUs local jobs may use: ``resources.local_gpus`` or what nvidia-smi lists."""
-    res = (config or {}).get("resources") or {}
-    if "local_gpus" in res:
-        v = res["local_gpus"]
-        return list(range(v)) if isinstance(v, int) else [int(x) for x in v]
+def local_gpu_ids(local_gpus: int | list[int] | tuple[int, ...] | None) -> list[int]:
+    """The GPUs local jobs may use: a count, a list of ids, or (None) what nvidia-smi lists."""
+    if local_gpus is not None:
+        return (
+            list(range(local_gpus)) if isinstance(local_gpus, int) else [int(x) for x in local_gpus]
+        )
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
         return [i for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
@@ -46,8 +48,14 @@ def local_gpu_ids(config: dict) -> list[int]:
         return []
 
 
-def acquire(n: int, ids: list[int], lock_dir: str | os.PathLike, *, timeout: float | None = None,
-            poll: float = 0.5) -> Slots:
+def acquire(
+    n: int,
+    ids: list[int],
+    lock_dir: str | os.PathLike,
+    *,
+    timeout: float | None = None,
+    poll: float = 0.5,
+) -> Slots:
     if n > len(ids):
         raise RuntimeError(f"job needs {n} GPU(s) but only {len(ids)} exist here ({ids})")
     lock_dir = Path(lock_dir)
@@ -76,14 +84,17 @@ def acquire(n: int, ids: list[int], lock_dir: str | os.PathLike, *, timeout: flo
         time.sleep(poll)
 
 
-def acquire_for_job(n: int, config: dict, lock_dir: str | os.PathLike = ".llmboard/gpu-locks") -> Slots:
+def acquire_for_job(n: int, local_gpus, lock_dir: str | os.PathLike = GPU_LOCK_DIR) -> Slots:
     if n <= 0:
         return Slots([])
     if os.environ.get("SLURM_JOB_ID") and os.environ.get("CUDA_VISIBLE_DEVICES"):
         log.info("SLURM allocation: CUDA_VISIBLE_DEVICES=%s", os.environ["CUDA_VISIBLE_DEVICES"])
         return Slots([])
-    slots = acquire(n, local_gpu_ids(config), lock_dir)
+    slots = acquire(n, local_gpu_ids(local_gpus), lock_dir)
     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in slots.ids)
-    log.info("GPU slots %s locked; CUDA_VISIBLE_DEVICES=%s", slots.ids,
-             os.environ["CUDA_VISIBLE_DEVICES"])
+    log.info(
+        "GPU slots %s locked; CUDA_VISIBLE_DEVICES=%s",
+        slots.ids,
+        os.environ["CUDA_VISIBLE_DEVICES"],
+    )
     return slots

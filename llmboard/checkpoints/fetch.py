@@ -16,16 +16,24 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .atomic import atomic_dir, write_json
-from .hashing import CHUNK, sha256_file
+from ..atomic import atomic_dir, write_json
+from ..hashing import CHUNK, sha256_file
 from .sources import Source, SourceError, resolve_pkg_path
 
 log = logging.getLogger(__name__)
 
 # What a model needs: weights, config, tokenizer. Never code (*.py) unless asked.
 DEFAULT_HF_PATTERNS = (
-    "*.safetensors", "*.safetensors.index.json", "*.json", "*.model", "*.txt",
-    "*.tiktoken", "*.gguf", "*.bin", "*.bin.index.json", "*.pt",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "*.json",
+    "*.model",
+    "*.txt",
+    "*.tiktoken",
+    "*.gguf",
+    "*.bin",
+    "*.bin.index.json",
+    "*.pt",
 )
 
 
@@ -76,7 +84,8 @@ def download_url(url: str, dest: Path, sha256: str, partial_dir: Path, timeout: 
                         f.write(block)
                 except (http.client.IncompleteRead, OSError) as e:
                     raise DownloadInterrupted(
-                        f"{url}: connection lost after {f.tell()} bytes; rerun to resume") from e
+                        f"{url}: connection lost after {f.tell()} bytes; rerun to resume"
+                    ) from e
             size = part.stat().st_size
             if expected is not None and size < expected:
                 raise DownloadInterrupted(f"{url}: got {size} of {expected} bytes; rerun to resume")
@@ -99,8 +108,9 @@ def _fetch_hf(src: Source, out: Path) -> dict:
     patterns = list(src.allow_patterns or DEFAULT_HF_PATTERNS)
     # The hub cache is reused across runs and models; files are verified by the
     # hub client against their ETag, and we hash them again for the manifest.
-    snap = Path(snapshot_download(repo_id=src.location, revision=src.revision,
-                                  allow_patterns=patterns))
+    snap = Path(
+        snapshot_download(repo_id=src.location, revision=src.revision, allow_patterns=patterns)
+    )
     _copy_tree_or_file(snap, out)
     commit = snap.name
     return {"resolved_revision": commit}
@@ -122,8 +132,11 @@ def fetch(src: Source, out_dir: str | os.PathLike, partial_dir: str | os.PathLik
             _copy_tree_or_file(Path(src.location).expanduser(), tmp)
         else:  # pragma: no cover - parse_source only makes the kinds above
             raise SourceError(f"unknown source kind {src.kind!r}")
-        files = {p.relative_to(tmp).as_posix(): sha256_file(p)
-                 for p in sorted(tmp.rglob("*")) if p.is_file()}
+        files = {
+            p.relative_to(tmp).as_posix(): sha256_file(p)
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file()
+        }
         if not files:
             raise SourceError(f"{src.kind}:{src.location}: fetched no files")
         if src.sha256 and src.kind != "url":
@@ -131,9 +144,17 @@ def fetch(src: Source, out_dir: str | os.PathLike, partial_dir: str | os.PathLik
             if len(files) != 1 or next(iter(files.values())) != src.sha256:
                 name, got = next(iter(files.items()))
                 raise IntegrityError(f"{name}: sha256 mismatch (expected {src.sha256}, got {got})")
-        write_json(tmp / "fetch.json", {
-            "source": {"kind": src.kind, "location": src.location,
-                       "revision": src.revision, "sha256": src.sha256},
-            "files": files, **extra,
-        })
+        write_json(
+            tmp / "fetch.json",
+            {
+                "source": {
+                    "kind": src.kind,
+                    "location": src.location,
+                    "revision": src.revision,
+                    "sha256": src.sha256,
+                },
+                "files": files,
+                **extra,
+            },
+        )
     return out_dir

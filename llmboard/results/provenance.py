@@ -8,7 +8,7 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
 
 LIBRARIES = ("torch", "transformers", "accelerate", "bitsandbytes", "safetensors", "datasets",
              "polars")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 
-from .atomic import atomic_path, write_text
-from .precisions import REFERENCE_ORDER
+from ..atomic import atomic_path, write_text
+from ..inference.precisions import REFERENCE_ORDER
 
 KEYS = ["model", "task", "precision", "reference"]
 

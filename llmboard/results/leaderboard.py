@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .atomic import atomic_path, write_text
+from ..atomic import atomic_path, write_text
+from ..tasks.metrics import pooled_stderr
 
 KEYS = ["model", "precision", "task", "metric"]
 PROVENANCE = ["checkpoint_sha256", "dataset_fingerprint", "task_hash", "llmboard_version",
@@ -53,8 +54,7 @@ def _group_frame(long, name: str, members: list[str], metric: str):
     n = pl.col("n")
     return (sub.group_by(["model", "precision"]).agg(
         value=(pl.col("value") * n).sum() / n.sum(),
-        stderr=(((n - 1) * pl.col("stderr") ** 2 * n).sum() / (n.sum() - pl.len())
-                / n.sum()).sqrt(),
+        stderr=pooled_stderr(pl.col("stderr"), n),
         n=n.sum(),
         members=pl.len(),
     ).with_columns(task=pl.lit(name), metric=pl.lit(metric), is_group=pl.lit(True),
@@ -70,7 +70,7 @@ def build_long(score_paths: list[str], groups: dict[str, dict] | None = None):
         raise ValueError("no scores to aggregate")
     parts = [long]
     for gname, g in sorted((groups or {}).items()):
-        metric = g.get("metric", "acc")
+        metric = g["metric"]
         sub_frames = []
         for sname, members in sorted(g["subgroups"].items()):
             f = _group_frame(long, sname, members, metric)

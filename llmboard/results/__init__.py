@@ -1,0 +1,1 @@
+"""Results: leaderboards, precision agreement, provenance and its verification."""

@@ -1,0 +1,189 @@
+"""Typed settings, built once from ``config.yaml``.
+
+``schemas/config.schema.yaml`` is the one place for every setting's type, range and
+default: the config is validated against it and its defaults are filled in, then
+turned into frozen dataclasses. Library functions take plain values from these,
+never the config dict.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+
+
+class SettingsError(ValueError):
+    """A config that cannot be used; the message names the file and the field."""
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def schema_default(*path: str):
+    """The schema's default of a setting, e.g. ``schema_default("inference", "token_budget")``,
+    for library callers outside a workflow (tests, the CLI on a bare model config)."""
+    node = schema()
+    for name in path:
+        node = node["properties"][name]
+    return copy.deepcopy(node["default"])
+
+
+def _model_name_regex() -> str:
+    return schema()["properties"]["models"]["propertyNames"]["pattern"].strip("^$")
+
+
+def task_override_fields() -> tuple[str, ...]:
+    """The task fields a config may override (``tasks: {name: {...}}``)."""
+    return tuple(schema()["properties"]["tasks"]["additionalProperties"]["properties"])
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    source: str
+    revision: str | None
+    sha256: str | None
+    allow_patterns: tuple[str, ...]
+    trust_remote_code: bool
+    precisions: tuple[str, ...]  # the global list unless the entry has its own
+
+    def source_fields(self) -> dict:
+        """The fields that say where the checkpoint comes from (``parse_source``'s input)."""
+        out = {"source": self.source, "revision": self.revision, "sha256": self.sha256}
+        if self.allow_patterns:
+            out["allow_patterns"] = list(self.allow_patterns)
+        return {k: v for k, v in out.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    token_budget: int
+    tasks_per_job: int
+    threads: int
+    device_map: str | None
+    max_memory: dict | None
+    offload_folder: str | None
+    default_mem_mb: int
+
+
+@dataclass(frozen=True)
+class ResourceSettings:
+    gpu_memory_gb: float | None
+    max_gpus_per_job: int | None
+    local_gpus: int | tuple[int, ...] | None
+    infer_runtime_min: int
+    convert_mem_mb: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    models: dict[str, ModelEntry]
+    precisions: tuple[str, ...]
+    tasks: dict[str, dict]  # task or group name -> overrides (config order kept)
+    tasks_dir: str
+    seed: int
+    log_level: str
+    inference: InferenceSettings
+    convert_shard_gb: float
+    resources: ResourceSettings
+
+
+def _validator():
+    """A jsonschema validator that also fills in the schema's defaults (the jsonschema
+    FAQ's recipe): an object given a default ``{}`` then gets its own properties'
+    defaults, so every setting has a value after validation."""
+    from jsonschema import Draft202012Validator, validators
+
+    validate_properties = Draft202012Validator.VALIDATORS["properties"]
+
+    def properties_with_defaults(validator, properties, instance, sch):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub:
+                    instance.setdefault(name, copy.deepcopy(sub["default"]))
+        yield from validate_properties(validator, properties, instance, sch)
+
+    cls = validators.extend(Draft202012Validator, {"properties": properties_with_defaults})
+    return cls(schema())
+
+
+def _where(error) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def load_settings(config: dict, origin: str = "config") -> Settings:
+    """Validate ``config`` (not changed) and build the settings; ``origin`` names the file
+    in errors."""
+    data = copy.deepcopy(config or {})
+    errors = sorted(_validator().iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise SettingsError(
+            f"{origin}: "
+            + "; ".join(f"{_where(e)}: {e.message}" for e in errors[:5])
+            + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else "")
+        )
+    precisions = tuple(data["precisions"])
+    models = {
+        name: ModelEntry(
+            name=name,
+            source=e["source"],
+            revision=e.get("revision"),
+            sha256=e.get("sha256"),
+            allow_patterns=tuple(e.get("allow_patterns") or ()),
+            trust_remote_code=e["trust_remote_code"],
+            precisions=tuple(e.get("precisions") or precisions),
+        )
+        for name, e in sorted(data["models"].items())
+    }
+    inf, res = data["inference"], data["resources"]
+    local = res["local_gpus"]
+    return Settings(
+        models=models,
+        precisions=precisions,
+        tasks={name: dict(o or {}) for name, o in data["tasks"].items()},
+        tasks_dir=data["tasks_dir"],
+        seed=data["seed"],
+        log_level=data["log_level"],
+        inference=InferenceSettings(**inf),
+        convert_shard_gb=float(data["convert"]["shard_gb"]),
+        resources=ResourceSettings(
+            **{**res, "local_gpus": tuple(local) if isinstance(local, list) else local}
+        ),
+    )
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """config.yaml as a dict; an unreadable or malformed file is named in the error."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise SettingsError(f"{path}: cannot read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise SettingsError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: must be a mapping of settings, not {type(data).__name__}")
+    return data
+
+
+def settings_from_file(path: str | os.PathLike) -> Settings:
+    return load_settings(read_config(path), origin=str(path))
+
+
+def tasks_dir(settings: Settings, base: str | os.PathLike) -> Path:
+    """The task folder, relative to ``base`` (the workflow or config folder) unless absolute."""
+    return Path(base) / settings.tasks_dir
+
+
+MODEL_NAME_REGEX = _model_name_regex()

@@ -1,0 +1,79 @@
+"""A task's documents: its dataset split, cut to ``limit``, and shards of it.
+
+``datasets`` is imported only when documents are read (the Snakefile imports this
+package's definitions on every parse).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..hashing import sha256_json
+from .definitions import Task, TaskError
+
+
+def _resolve_local(source: str, task_path: Path) -> Path:
+    if source.startswith("pkg:"):
+        from ..checkpoints.sources import resolve_pkg_path
+
+        return resolve_pkg_path(source[4:])
+    p = Path(source).expanduser()
+    if not p.is_absolute():
+        near = task_path.parent / p
+        p = near if near.exists() else Path.cwd() / p
+    if not p.exists():
+        raise TaskError(f"{task_path}: dataset.source {source!r} not found")
+    return p
+
+
+def load_split(task: Task, split: str | None = None):
+    """The documents of a split as a ``datasets.Dataset`` (untouched, no limit)."""
+    import datasets
+
+    ds = task.spec["dataset"]
+    split = split or ds.get("split", "validation")
+    source = ds["source"]
+    if source.startswith("hf:"):
+        return datasets.load_dataset(
+            source[3:], ds.get("name"), split=split, revision=ds.get("revision")
+        )
+    p = _resolve_local(source, task.path)
+    if p.is_file():
+        kind = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(
+            p.suffix
+        )
+        if kind is None:
+            raise TaskError(
+                f"{task.path}: dataset.source {p.name}: use .jsonl, .json, .csv or .parquet"
+            )
+        return datasets.load_dataset(kind, data_files=str(p), split="train")
+    if (p / split / "state.json").exists() or (p / split / "dataset_info.json").exists():
+        return datasets.load_from_disk(str(p / split))
+    if (p / "dataset_dict.json").exists():
+        return datasets.load_from_disk(str(p))[split]
+    if (p / "state.json").exists():
+        return datasets.load_from_disk(str(p))
+    raise TaskError(
+        f"{task.path}: dataset.source {source!r} has no split {split!r} "
+        f"(looked for a save_to_disk folder at {p / split})"
+    )
+
+
+def load_docs(task: Task) -> list[dict]:
+    """The evaluated documents: the split, cut to ``limit`` (first N, as lm-eval's --limit)."""
+    data = load_split(task)
+    limit = task.spec.get("limit")
+    n = len(data) if limit is None else min(int(limit), len(data))
+    return [data[i] for i in range(n)]
+
+
+def dataset_fingerprint(docs: list[dict]) -> str:
+    """Hash of the rows actually used, in order."""
+    return sha256_json(docs)
+
+
+def shard_range(n_docs: int, shard: int, n_shards: int) -> range:
+    """Shard ``shard`` of ``n_shards``: a contiguous, deterministic slice of doc ids."""
+    if not 0 <= shard < n_shards:
+        raise TaskError(f"shard {shard} outside 0..{n_shards - 1}")
+    return range(n_docs * shard // n_shards, n_docs * (shard + 1) // n_shards)

@@ -1,0 +1,107 @@
+"""Score stored predictions (cheap; no model involved).
+
+The scorer version hashes every module that decides a score (``SCORING_MODULES``):
+editing how a metric is computed re-scores everything, with no inference.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from ..atomic import write_json
+from ..hashing import sha256_file, sha256_json, short
+from .errors import ScoreError
+from .metrics import mean_stderr, per_doc_metrics
+
+SCORING_MODULES = ("metrics.py", "scoring.py")
+
+
+def scorer_version_of(folder: Path) -> str:
+    """The scorer version of the scoring modules in ``folder`` (a copy of this package's
+    ``tasks/``)."""
+    return short(sha256_json({m: sha256_file(folder / m) for m in SCORING_MODULES}), 8)
+
+
+@lru_cache(maxsize=1)
+def scorer_version() -> str:
+    return scorer_version_of(Path(__file__).resolve().parent)
+
+
+def load_predictions(parquets: list[str], infos: list[str]):
+    """Read and check the shards of one model x precision x task."""
+    import polars as pl
+
+    metas = [json.loads(Path(p).read_text()) for p in infos]
+    if not metas:
+        raise ScoreError("no prediction shards given")
+    first = metas[0]
+    for m, p in zip(metas, infos):
+        for key in (
+            "task_hash",
+            "dataset_fingerprint",
+            "checkpoint_sha256",
+            "precision",
+            "n_docs_total",
+            "n_shards",
+        ):
+            if m[key] != first[key]:
+                raise ScoreError(
+                    f"{p}: {key} {m[key]!r} differs from {infos[0]}: {first[key]!r}; "
+                    "stale shard, rerun it"
+                )
+    frames = [pl.read_parquet(p) for p in parquets]
+    df = pl.concat(frames)
+    got = set(df["doc_id"].unique().to_list())
+    want = set(range(first["n_docs_total"]))
+    if got != want:
+        missing = sorted(want - got)[:5]
+        raise ScoreError(
+            f"predictions cover {len(got)} of {len(want)} docs; missing e.g. {missing}"
+        )
+    return df, metas
+
+
+def score(
+    parquets: list[str],
+    infos: list[str],
+    out_json,
+    *,
+    model: str,
+    metrics: list[str],
+    primary_metric: str,
+) -> dict:
+    df, metas = load_predictions(parquets, infos)
+    per_doc = per_doc_metrics(df)
+    m0 = metas[0]
+    result = {
+        "model": model,
+        "precision": m0["precision"],
+        "task": m0["task"],
+        "n": len(per_doc["doc_id"]),
+        "primary_metric": primary_metric,
+        "metrics": {
+            k: {"value": sum(per_doc[k]) / len(per_doc[k]), "stderr": mean_stderr(per_doc[k])}
+            for k in metrics
+        },
+        "provenance": {
+            "checkpoint_sha256": m0["checkpoint_sha256"],
+            "dataset_fingerprint": m0["dataset_fingerprint"],
+            "task_hash": m0["task_hash"],
+            "precision": m0["precision"],
+            "token_budget": sorted({m["token_budget"] for m in metas}),
+            "final_token_budget": min(m["final_token_budget"] for m in metas),
+            "seed": m0["seed"],
+            "device_map": m0["device_map"],
+            "llmboard_version": m0["llmboard_version"],
+            "git_commit": m0["git_commit"],
+            "libraries": m0["libraries"],
+            "run_finished": max(m["finished"] for m in metas),
+            "shards": len(metas),
+        },
+        # the files this score was computed from: `llmboard verify` reads these
+        "predictions": {"parquets": list(map(str, parquets)), "infos": list(map(str, infos))},
+    }
+    write_json(out_json, result)
+    return result

@@ -1,0 +1,125 @@
+"""What one workflow job does: a batch of predictions, or of scores, for one model x
+precision (see ``items``).
+
+Each item's files are written on their own and atomically, so a failing item does
+not cost the others: the job carries on, then fails naming every item that failed.
+Its receipt (the Snakemake output) is written only when every item succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+from ..atomic import write_json
+from ..tasks.definitions import Task
+from .items import InferItem, ScoreItem
+
+log = logging.getLogger(__name__)
+
+
+class BatchError(RuntimeError):
+    pass
+
+
+def _run_all(work: list[tuple[str, Callable[[], object]]], receipt) -> None:
+    """Run every (label, thunk); fail at the end, naming each one that failed."""
+    t0 = time.monotonic()
+    failed = []
+    for label, thunk in work:
+        try:
+            thunk()
+        except Exception as err:  # noqa: BLE001 - reported with its label, then re-raised below
+            log.exception("%s failed", label)
+            failed.append(f"{label}: {type(err).__name__}: {err}")
+    if failed:
+        raise BatchError(
+            f"{len(failed)} of {len(work)} items failed (the others are written "
+            f"and will not be recomputed):\n  " + "\n  ".join(failed)
+        )
+    write_json(
+        receipt, {"items": [label for label, _ in work], "seconds": round(time.monotonic() - t0, 3)}
+    )
+
+
+def run_predictions(
+    model_dir,
+    precision: str,
+    items: list[InferItem],
+    receipt,
+    *,
+    workflow_dir,
+    token_budget: int,
+    seed: int,
+    device_map,
+    max_memory,
+    offload_folder,
+    trust_remote_code: bool,
+) -> None:
+    """Load the model once, then predict every item (a task shard) of the batch."""
+    from ..inference.engine import TransformersLM
+    from ..inference.loading import load_model
+    from ..inference.predictions import predict_shard
+
+    tasks = []
+    for it in items:
+        path = Path(workflow_dir) / it.task_path  # an absolute path stays as it is
+        task = Task(it.spec["task"], it.spec, path)
+        if task.hash != it.task_hash:
+            raise BatchError(
+                f"{path}: task definition changed since the DAG was built "
+                f"(hash {task.hash}, planned {it.task_hash}); rerun snakemake"
+            )
+        tasks.append(task)
+    if not tasks:  # written meanwhile (a retry after a partial run): nothing to load
+        _run_all([], receipt)
+        return
+    model, tokenizer, context = load_model(
+        model_dir,
+        precision,
+        device_map=device_map,
+        max_memory=max_memory,
+        offload_folder=offload_folder,
+        trust_remote_code=trust_remote_code,
+    )
+    lm = TransformersLM(model, tokenizer, token_budget=token_budget)
+    _run_all(
+        [
+            (
+                f"{task.name} shard {it.shard}/{it.n_shards}",
+                partial(
+                    predict_shard,
+                    lm,
+                    context,
+                    task,
+                    it.shard,
+                    it.n_shards,
+                    it.parquet,
+                    it.info,
+                    seed=seed,
+                ),
+            )
+            for it, task in zip(items, tasks)
+        ],
+        receipt,
+    )
+
+
+def run_scores(items: list[ScoreItem], receipt, *, model: str) -> None:
+    from ..tasks.scoring import score
+
+    def one(it: ScoreItem):
+        r = score(
+            list(it.parquets),
+            list(it.infos),
+            it.out,
+            model=model,
+            metrics=list(it.metrics),
+            primary_metric=it.primary_metric,
+        )
+        log.info("%s: %s", it.task, {k: round(v["value"], 4) for k, v in r["metrics"].items()})
+
+    _run_all([(it.task, partial(one, it)) for it in items], receipt)

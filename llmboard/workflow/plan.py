@@ -1,0 +1,316 @@
+"""The workflow plan: settings and what is on disk -> the jobs a run needs
+(used by rules/common.smk).
+
+Pure Python, no torch: the Snakefile imports it on every parse. Every path that
+stands for a computation carries the hash of what decides its numbers (see
+``layout``), so a changed task definition, model source or scoring code gets new
+files (and only those are computed), even in a fresh checkout without
+``.snakemake/`` metadata.
+
+Jobs are batches of missing work. Snakemake 9 spends about 1 ms per job building a
+DAG, so a leaderboard of 100 models x 50 tasks x 3 precisions cannot be one job per
+task (15,000 jobs, ~17 s before any work). Instead the plan looks at what is on disk
+and puts the *missing* predictions of a model x precision in one job: the model loads
+once, a new task schedules one job per model x precision that computes only it, and
+a killed job loses only the task it was on. Each task's files are still written on
+their own, atomically, under paths that carry their hashes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from ..checkpoints.sources import parse_source
+from ..hashing import sha256_json, short
+from ..settings import ModelEntry, Settings
+from ..tasks.definitions import Task, find_task_files, is_group, load_group, load_task
+from ..tasks.errors import TaskError
+from ..tasks.scoring import scorer_version
+from . import layout
+from .items import InferBatch, InferItem, ScoreBatch, ScoreItem, TaskShard
+
+
+def coverage_key(score_files: list[str]) -> str:
+    """Names the exact set of scores a leaderboard covers (its inputs' identity)."""
+    return short(sha256_json(sorted(score_files)))
+
+
+@dataclass
+class WorkflowPlan:
+    models: dict[str, ModelEntry]
+    keys: dict[str, str]  # model -> source key (what decides the weights)
+    tasks: dict[str, Task]
+    display: list[str]
+    groups: dict = field(default_factory=dict)
+    tasks_per_job: int = 0  # 0: every missing task of a model x precision in one job
+    root: str = "."  # the workflow's working directory: what is on disk decides the jobs
+    _exists: dict = field(default_factory=dict, repr=False, compare=False)  # path -> on disk
+
+    # ------------------------------------------------------------ concrete paths
+    def checkpoint_dir(self, model: str) -> str:
+        return layout.fill(layout.CHECKPOINT_DIR, model=model, key=self.keys[model])
+
+    def model_dir(self, model: str) -> str:
+        return layout.fill(layout.MODEL_DIR, model=model, key=self.keys[model])
+
+    def prediction_file(
+        self, model: str, precision: str, task: str, shard: int, ext: str = "parquet"
+    ) -> str:
+        t = self.tasks[task]
+        return layout.fill(
+            layout.PREDICTION,
+            model=model,
+            key=self.keys[model],
+            precision=precision,
+            task=task,
+            task_hash=t.hash,
+            shard=shard,
+            n_shards=t.shards,
+            ext=ext,
+        )
+
+    def prediction_files(
+        self, model: str, precision: str, task: str, ext: str = "parquet"
+    ) -> list[str]:
+        return [
+            self.prediction_file(model, precision, task, i, ext)
+            for i in range(self.tasks[task].shards)
+        ]
+
+    def score_file(self, model: str, precision: str, task: str) -> str:
+        return layout.fill(
+            layout.SCORE,
+            model=model,
+            key=self.keys[model],
+            precision=precision,
+            task=task,
+            task_hash=self.tasks[task].hash,
+            scorer=scorer_version(),
+        )
+
+    def runs(self) -> list[tuple[str, str]]:
+        return [(m, p) for m in sorted(self.models) for p in self.models[m].precisions]
+
+    @property
+    def precision_names(self) -> list[str]:
+        return sorted({p for m in self.models.values() for p in m.precisions})
+
+    def score_files(self) -> list[str]:
+        return [self.score_file(m, p, t) for m, p in self.runs() for t in sorted(self.tasks)]
+
+    def prediction_list(self) -> list[list]:
+        """[model, precision, task, [parquets]] for every inference target (precision agreement)."""
+        return [
+            [m, p, t, self.prediction_files(m, p, t)]
+            for m, p in self.runs()
+            for t in sorted(self.tasks)
+        ]
+
+    @cached_property
+    def coverage(self) -> str:
+        return coverage_key(self.score_files())
+
+    def board_files(self, table: str, exts) -> list[str]:
+        prefix = layout.fill(layout.BOARD, coverage=self.coverage, table=table)
+        return [prefix + ext for ext in exts]
+
+    @staticmethod
+    def published_files(table: str, exts) -> list[str]:
+        return [layout.fill(layout.PUBLISHED, table=table) + ext for ext in exts]
+
+    # ------------------------------------------------------------ jobs from disk state
+    # A job is found again by (model, precision, part), not by its id: a job parsed again
+    # on a cluster node, or retried after some of its items were written, then does what
+    # is still missing. The id, the hash of the files it writes, keeps receipts apart.
+    @staticmethod
+    def infer_receipt(b: InferBatch) -> str:
+        return layout.fill(
+            layout.INFER_RECEIPT, model=b.model, precision=b.precision, part=b.part, batch=b.id
+        )
+
+    @staticmethod
+    def score_receipt(b: ScoreBatch) -> str:
+        return layout.fill(
+            layout.SCORE_RECEIPT, model=b.model, precision=b.precision, part=b.part, batch=b.id
+        )
+
+    @cached_property
+    def infer_jobs(self) -> dict[tuple, InferBatch]:
+        """(model, precision, part) -> missing prediction shards. Shard i of every sharded
+        task shares a job with the other tasks' shard i, so shards still spread over jobs
+        (and GPUs) while each job loads its model once. With ``tasks_per_job``, chunks
+        are cut from the full task list, so one chunk finishing never moves another."""
+        jobs = {}
+        for m, p in self.runs():
+            parts: dict[str, list[TaskShard]] = {}
+            position: dict[int, int] = {}
+            for t in sorted(self.tasks):
+                n = self.tasks[t].shards
+                for i in range(n):
+                    pos = position[i] = position.get(i, -1) + 1
+                    chunk = pos // self.tasks_per_job if self.tasks_per_job > 0 else 0
+                    if not self._done(
+                        self.prediction_file(m, p, t, i), self.prediction_file(m, p, t, i, "json")
+                    ):
+                        parts.setdefault(layout.part_name(i, chunk), []).append(TaskShard(t, i, n))
+            for part, items in parts.items():
+                files = [self.prediction_file(m, p, t, i, "json") for t, i, _ in items]
+                jobs[(m, p, part)] = self._batch(
+                    InferBatch, m, p, part, items, files, self.infer_receipt
+                )
+        return jobs
+
+    @cached_property
+    def score_jobs(self) -> dict[tuple, ScoreBatch]:
+        """(model, precision) -> missing score files: one job each (scoring is cheap)."""
+        jobs = {}
+        for m, p in self.runs():
+            items = [t for t in sorted(self.tasks) if not self._done(self.score_file(m, p, t))]
+            if items:
+                files = [self.score_file(m, p, t) for t in items]
+                jobs[(m, p)] = self._batch(
+                    ScoreBatch, m, p, layout.PART_ALL, items, files, self.score_receipt
+                )
+        return jobs
+
+    def _done(self, *paths: str) -> bool:
+        # each path is looked at once per parse: planning the jobs and listing their
+        # consumers' inputs ask about the same 10^4 files
+        for p in paths:
+            if p not in self._exists:
+                self._exists[p] = os.path.exists(os.path.join(self.root, p))
+            if not self._exists[p]:
+                return False
+        return True
+
+    def _batch(self, cls, model: str, precision: str, part: str, items, files: list[str], receipt):
+        """A receipt left by an earlier run of the same work (its files deleted since)
+        would make Snakemake skip the job, so such an id moves on to the next free one."""
+        for n in range(1000):
+            b = cls(short(sha256_json([files, n])), model, precision, part, tuple(items))
+            if not self._done(receipt(b)):
+                return b
+        raise RuntimeError(
+            f"{receipt(b)}: 1000 stale job receipts; remove {os.path.dirname(receipt(b))}"
+        )
+
+    @cached_property
+    def _pending_predictions(self) -> dict[tuple, list[str]]:
+        """(model, precision, task) -> receipts of the jobs that compute its missing shards."""
+        out: dict[tuple, list[str]] = {}
+        for b in self.infer_jobs.values():
+            for item in b.items:
+                out.setdefault((b.model, b.precision, item.task), []).append(self.infer_receipt(b))
+        return out
+
+    def prediction_inputs(self, model: str, precision: str, tasks) -> list[str]:
+        """What a consumer of these predictions waits for: the files that exist, and the
+        receipts of the jobs that will write the others."""
+        files: set[str] = set()
+        for t in tasks:
+            files.update(self._pending_predictions.get((model, precision, t), []))
+            files.update(
+                f
+                for f in self.prediction_files(model, precision, t)
+                + self.prediction_files(model, precision, t, "json")
+                if self._done(f)
+            )
+        return sorted(files)
+
+    def score_inputs(self) -> list[str]:
+        """Score files that exist, and the receipts of the jobs that write the others."""
+        pending = {
+            (b.model, b.precision, t): self.score_receipt(b)
+            for b in self.score_jobs.values()
+            for t in b.items
+        }
+        return sorted(
+            {
+                pending.get((m, p, t)) or self.score_file(m, p, t)
+                for m, p in self.runs()
+                for t in sorted(self.tasks)
+            }
+        )
+
+    def agreement_inputs(self) -> list[str]:
+        return sorted({f for m, p in self.runs() for f in self.prediction_inputs(m, p, self.tasks)})
+
+    def infer_items(
+        self, model: str, precision: str, part: str, workflow_dir: str
+    ) -> list[InferItem]:
+        """What an inference job needs per task shard still missing."""
+        b = self.infer_jobs.get((model, precision, part))
+        out = []
+        for t, i, n in b.items if b else ():
+            task = self.tasks[t]
+            path = os.path.relpath(task.path, workflow_dir)
+            out.append(
+                InferItem(
+                    str(task.path) if path.startswith("..") else path,
+                    task.hash,
+                    task.spec,
+                    i,
+                    n,
+                    self.prediction_file(model, precision, t, i),
+                    self.prediction_file(model, precision, t, i, "json"),
+                )
+            )
+        return out
+
+    def score_tasks(self, model: str, precision: str) -> tuple[str, ...]:
+        b = self.score_jobs.get((model, precision))
+        return b.items if b else ()
+
+    def score_items(self, model: str, precision: str) -> list[ScoreItem]:
+        return [
+            ScoreItem(
+                t,
+                tuple(self.prediction_files(model, precision, t)),
+                tuple(self.prediction_files(model, precision, t, "json")),
+                self.score_file(model, precision, t),
+                tuple(self.tasks[t].metrics),
+                self.tasks[t].primary_metric,
+            )
+            for t in self.score_tasks(model, precision)
+        ]
+
+
+def build_plan(
+    settings: Settings, tasks_dir: str | os.PathLike, root: str | os.PathLike = "."
+) -> WorkflowPlan:
+    index = find_task_files(tasks_dir)
+    keys = {
+        name: parse_source(m.source_fields(), name).key() for name, m in settings.models.items()
+    }
+    tasks: dict[str, Task] = {}
+    groups: dict = {}
+    display = []
+    for name, overrides in settings.tasks.items():
+        if name not in index:
+            raise TaskError(
+                f"config: tasks.{name}: no task or group of that name in {tasks_dir} "
+                f"(known: {', '.join(sorted(index)[:12])}, ...)"
+            )
+        display.append(name)
+        if is_group(index[name]):
+            data = load_group(index[name])
+            agg = data.get("aggregate") or {}
+            groups[name] = {"metric": agg.get("metric", "acc"), "subgroups": data["subgroups"]}
+            members = [t for ms in data["subgroups"].values() for t in ms]
+        else:
+            members = [name]
+        for t in members:
+            if t not in index:
+                raise TaskError(f"{index[name]}: member task {t!r} not found")
+            tasks[t] = load_task(index[t], overrides)
+    return WorkflowPlan(
+        dict(settings.models),
+        keys,
+        tasks,
+        display,
+        groups,
+        settings.inference.tasks_per_job,
+        str(root),
+    )
