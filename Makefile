@@ -50,3 +50,15 @@ fmt: setup-dev
 
 bench: setup-dev
 	$(VENV)/bin/python bench/engine_vs_lmeval.py
+
+# The GPU check (bench/gpu_check.py, issue #17). Here it writes the kit (SmolLM2's tokenizer
+# and the bitsandbytes wheel, which the GPU machine lacks) into bench/out/gpu_kit, then runs
+# the checks on the CPU with tiny models. On the GPU machine (one H100/H200, no network), from
+# the repo root, carrying bench/out/gpu_kit (ignored by git, so name it in the call's carry):
+#   python3 bench/gpu_check.py run --tokenizer bench/out/gpu_kit/tokenizer \
+#       --wheels bench/out/gpu_kit/wheels --out "$OUT"
+.PHONY: gpu-check
+gpu-check: setup-dev
+	$(VENV)/bin/python bench/gpu_check.py prepare --out bench/out/gpu_kit
+	$(OFFLINE) $(VENV)/bin/python bench/gpu_check.py run --tokenizer bench/out/gpu_kit/tokenizer \
+		--wheels bench/out/gpu_kit/wheels --out bench/out/gpu_check

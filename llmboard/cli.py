@@ -1,5 +1,5 @@
 """``llmboard`` command line: ``memory`` (memory plans), ``jobs`` (what a run would
-compute) and ``verify`` (provenance checks)."""
+compute), ``store`` (the request store) and ``verify`` (provenance checks)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from .checkpoints.sources import SourceError
-from .inference.memory_plan import JOB_MARGIN, PlanDoesNotFit
+from .errors import USER_ERRORS
+from .inference.memory_plan import JOB_MARGIN
 from .inference.precisions import PRECISIONS
-from .settings import SettingsError
-from .tasks.errors import TaskError
 
 GiB = 1024**3
-USER_ERRORS = (SettingsError, TaskError, SourceError, PlanDoesNotFit)
 
 
 def _plan_rows(args) -> list:
@@ -112,16 +109,74 @@ def cmd_jobs(args) -> int:
     return 0
 
 
-def cmd_verify(args) -> int:
-    from .results.verify import score_files, verify
+def cmd_store(args) -> int:
+    """What the request store holds per checkpoint; with --prune, remove the answers of
+    checkpoints no model of the config has (any more)."""
+    import json
 
-    results = Path(args.results)
-    problems = verify(results, Path(args.tasks_dir) if args.tasks_dir else None)
-    for p in problems:
+    from .inference.request_store import prune, survey
+    from .settings import settings_from_file, tasks_dir
+    from .workflow.plan import build_plan
+
+    settings = settings_from_file(args.config)
+    folder = Path(args.workdir) / (settings.request_store or "")
+    if settings.request_store is None:
+        print("request store: turned off (request_store.enabled: false)")
+    wf = build_plan(settings, tasks_dir(settings, Path(args.config).parent), root=args.workdir)
+    configured = {}  # checkpoint sha256 -> model names (from converted models' manifests)
+    unknown = []  # configured models not converted yet: their checkpoint is not known
+    for m in wf.models:
+        manifest = Path(args.workdir) / wf.model_dir(m) / "manifest.json"
+        if manifest.exists():
+            sha = json.loads(manifest.read_text())["checkpoint_sha256"]
+            configured.setdefault(sha, []).append(m)
+        else:
+            unknown.append(m)
+    held = survey(folder)
+    for sha, r in held.items():
+        who = ", ".join(configured.get(sha, [])) or "not in the config"
+        print(
+            f"{sha[:16]}  {r.entries:>9,} answers  {r.segments:>5} segments  "
+            f"{r.bytes / 2**20:>8.1f} MiB  {who}"
+        )
+        for c in r.corrupt:
+            print(f"  corrupt (ignored): {c}")
+    total = sum(r.bytes for r in held.values())
+    print(
+        f"{folder}: {sum(r.entries for r in held.values()):,} answers, "
+        f"{total / 2**20:.1f} MiB, {len(held)} checkpoint(s)"
+    )
+    if args.prune and unknown:
+        print(
+            f"not pruning: {', '.join(unknown)} not converted yet, so their checkpoints are "
+            "not known (run snakemake first)",
+            file=sys.stderr,
+        )
+        return 1
+    if args.prune:
+        for p in prune(folder, set(configured)):
+            print(f"removed {p}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from .results.verify import verify
+
+    r = verify(
+        Path(args.results),
+        Path(args.tasks_dir) if args.tasks_dir else None,
+        fast=args.fast,
+        everything=args.all,
+    )
+    for p in r.problems:
         print(p)
-    n = len(score_files(results))
-    print(f"verified {n} score file(s): {'OK' if not problems else f'{len(problems)} problem(s)'}")
-    return 1 if problems else 0
+    mode = "sizes and hashes" if args.fast else "full chain"
+    print(
+        f"verified ({mode}) {r.scores} score file(s), {r.prediction_files} prediction "
+        f"file(s), {r.models} model(s), {r.board_rows} leaderboard row(s) in "
+        f"{r.seconds:.1f} s: {'OK' if not r.problems else f'{len(r.problems)} problem(s)'}"
+    )
+    return 1 if r.problems else 0
 
 
 def main(argv=None) -> int:
@@ -150,9 +205,28 @@ def main(argv=None) -> int:
     j.add_argument("--config", default="config.yaml")
     j.add_argument("--workdir", default=".", help="where results/ lives")
     j.set_defaults(fn=cmd_jobs)
-    v = sub.add_parser("verify", help="re-check every score's provenance against files on disk")
+    st = sub.add_parser("store", help="what the request store holds; --prune old checkpoints")
+    st.add_argument("--config", default="config.yaml")
+    st.add_argument("--workdir", default=".", help="where the run's folder is")
+    st.add_argument(
+        "--prune",
+        action="store_true",
+        help="remove the answers of checkpoints no configured model has",
+    )
+    st.set_defaults(fn=cmd_store)
+    v = sub.add_parser("verify", help="prove every published number from the files on disk")
     v.add_argument("results", nargs="?", default="results")
     v.add_argument("--tasks-dir", default="tasks")
+    v.add_argument(
+        "--fast",
+        action="store_true",
+        help="sizes and hashes only: recompute no score, re-hash no weights",
+    )
+    v.add_argument(
+        "--all",
+        action="store_true",
+        help="every score file and board on disk, not only the published board's",
+    )
     v.set_defaults(fn=cmd_verify)
     args = ap.parse_args(argv)
     try:

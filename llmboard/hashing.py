@@ -28,3 +28,17 @@ def sha256_json(obj) -> str:
 
 def short(digest: str, n: int = 12) -> str:
     return digest[:n]
+
+
+SEAL = "content_sha256"
+
+
+def seal(obj: dict) -> dict:
+    """``obj`` with the sha256 of its own content added: a number edited afterwards no
+    longer matches, and whoever reads it (the leaderboard, ``verify``) refuses it."""
+    return {**obj, SEAL: sha256_json({k: v for k, v in obj.items() if k != SEAL})}
+
+
+def is_sealed(obj: dict) -> bool:
+    """True when ``obj`` carries a content hash that matches its content."""
+    return obj.get(SEAL) == sha256_json({k: v for k, v in obj.items() if k != SEAL})

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from .yamlfiles import read_mapping
+
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
 
@@ -95,6 +97,7 @@ class Settings:
     inference: InferenceSettings
     convert_shard_gb: float
     resources: ResourceSettings
+    request_store: str | None  # its folder; None when turned off
 
 
 def _validator():
@@ -155,6 +158,9 @@ def load_settings(config: dict, origin: str = "config") -> Settings:
         log_level=data["log_level"],
         inference=InferenceSettings(**inf),
         convert_shard_gb=float(data["convert"]["shard_gb"]),
+        request_store=(
+            data["request_store"]["folder"] if data["request_store"]["enabled"] else None
+        ),
         resources=ResourceSettings(
             **{**res, "local_gpus": tuple(local) if isinstance(local, list) else local}
         ),
@@ -163,18 +169,7 @@ def load_settings(config: dict, origin: str = "config") -> Settings:
 
 def read_config(path: str | os.PathLike) -> dict:
     """config.yaml as a dict; an unreadable or malformed file is named in the error."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise SettingsError(f"{path}: cannot read: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise SettingsError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
-    if not isinstance(data, dict):
-        raise SettingsError(f"{path}: must be a mapping of settings, not {type(data).__name__}")
-    return data
+    return read_mapping(path, SettingsError, "settings (models:, tasks:, ...)")
 
 
 def settings_from_file(path: str | os.PathLike) -> Settings:

@@ -1,6 +1,7 @@
 import os
 import sys
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -9,13 +10,18 @@ min_version("9.0")
 sys.path.insert(0, workflow.basedir)
 
 from llmboard.settings import MODEL_NAME_REGEX, load_settings, tasks_dir  # noqa: E402
+from llmboard.errors import USER_ERRORS  # noqa: E402
 from llmboard.workflow import layout  # noqa: E402
 from llmboard.workflow.items import as_params  # noqa: E402
 from llmboard.workflow.plan import build_plan  # noqa: E402
 
-# validated against schemas/config.schema.yaml, defaults filled in from it
-SETTINGS = load_settings(config, origin="config.yaml")
-PLAN = build_plan(SETTINGS, tasks_dir(SETTINGS, workflow.basedir))
+try:
+    # validated against schemas/config.schema.yaml, defaults filled in from it
+    SETTINGS = load_settings(config, origin="config.yaml")
+    PLAN = build_plan(SETTINGS, tasks_dir(SETTINGS, workflow.basedir))
+except USER_ERRORS as e:
+    # a user's mistake: its message names the file and field; no Python stack
+    raise WorkflowError(str(e)) from None
 LEADERBOARD_FILES = PLAN.published_files(
     layout.LEADERBOARD_TABLE, layout.LEADERBOARD_EXTS
 )

@@ -29,5 +29,6 @@ rule infer:
         max_memory=SETTINGS.inference.max_memory,
         offload_folder=SETTINGS.inference.offload_folder,
         local_gpus=SETTINGS.resources.local_gpus,
+        request_store=SETTINGS.request_store,
     script:
         "../scripts/infer.py"

@@ -33,6 +33,7 @@ def main(log):
             max_memory=p.max_memory,
             offload_folder=p.offload_folder,
             trust_remote_code=p.trust_remote_code,
+            request_store=p.request_store,
         )
     finally:
         slots.release()

@@ -109,8 +109,12 @@ def save_tiny(
         model.save_pretrained(out)
     elif fmt == "sharded":
         model.save_pretrained(out, max_shard_size="1MB")
-    elif fmt == "bin":  # transformers 5 always writes safetensors; make a legacy .bin
+    elif fmt == "bin":  # transformers 5 always writes safetensors; make a .bin
         torch.save(model.state_dict(), out / "pytorch_model.bin")
+    elif fmt == "legacy-bin":  # the pre-1.6 format: a plain pickle stream, not a zip
+        torch.save(
+            model.state_dict(), out / "pytorch_model.bin", _use_new_zipfile_serialization=False
+        )
     else:
         raise ValueError(fmt)
     return out
@@ -171,3 +175,15 @@ def predict_task(
     budget = token_budget or schema_default("inference", "token_budget")
     lm = TransformersLM(model, tok, token_budget=budget)
     return predict_shard(lm, context, task, shard, n_shards, out_parquet, out_json, seed=seed)
+
+
+def source_key(path) -> str:
+    """The key (folder name under resources/) of a local checkpoint, content included."""
+    from dataclasses import replace
+
+    from llmboard.checkpoints.identity import FileHashCache, content_sha256
+    from llmboard.checkpoints.sources import parse_source
+
+    src = parse_source({"source": str(path)})
+    cache = FileHashCache(Path(path).parent / ".no-cache.json")  # never saved: fresh hashes
+    return replace(src, content=content_sha256(Path(path), cache)).key()

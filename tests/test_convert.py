@@ -60,6 +60,18 @@ def test_bin_state_dict_bit_identical(arch, tmp_path, tokenizer_dir):
     assert manifest["source"]["format"] == "pytorch"
 
 
+def test_legacy_non_zip_bin_loads_safely(tmp_path, tokenizer_dir):
+    """A pre-1.6 .bin cannot be memory-mapped; it is read through the weights-only
+    unpickler all the same, and gives the same logits."""
+    import zipfile
+
+    src = save_tiny("llama", tmp_path / "src", tokenizer_dir, fmt="legacy-bin")
+    assert not zipfile.is_zipfile(src / "pytorch_model.bin")
+    ref_model_dir = save_tiny("llama", tmp_path / "ref", tokenizer_dir, fmt="safetensors")
+    out, _ = _fetch_convert(src, tmp_path)
+    assert torch.equal(logits_of(out), logits_of(ref_model_dir))
+
+
 def test_tied_weights_written_once(tmp_path, tokenizer_dir):
     src = save_tiny("gpt2", tmp_path / "src", tokenizer_dir, fmt="bin")
     out, _ = _fetch_convert(src, tmp_path)

@@ -160,3 +160,23 @@ def test_greedy_is_first_argmax_on_ties(tiny_dirs):
         ref = torch.log_softmax((picked @ head.T).double(), -1).gather(1, tgt[:, None])[:, 0]
     assert greedy.tolist() == [False, True, False, False]
     assert torch.allclose(lp.double(), ref, atol=1e-5)
+
+
+def test_offloaded_output_head_gives_the_same_numbers(tiny_dirs, tmp_path):
+    """An untied head offloaded to disk (accelerate puts the last module there first) has
+    its weight on "meta": the engine must let accelerate's hook run it."""
+    from llmboard.inference.loading import load_model
+
+    d = tiny_dirs["qwen2"]
+    model, tok = _load(d)
+    ref = ll_pairs(TransformersLM(model, tok, token_budget=512), REQUESTS)
+    split, tok, _ = load_model(
+        d,
+        "fp32",
+        device_map={"model": "cpu", "lm_head": "disk"},
+        offload_folder=str(tmp_path / "offload"),
+    )
+    assert split.get_output_embeddings().weight.device.type == "meta"
+    got = ll_pairs(TransformersLM(split, tok, token_budget=512), REQUESTS)
+    assert max(abs(a - b) for (a, _), (b, _) in zip(got, ref)) < 1e-5
+    assert [g for _, g in got] == [g for _, g in ref]

@@ -35,13 +35,23 @@ def test_missing_package_names_it(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_local_folder_is_linked_not_copied(tmp_path, tokenizer_dir):
+def test_local_folder_is_copied_and_a_later_change_leaves_it_alone(tmp_path, tokenizer_dir):
+    """Never a hard link: a training run rewriting the source in place (or a flipped bit)
+    must not change the fetched checkpoint under its recorded sha256."""
+    from llmboard.hashing import sha256_file
+
     src = save_tiny("llama", tmp_path / "src", tokenizer_dir)
     out = fetch(parse_source({"source": str(src)}), tmp_path / "ckpt", tmp_path / "part")
     a, b = src / "model.safetensors", out / "model.safetensors"
-    assert a.stat().st_ino == b.stat().st_ino  # hard link: no second copy of the weights
+    assert a.stat().st_ino != b.stat().st_ino
     info = json.loads((out / "fetch.json").read_text())
     assert set(info["files"]) == {p.name for p in src.iterdir()}
+    with open(a, "r+b") as f:  # the source changes in place, same inode
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 0xFF]))
+    assert sha256_file(b) == info["files"]["model.safetensors"] != sha256_file(a)
 
 
 def test_local_pinned_sha256_mismatch_refused(tmp_path):

@@ -16,7 +16,7 @@ import time
 import polars as pl
 import pytest
 
-from conftest import REPO, save_tiny
+from conftest import REPO, save_tiny, source_key
 from test_workflow import _make_tasks
 from workspace import Workspace
 
@@ -164,9 +164,7 @@ def test_workflow_on_real_slurm(slurm, tmp_path, tokenizer_dir):
                 proc.wait(timeout=120)
             break
         time.sleep(1)
-    from llmboard.checkpoints.sources import parse_source
-
-    key = parse_source({"source": str(model)}).key()
+    key = source_key(model)
     preds = ws.wd / f"results/predictions/tiny-llama/{key}/fp32/mul"
     done = {p: p.stat().st_mtime_ns for p in preds.rglob("*.json")}
     assert len(done) < 3  # the cancelled shard is missing

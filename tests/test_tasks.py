@@ -164,3 +164,15 @@ def test_missing_dataset_named(tmp_path):
     )
     with pytest.raises(TaskError, match="t.yaml: dataset.source 'nowhere.jsonl' not found"):
         load_docs(load_task(tmp_path / "t.yaml"))
+
+
+def test_unreadable_data_file_is_named(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"q": "fine", "options": ["a"], "gold": 0}\n{"q": broken\n')
+    (tmp_path / "t.yaml").write_text(
+        "task: t\ndataset: {source: d.jsonl}\ndoc_to_text: q\ndoc_to_choice: options\n"
+        "doc_to_target: gold\n"
+    )
+    with pytest.raises(
+        TaskError, match=r"t\.yaml: dataset.source 'd.jsonl' \(split 'validation'\) cannot be read"
+    ):
+        load_docs(load_task(tmp_path / "t.yaml"))

@@ -13,6 +13,7 @@ import logging
 import os
 import pickle
 import shutil
+import zipfile
 from pathlib import Path
 
 from ..atomic import atomic_dir, write_json
@@ -120,8 +121,10 @@ def write_sharded(
 def load_pytorch_safely(path: Path) -> dict:
     import torch
 
+    # mmap needs the zip format (torch >= 1.6); a legacy .bin is a plain pickle stream,
+    # read without mmap, still through the weights-only unpickler
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError) as e:
         raise UnsafeCheckpointError(
             f"{path.name}: refused by torch.load(weights_only=True): this pickle holds more "

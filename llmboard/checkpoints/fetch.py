@@ -12,6 +12,7 @@ import http.client
 import logging
 import os
 import shutil
+import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -45,12 +46,22 @@ class DownloadInterrupted(RuntimeError):
     """The connection dropped; the partial file is kept and the next fetch resumes it."""
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def _copy(src: Path, dst: Path) -> None:
+    """A copy that a later change of the source cannot alter: never a hard link (a
+    training run writing to the source path would change the fetched checkpoint under
+    its recorded sha256). GNU cp makes a copy-on-write clone where the filesystem has
+    them (btrfs, XFS: no extra space, instant) and a plain copy elsewhere."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)  # no copy of multi-GB weights when on the same filesystem
-    except OSError:
-        shutil.copy2(src, dst)
+    cp = shutil.which("cp")
+    if (
+        cp
+        and subprocess.run(
+            [cp, "--reflink=auto", "--preserve=timestamps", str(src), str(dst)], capture_output=True
+        ).returncode
+        == 0
+    ):
+        return
+    shutil.copy2(src, dst)
 
 
 def _copy_tree_or_file(src: Path, dst_dir: Path) -> None:
@@ -58,9 +69,9 @@ def _copy_tree_or_file(src: Path, dst_dir: Path) -> None:
         for p in sorted(src.rglob("*")):
             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts):
                 # resolve: the hub cache holds relative symlinks into its blob store
-                _link_or_copy(p.resolve(), dst_dir / p.relative_to(src))
+                _copy(p.resolve(), dst_dir / p.relative_to(src))
     elif src.is_file():
-        _link_or_copy(src, dst_dir / src.name)
+        _copy(src, dst_dir / src.name)
     else:
         raise SourceError(f"{src}: no such file or folder")
 

@@ -27,10 +27,31 @@ class Source:
     revision: str | None = None
     sha256: str | None = None
     allow_patterns: tuple[str, ...] = field(default=())
+    # a local or package checkpoint's content identity (see ``identity``): the same path
+    # with other bytes is another checkpoint
+    content: str | None = None
 
     def key(self) -> str:
-        """Short, stable id of what is fetched: a new source or revision gets a new folder."""
-        return short(sha256_json([self.kind, self.location, self.revision, self.sha256]))
+        """Short, stable id of what is fetched: a new source, revision or (for a local
+        checkpoint) content gets a new folder."""
+        parts = [self.kind, self.location, self.revision, self.sha256]
+        return short(sha256_json(parts + [self.content] if self.content else parts))
+
+    @property
+    def is_on_disk(self) -> bool:
+        """A local file or folder, or one inside an installed package."""
+        return self.kind in ("local", "pkg")
+
+    def local_path(self, base: str | Path = ".") -> Path:
+        """Where an on-disk source is (a relative path is taken from ``base``, the run's
+        folder); a missing one is an error naming it."""
+        if self.kind == "pkg":
+            return resolve_pkg_path(self.location)
+        p = Path(self.location).expanduser()
+        p = p if p.is_absolute() else Path(base) / p
+        if not p.exists():
+            raise SourceError(f"{self.location}: no such file or folder")
+        return p
 
 
 def parse_source(entry: dict, model: str = "?") -> Source:

@@ -43,6 +43,7 @@ class Loglikelihood:
     is_greedy: bool  # every continuation token is the argmax (lm-eval's is_greedy)
     context_tokens: int  # as tokenised, before any left truncation to the model window
     continuation_tokens: int
+    from_store: bool = False  # answered by the request store, not computed now
 
 
 @dataclass(frozen=True)
@@ -59,15 +60,32 @@ class Generation:
     stop_reason: str  # "until", "eos" or "max_gen_toks"
 
 
+# The engine's numeric form (log-prob formula, head dtype, float32 log-softmax): part of
+# the request store's key with the weights and precision. Bump it when a change to the
+# engine changes numbers, so that stored answers of the old form are not reused.
+NUMERICS = "e1"
+
+
 class LM(ABC):
-    """The interface every backend implements; ``stats`` counts work done (tokens, batches)
-    and ``token_budget`` is the batch size in tokens as it stands (halved on out-of-memory)."""
+    """The interface every backend implements. ``stats`` counts work done (requests,
+    tokens, batches); ``token_budget`` is the batch size in tokens as it stands (halved
+    on out-of-memory); ``numerics`` names the backend's numeric form."""
 
     stats: dict
     token_budget: int
+    numerics: str
+
+    def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[Loglikelihood]:
+        return self.loglikelihood_tokens([self.tokenize_pair(r) for r in requests])
 
     @abstractmethod
-    def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[Loglikelihood]: ...
+    def tokenize_pair(self, request: LoglikelihoodRequest) -> tuple[list[int], list[int]]:
+        """(context ids, continuation ids) exactly as the model will see them."""
+
+    @abstractmethod
+    def loglikelihood_tokens(
+        self, pairs: list[tuple[list[int], list[int]]]
+    ) -> list[Loglikelihood]: ...
 
     @abstractmethod
     def generate_until(self, requests: list[GenerationRequest]) -> list[Generation]: ...
@@ -140,7 +158,12 @@ class TransformersLM(LM):
         self.tokenizer = tokenizer
         self.token_budget = token_budget
         self.progress_every = progress_every
-        self.device = next(p.device for p in model.parameters() if p.device.type != "meta")
+        # where inputs go: the first module's device (weights offloaded to disk sit on
+        # "meta" until accelerate's hooks bring them in; then inputs stay on the CPU)
+        self.device = next(
+            (p.device for p in model.parameters() if p.device.type != "meta"),
+            torch.device("cpu"),
+        )
         cfg = model.config
         self.max_len = (
             getattr(cfg, "max_position_embeddings", None)
@@ -154,19 +177,26 @@ class TransformersLM(LM):
         self.bool_mask = getattr(cfg, "_attn_implementation", None) == "sdpa"
         # rows are at least this wide so that short trees share a row (less padding)
         self.min_row = min_row
-        self.stats = {"forward_tokens": 0, "padded_tokens": 0, "batches": 0, "oom_retries": 0}
+        self.stats = {
+            "requests": 0,
+            "forward_tokens": 0,
+            "padded_tokens": 0,
+            "batches": 0,
+            "oom_retries": 0,
+        }
         self._torch = torch
 
     # ------------------------------------------------------------ loglikelihood
-    def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[Loglikelihood]:
-        pairs = [
-            split_pair(self.tokenizer, r.context, r.continuation, self.prefix_token_id)
-            for r in requests
-        ]
-        return self._loglikelihood_tokens(pairs)
+    numerics = NUMERICS
 
-    def _loglikelihood_tokens(self, pairs) -> list[Loglikelihood]:
+    def tokenize_pair(self, request: LoglikelihoodRequest) -> tuple[list[int], list[int]]:
+        return split_pair(
+            self.tokenizer, request.context, request.continuation, self.prefix_token_id
+        )
+
+    def loglikelihood_tokens(self, pairs) -> list[Loglikelihood]:
         torch = self._torch
+        self.stats["requests"] += len(pairs)
         trees = sorted(_build_trees(pairs, self.max_len), key=lambda t: -t.length)
         results: list[Loglikelihood | None] = [None] * len(pairs)
         t0 = last = time.monotonic()
@@ -295,10 +325,15 @@ class TransformersLM(LM):
         torch = self._torch
         head = self.model.get_output_embeddings()
         cap = getattr(self.model.config, "final_logit_softcapping", None)
-        picked = picked.to(head.weight.device)
-        tgt = tgt.to(head.weight.device)
+        # an offloaded head's weight is on "meta": its accelerate hook moves the input to
+        # where the head runs, so the input goes to the head's execution device when known
+        hook = getattr(head, "_hf_hook", None)
+        where = getattr(hook, "execution_device", None) or head.weight.device
+        if torch.device(where).type != "meta":
+            picked = picked.to(where)
         lps, greedies = [], []
         all_logits = head(picked)
+        tgt = tgt.to(all_logits.device)
         for s in range(0, picked.shape[0], chunk):
             # a copy for 16-bit models; for fp32 a view, changed in place below
             # (each row is used once)

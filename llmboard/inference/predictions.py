@@ -14,6 +14,7 @@ import resource
 import time
 
 from ..atomic import atomic_path, write_json
+from ..hashing import sha256_file
 from ..results.provenance import code_provenance, now_utc
 from ..tasks.definitions import Task
 from ..tasks.documents import dataset_fingerprint, load_docs, shard_range
@@ -36,6 +37,7 @@ PREDICTION_COLUMNS = {
     "is_greedy": "Boolean",
     "context": "String",
     "continuation": "String",
+    "from_store": "Boolean",  # answered by the request store (computed by an earlier job)
 }
 
 
@@ -103,11 +105,13 @@ def predict_shard(
             "is_greedy": [x.is_greedy for x in results],
             "context": [r["context"] for r in rows],
             "continuation": [r["continuation"] for r in rows],
+            "from_store": [x.from_store for x in results],
         },
         schema=_polars_schema(),
     )
     with atomic_path(out_parquet) as tmp:
         table.write_parquet(tmp)
+        parquet_sha256, parquet_bytes = sha256_file(tmp), tmp.stat().st_size
     info = {
         "model_dir": str(model.model_dir),
         "checkpoint_sha256": model.checkpoint_sha256,
@@ -121,6 +125,9 @@ def predict_shard(
         "n_shards": n_shards,
         "doc_ids": [ids[0], ids[-1] + 1] if ids else [0, 0],
         "n_requests": len(rows),
+        # the parquet as written: scoring and `llmboard verify` refuse a file that differs
+        "parquet_sha256": parquet_sha256,
+        "parquet_bytes": parquet_bytes,
         "token_budget": budget,
         "final_token_budget": lm.token_budget,
         "seed": seed,

@@ -14,18 +14,39 @@ import json
 from pathlib import Path
 
 from ..atomic import atomic_path, write_text
+from ..hashing import SEAL, is_sealed
 from ..tasks.metrics import pooled_stderr
 
 KEYS = ["model", "precision", "task", "metric"]
 PROVENANCE = ["checkpoint_sha256", "dataset_fingerprint", "task_hash", "llmboard_version",
               "git_commit", "torch", "transformers", "accelerate", "bitsandbytes",
-              "token_budget", "seed", "run_finished"]
+              "token_budget", "seed", "run_finished",
+              "score_file"]  # what `llmboard verify` checks each row against (null: a group)
+
+
+class LeaderboardError(ValueError):
+    """A score file that cannot be published; the message names it."""
+
+
+def read_score(path: str | Path) -> dict:
+    """A score file, refused (naming it) when unreadable or when its content no longer
+    matches the hash it was sealed with: an edited number is never published."""
+    try:
+        s = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise LeaderboardError(f"{path}: score file not readable: {e}") from None
+    if not is_sealed(s):
+        raise LeaderboardError(
+            f"{path}: content does not match its {SEAL} (edited after scoring?); refused. "
+            "Delete it and rerun to re-score from the predictions"
+        )
+    return s
 
 
 def _score_rows(paths: list[str]) -> list[dict]:
     rows = []
     for p in paths:
-        s = json.loads(Path(p).read_text())
+        s = read_score(p)
         prov = s["provenance"]
         libs = prov.get("libraries", {})
         for metric, v in sorted(s["metrics"].items()):
@@ -42,6 +63,7 @@ def _score_rows(paths: list[str]) -> list[dict]:
                 "accelerate": libs.get("accelerate"), "bitsandbytes": libs.get("bitsandbytes"),
                 "token_budget": ",".join(str(b) for b in prov["token_budget"]),
                 "seed": int(prov["seed"]), "run_finished": prov["run_finished"],
+                "score_file": str(p),
             })
     return rows
 
@@ -84,7 +106,9 @@ def build_long(score_paths: list[str], groups: dict[str, dict] | None = None):
         parts += [subs.drop("members"), top.drop("members")]
     out = pl.concat(parts, how="diagonal_relaxed")
     cols = KEYS + ["value", "stderr", "n", "is_group", "primary"] + PROVENANCE
-    return out.select(cols).sort(KEYS)
+    # score_file last: a board built from several score files of one task (superseded ones
+    # included) still has one order
+    return out.select(cols).sort([*KEYS, "score_file"], nulls_last=True, maintain_order=True)
 
 
 def build_wide(long, display: list[str]):

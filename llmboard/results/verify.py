@@ -1,85 +1,355 @@
-"""``llmboard verify``: re-check every score's provenance against the files on disk.
+"""``llmboard verify``: prove every published number from the files on disk.
 
-Each score file names the prediction files it was computed from; their sidecars say
-which weights, task definition and documents produced them. Verify recomputes each of
-those identities from what is on disk now and reports every difference.
+The chain, checked link by link, every failing file named:
+
+    local source -> fetched checkpoint (fetch.json) -> converted model (manifest.json)
+      -> prediction shards (each sidecar records its parquet's sha256 and the weights')
+      -> score file (sealed with its own content hash; names its prediction files)
+      -> leaderboard rows (each names its score file)
+
+The full check recomputes every score from its predictions, re-hashes weights and
+checkpoints, and re-renders task files and documents. ``fast`` checks file sizes and
+hashes only: score seals, prediction files against their sidecars, leaderboard rows
+against score files, weight files present; nothing recomputed or re-read in full.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..workflow import layout
 
 
+@dataclass
+class Report:
+    problems: list[str] = field(default_factory=list)
+    scores: int = 0
+    prediction_files: int = 0
+    models: int = 0
+    board_rows: int = 0
+    seconds: float = 0.0
+
+    def add(self, problem: str) -> None:
+        self.problems.append(problem)
+
+
 def score_files(results: Path) -> list[Path]:
-    return sorted(p for p in (results / "scores").rglob("*.json")
-                  if p.parent.name != layout.RECEIPT_FOLDER)
+    return sorted(
+        p for p in (results / "scores").rglob("*.json") if p.parent.name != layout.RECEIPT_FOLDER
+    )
 
 
-def verify(results: Path, tasks_dir: Path | None = None) -> list[str]:
-    """Every problem found, one line each naming the file; empty when all is proven."""
-    from ..checkpoints.manifest import checkpoint_sha256
-    from ..hashing import sha256_file
-    from ..settings import task_override_fields
-    from ..tasks.definitions import Task, find_task_files, load_task
-    from ..tasks.documents import dataset_fingerprint, load_docs
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
 
-    problems = []
-    scores = score_files(results)
-    if not scores:
-        return [f"{results}/scores: no score files"]
-    workdir = results.parent  # score files name their inputs relative to the run's folder
-    index = find_task_files(tasks_dir) if tasks_dir is not None else {}
-    weights: dict[Path, str] = {}  # model folder -> checkpoint sha256 as the files are now
-    fingerprints: dict[tuple, str] = {}  # (task file, task hash) -> dataset fingerprint now
-    overridable = task_override_fields()
-    for sp in scores:
-        s = json.loads(sp.read_text())
+
+def _read_json(path: Path, what: str, report: Report) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        report.add(f"{path}: {what} not readable: {e}")
+        return None
+
+
+class _Checker:
+    def __init__(self, results: Path, tasks_dir: Path | None, fast: bool):
+        from ..tasks.definitions import find_task_files
+
+        self.results = results
+        self.workdir = results.parent  # files name each other relative to the run's folder
+        self.fast = fast
+        self.index = find_task_files(tasks_dir) if tasks_dir is not None else {}
+        self.report = Report()
+        self.models: dict[Path, bool] = {}  # model folder -> its chain holds
+        self.fingerprints: dict[tuple, str] = {}
+        self.scores: dict[str, dict] = {}  # score file -> content, once proven
+
+    def path(self, p: str) -> Path:
+        return self.workdir / p  # an absolute path stays as it is
+
+    # ------------------------------------------------------------ scores
+    def check_score(self, sp: Path) -> None:
+        from ..hashing import SEAL, is_sealed
+
+        report = self.report
+        s = _read_json(sp, "score file", report)
+        if s is None:
+            return
+        if SEAL not in s:
+            report.add(f"{sp}: has no {SEAL} (written by an older llmboard); delete it and "
+                       "rerun to re-score")
+            return
+        if not is_sealed(s):
+            report.add(f"{sp}: content does not match its {SEAL}: edited after scoring")
+            return
+        named = s.get("predictions")
+        if not named:
+            report.add(f"{sp}: names no prediction files (written by an older llmboard); "
+                       "delete it and rerun to re-score")
+            return
+        parquets = [self.path(p) for p in named["parquets"]]
+        infos = [self.path(p) for p in named["infos"]]
+        metas = [self.check_prediction(pq, info) for pq, info in zip(parquets, infos)]
+        if any(m is None for m in metas):
+            report.add(f"{sp}: computed from predictions that fail the check above")
+            return
         prov = s["provenance"]
-        recorded = s.get("predictions")
-        if not recorded:
-            problems.append(f"{sp}: names no prediction files (written by an older llmboard); "
-                            "delete it and re-run to re-score")
-            continue
-        infos = [workdir / p for p in recorded["infos"]]  # an absolute path stays as it is
-        missing = [str(p) for p in infos + [workdir / p for p in recorded["parquets"]]
-                   if not p.exists()]
+        if any(m["checkpoint_sha256"] != prov["checkpoint_sha256"] for m in metas):
+            report.add(f"{sp}: its predictions come from other weights than it records")
+        self.check_model(self.path(metas[0]["model_dir"]), prov["checkpoint_sha256"], sp)
+        if not self.fast:
+            self.check_recomputed(sp, s, parquets, infos)
+            self.check_task(sp, metas[0], prov)
+        self.scores[str(sp.resolve())] = s
+
+    def check_prediction(self, parquet: Path, info: Path) -> dict | None:
+        from ..hashing import sha256_file
+
+        self.report.prediction_files += 1
+        meta = _read_json(info, "prediction sidecar", self.report)
+        if meta is None:
+            return None
+        if not parquet.exists():
+            self.report.add(f"{parquet}: prediction file missing")
+            return None
+        want = meta.get("parquet_sha256")
+        if want is None:
+            self.report.add(f"{info}: records no sha256 of {parquet.name} (older llmboard)")
+            return None
+        if parquet.stat().st_size != meta["parquet_bytes"]:
+            self.report.add(f"{parquet}: {parquet.stat().st_size} bytes, its sidecar recorded "
+                            f"{meta['parquet_bytes']} (truncated or rewritten)")
+            return None
+        if sha256_file(parquet) != want:
+            self.report.add(f"{parquet}: sha256 differs from the one its sidecar recorded")
+            return None
+        return meta
+
+    def check_recomputed(self, sp: Path, s: dict, parquets, infos) -> None:
+        from ..tasks.errors import ScoreError
+        from ..tasks.scoring import compute_score, scorer_version
+
+        try:
+            again = compute_score([str(p) for p in parquets], [str(p) for p in infos],
+                                  model=s["model"], metrics=list(s["metrics"]),
+                                  primary_metric=s["primary_metric"])
+        except ScoreError as e:
+            self.report.add(f"{sp}: cannot be recomputed: {e}")
+            return
+        scored_by = s["provenance"].get("scorer_version")
+        for metric, v in s["metrics"].items():
+            got = again["metrics"][metric]
+            if not (_same(got["value"], v["value"]) and _same(got["stderr"], v["stderr"])):
+                note = "" if scored_by == scorer_version() else (
+                    f" (scored by scorer {scored_by}, this is {scorer_version()})")
+                self.report.add(f"{sp}: {metric} = {v['value']!r} ± {v['stderr']!r}, recomputed "
+                                f"from its predictions: {got['value']!r} ± {got['stderr']!r}{note}")
+        if again["n"] != s["n"]:
+            self.report.add(f"{sp}: n = {s['n']}, recomputed: {again['n']}")
+
+    # ------------------------------------------------------------ weights and checkpoints
+    def check_model(self, model_dir: Path, checkpoint_sha256: str, sp: Path) -> None:
+        if model_dir not in self.models:
+            self.models[model_dir] = self._model_chain(model_dir)
+            self.report.models += 1
+        manifest = _read_json(model_dir / "manifest.json", "manifest", Report())
+        if manifest and manifest["checkpoint_sha256"] != checkpoint_sha256:
+            self.report.add(f"{sp}: scored with weights {checkpoint_sha256}, "
+                            f"{model_dir} now holds {manifest['checkpoint_sha256']}")
+
+    def _model_chain(self, model_dir: Path) -> bool:
+        from ..checkpoints.manifest import checkpoint_sha256
+        from ..hashing import sha256_file
+
+        report = self.report
+        manifest = _read_json(model_dir / "manifest.json", "manifest", report)
+        if manifest is None:
+            return False
+        ok = True
+        missing = [f for f in manifest["files"] if not (model_dir / f).exists()]
         if missing:
-            problems.append(f"{sp}: predictions missing: {', '.join(missing)}")
-            continue
-        info = json.loads(infos[0].read_text())
-        model_dir = workdir / info["model_dir"]
-        manifest = model_dir / "manifest.json"
-        if not manifest.exists():
-            problems.append(f"{sp}: model folder {model_dir} missing")
-        else:
-            if model_dir not in weights:
-                files = json.loads(manifest.read_text())["files"]
-                weights[model_dir] = checkpoint_sha256(
-                    {f: sha256_file(model_dir / f) for f in files if (model_dir / f).exists()})
-            if weights[model_dir] != prov["checkpoint_sha256"]:
-                problems.append(f"{sp}: stale: checkpoint sha256 is now {weights[model_dir]}, "
-                                f"scored with {prov['checkpoint_sha256']}")
-        task_file = index.get(info["task"])
+            report.add(f"{model_dir}: files of its manifest missing: {missing}")
+            return False
+        if not self.fast:
+            now = {f: sha256_file(model_dir / f) for f in manifest["files"]}
+            for f, h in now.items():
+                if h != manifest["files"][f]:
+                    report.add(f"{model_dir / f}: sha256 differs from its manifest")
+                    ok = False
+            if checkpoint_sha256(now) != manifest["checkpoint_sha256"]:
+                ok = False
+        # resources/models/{model}/{key} was converted from resources/checkpoints/{model}/{key}
+        ckpt = self.workdir / layout.fill(layout.CHECKPOINT_DIR, model=model_dir.parent.name,
+                                          key=model_dir.name)
+        return self._checkpoint_chain(ckpt) and ok
+
+    def _checkpoint_chain(self, ckpt: Path) -> bool:
+        from ..checkpoints.sources import SourceError, parse_source
+        from ..hashing import sha256_file
+
+        report = self.report
+        fetched = _read_json(ckpt / "fetch.json", "fetch record", report)
+        if fetched is None:
+            return False
+        ok = True
+        for name, h in fetched["files"].items():
+            f = ckpt / name
+            if not f.exists():
+                report.add(f"{f}: fetched file missing")
+                ok = False
+            elif not self.fast and sha256_file(f) != h:
+                report.add(f"{f}: sha256 differs from fetch.json (changed after fetching)")
+                ok = False
+        src_fields = fetched["source"]
+        if src_fields["kind"] in ("local", "pkg"):
+            src = parse_source({"source": (src_fields["kind"] + ":" if src_fields["kind"] == "pkg"
+                                           else "") + src_fields["location"]})
+            try:
+                path = src.local_path(self.workdir)
+            except SourceError as e:
+                report.add(f"{ckpt}: its source is gone: {e}")
+                return ok
+            ok = self._source_unchanged(path, fetched["files"], ckpt) and ok
+        return ok
+
+    def _source_unchanged(self, path: Path, recorded: dict, ckpt: Path) -> bool:
+        from ..checkpoints.identity import content_files
+        from ..hashing import sha256_file
+
+        now = content_files(path)
+        changed = sorted(set(now) ^ set(recorded))
+        for name in sorted(set(now) & set(recorded)):
+            f = now[name]
+            if self.fast:
+                if f.stat().st_size != (ckpt / name).stat().st_size:
+                    changed.append(name)
+            elif sha256_file(f) != recorded[name]:
+                changed.append(name)
+        if changed:
+            self.report.add(f"{path}: local source changed since it was fetched into {ckpt} "
+                            f"({', '.join(changed[:5])}); the next run evaluates it again")
+        return not changed
+
+    # ------------------------------------------------------------ tasks and documents
+    def check_task(self, sp: Path, info: dict, prov: dict) -> None:
+        from ..settings import task_override_fields
+        from ..tasks.definitions import Task, load_task
+        from ..tasks.documents import dataset_fingerprint, load_docs
+        from ..tasks.errors import TaskError
+
+        report = self.report
+        task_file = self.index.get(info["task"])
         task = Task(info["task"], info["task_definition"], task_file or Path("."))
         if task.hash != prov["task_hash"]:
-            problems.append(f"{sp}: task definition in predictions hashes to {task.hash}, "
-                            f"score says {prov['task_hash']}")
+            report.add(f"{sp}: task definition in predictions hashes to {task.hash}, "
+                       f"score says {prov['task_hash']}")
         if task_file is not None:
-            overrides = {k: info["task_definition"].get(k) for k in overridable}
-            current = load_task(task_file, overrides)
-            if current.hash != prov["task_hash"]:
-                problems.append(f"{sp}: stale: {task_file} now hashes to {current.hash}, "
-                                f"scored with {prov['task_hash']}")
+            overrides = {k: info["task_definition"].get(k) for k in task_override_fields()}
+            try:
+                current = load_task(task_file, overrides)
+            except TaskError as e:
+                report.add(f"{sp}: {e}")
+            else:
+                if current.hash != prov["task_hash"]:
+                    report.add(f"{sp}: stale: {task_file} now hashes to {current.hash}, "
+                               f"scored with {prov['task_hash']}")
         key = (task_file, task.hash)
         try:
-            if key not in fingerprints:
-                fingerprints[key] = dataset_fingerprint(load_docs(task))
-            if fingerprints[key] != prov["dataset_fingerprint"]:
-                problems.append(f"{sp}: stale: dataset fingerprint is now {fingerprints[key]}, "
-                                f"scored with {prov['dataset_fingerprint']}")
+            if key not in self.fingerprints:
+                self.fingerprints[key] = dataset_fingerprint(load_docs(task))
         except Exception as e:  # noqa: BLE001 - a dataset that cannot be read is a finding too
-            problems.append(f"{sp}: dataset not readable: {e}")
-    return problems
+            report.add(f"{sp}: dataset not readable: {e}")
+            return
+        if self.fingerprints[key] != prov["dataset_fingerprint"]:
+            report.add(f"{sp}: stale: dataset fingerprint is now {self.fingerprints[key]}, "
+                       f"scored with {prov['dataset_fingerprint']}")
+
+    # ------------------------------------------------------------ leaderboards
+    def check_board(self, board: Path) -> None:
+        import polars as pl
+
+        from ..results.leaderboard import KEYS, LeaderboardError, build_long
+        from ..tasks.definitions import group_spec, is_group
+
+        report = self.report
+        try:
+            long = pl.read_parquet(board)
+        except Exception as e:  # noqa: BLE001 - polars' errors do not name the file
+            report.add(f"{board}: not readable: {e}")
+            return
+        if "score_file" not in long.columns:
+            report.add(f"{board}: rows name no score files (written by an older llmboard)")
+            return
+        report.board_rows += long.height
+        files = sorted(set(long.filter(~pl.col("is_group"))["score_file"].to_list()))
+        for f in files:
+            if str(self.path(f).resolve()) not in self.scores:
+                report.add(f"{board}: built from {f}, which is missing or fails the checks")
+        names = set(long.filter(pl.col("is_group"))["task"].to_list())
+        groups = {name: group_spec(path) for name, path in self.index.items()
+                  if name in names and is_group(path)}
+        try:
+            again = build_long([str(self.path(f)) for f in files], groups)
+        except (LeaderboardError, ValueError) as e:
+            report.add(f"{board}: cannot be rebuilt from its score files: {e}")
+            return
+        if not groups:  # without the group files, only the task rows can be proven
+            long = long.filter(~pl.col("is_group"))
+        cols = [*KEYS, "value", "stderr", "n"]
+        joined = long.select(cols).join(again.select(cols), on=KEYS, how="full",
+                                        suffix="_proven", nulls_equal=True)
+        for r in joined.iter_rows(named=True):
+            if r["value"] is None or r["value_proven"] is None:
+                what = "not in its score files" if r["value_proven"] is None else "missing"
+                report.add(f"{board}: row {r['model']}/{r['precision']}/{r['task']}/"
+                           f"{r['metric']} {what}")
+            elif not (_same(r["value"], r["value_proven"]) and _same(r["stderr"],
+                                                                     r["stderr_proven"])
+                      and r["n"] == r["n_proven"]):
+                report.add(f"{board}: row {r['model']}/{r['precision']}/{r['task']}/"
+                           f"{r['metric']} = {r['value']!r}, its score files give "
+                           f"{r['value_proven']!r}")
+
+
+def _board_score_files(board: Path, workdir: Path) -> list[Path] | None:
+    """The score files a board's rows name (None when the board cannot say)."""
+    import polars as pl
+
+    try:
+        files = pl.read_parquet(board, columns=["score_file", "is_group"])
+    except Exception:  # noqa: BLE001 - check_board names the problem
+        return None
+    names = files.filter(~pl.col("is_group"))["score_file"].unique().to_list()
+    return sorted(workdir / f for f in names if f)
+
+
+def verify(results: Path, tasks_dir: Path | None = None, *, fast: bool = False,
+           everything: bool = False) -> Report:
+    """Every problem found, one line each naming the file; none when all is proven.
+
+    By default the published board (``results/leaderboard.parquet``) and the chain of
+    every number on it; ``everything``: every score file under ``results/scores`` and
+    every board under ``results/boards`` too (superseded ones included)."""
+    t0 = time.monotonic()
+    c = _Checker(Path(results), tasks_dir, fast)
+    published = c.results / f"{layout.LEADERBOARD_TABLE}.parquet"
+    boards = [published] if published.exists() else []
+    named = _board_score_files(published, c.workdir) if boards else None
+    if everything or named is None:
+        scores = score_files(c.results)
+        boards += sorted((c.results / "boards").glob(f"*/{layout.LEADERBOARD_TABLE}.parquet"))
+    else:
+        scores = [p for p in named if p.exists()]  # a missing one: check_board names it
+    c.report.scores = len(scores)
+    if not scores:
+        c.report.add(f"{results}: no score files to verify")
+    for sp in scores:
+        c.check_score(sp)
+    for board in boards:
+        c.check_board(board)
+    c.report.seconds = time.monotonic() - t0
+    return c.report

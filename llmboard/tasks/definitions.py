@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-import yaml
-
 from ..hashing import sha256_json, short
+from ..yamlfiles import read_mapping
 from .errors import TaskError
 from .metrics import KNOWN_METRICS
 
@@ -49,15 +48,21 @@ TASK_FIELDS = {
     "metadata",
     "alias",
 }
+DEFAULT_SPLIT = "validation"
 # Settings that decide how work is split, not what is computed: kept out of the hash.
 NOT_HASHED = {"shards", "alias", "metadata"}
 OUTPUT_TYPES = {"multiple_choice", "multiple_input"}
 
 
 # ----------------------------------------------------------------- loading
+def read_yaml_mapping(path: Path) -> dict:
+    """A task or group file as a mapping, or an error naming the file."""
+    return read_mapping(path, TaskError, "task fields (task:, dataset:, ...)")
+
+
 def _names(path: Path) -> tuple:
     """The file's (task, group) names, without resolving includes."""
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml_mapping(path)
     return data.get("task"), data.get("group")
 
 
@@ -80,12 +85,13 @@ def find_task_files(tasks_dir: str | os.PathLike) -> dict[str, Path]:
 def _read_with_includes(path: Path, seen=()) -> dict:
     if path in seen:
         raise TaskError(f"{path}: include cycle")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise TaskError(f"{path}: a task file must be a mapping")
+    data = read_yaml_mapping(path)
     inc = data.pop("include", None)
     if inc:
-        base = _read_with_includes((path.parent / inc).resolve(), (*seen, path))
+        target = (path.parent / inc).resolve()
+        if not target.is_file():
+            raise TaskError(f"{path}: include {inc!r} not found ({target})")
+        base = _read_with_includes(target, (*seen, path))
         base.update(data)
         data = base
     return data
@@ -114,6 +120,11 @@ class Task:
     @property
     def output_type(self) -> str:
         return self.spec.get("output_type", "multiple_choice")
+
+    @property
+    def split(self) -> str:
+        """The evaluated split (lm-eval's ``validation`` unless the task says)."""
+        return self.spec["dataset"].get("split", DEFAULT_SPLIT)
 
     @property
     def shards(self) -> int:
@@ -158,6 +169,16 @@ def load_task(path: str | os.PathLike, overrides: dict | None = None) -> Task:
 def is_group(path: str | os.PathLike) -> bool:
     task, group = _names(Path(path))
     return group is not None and task is None
+
+
+def group_spec(path: str | os.PathLike) -> dict:
+    """A group's aggregation: {"metric", "subgroups": {name: [tasks]}} (metric: acc unless
+    the group file's ``aggregate`` says otherwise)."""
+    data = load_group(path)
+    return {
+        "metric": (data.get("aggregate") or {}).get("metric", "acc"),
+        "subgroups": data["subgroups"],
+    }
 
 
 def load_group(path: str | os.PathLike) -> dict:

@@ -27,11 +27,25 @@ def _resolve_local(source: str, task_path: Path) -> Path:
 
 
 def load_split(task: Task, split: str | None = None):
-    """The documents of a split as a ``datasets.Dataset`` (untouched, no limit)."""
+    """The documents of a split as a ``datasets.Dataset`` (untouched, no limit); a data
+    file that cannot be read is named, with the task file that points at it."""
+    try:
+        return _load_split(task, split)
+    except TaskError:
+        raise
+    except Exception as e:  # noqa: BLE001 - datasets' and pyarrow's errors name neither
+        raise TaskError(
+            f"{task.path}: dataset.source {task.spec['dataset']['source']!r} "
+            f"(split {split or task.split!r}) "
+            f"cannot be read: {type(e).__name__}: {e}"
+        ) from None
+
+
+def _load_split(task: Task, split: str | None):
     import datasets
 
     ds = task.spec["dataset"]
-    split = split or ds.get("split", "validation")
+    split = split or task.split
     source = ds["source"]
     if source.startswith("hf:"):
         return datasets.load_dataset(

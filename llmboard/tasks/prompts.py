@@ -79,8 +79,8 @@ def _fewshot_prefix(task: Task, doc_id: int) -> str:
     if n == 0:
         return desc
     pool = _fewshot_pool(task)
-    split = fs.get("split") or task.spec["dataset"].get("split")
-    same_split = split == task.spec["dataset"].get("split", "validation")
+    split = fs.get("split") or task.split
+    same_split = split == task.split
     candidates = [i for i in range(len(pool)) if not (same_split and i == doc_id)]
     if fs.get("sampler", "random") == "first_n":
         chosen = candidates[:n]
@@ -104,7 +104,7 @@ _POOLS: dict = {}
 def _fewshot_pool(task: Task) -> list[dict]:
     key = (str(task.path), task.hash)
     if key not in _POOLS:
-        split = task.spec["fewshot"].get("split") or task.spec["dataset"].get("split")
+        split = task.spec["fewshot"].get("split") or task.split
         data = load_split(task, split)
         _POOLS[key] = [data[i] for i in range(len(data))]
     return _POOLS[key]

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..atomic import write_json
-from ..hashing import sha256_file, sha256_json, short
+from ..hashing import seal, sha256_file, sha256_json, short
 from .errors import ScoreError
 from .metrics import mean_stderr, per_doc_metrics
 
@@ -29,11 +29,33 @@ def scorer_version() -> str:
     return scorer_version_of(Path(__file__).resolve().parent)
 
 
+def _read_sidecar(info: str) -> dict:
+    try:
+        return json.loads(Path(info).read_text())
+    except (OSError, ValueError) as e:
+        raise ScoreError(f"{info}: prediction sidecar not readable: {e}") from None
+
+
+def check_prediction_file(parquet: str, meta: dict, info: str) -> None:
+    """The parquet is the one its sidecar recorded when it was written (size, sha256)."""
+    p = Path(parquet)
+    if not p.exists():
+        raise ScoreError(f"{parquet}: prediction file missing (its sidecar {info} exists)")
+    want = meta.get("parquet_sha256")
+    if want is None:  # written before sidecars recorded it
+        return
+    if p.stat().st_size != meta["parquet_bytes"] or sha256_file(p) != want:
+        raise ScoreError(
+            f"{parquet}: differs from what was written (sha256 recorded in {info}); the file "
+            "is damaged or was edited: delete it and its .json, and rerun to recompute"
+        )
+
+
 def load_predictions(parquets: list[str], infos: list[str]):
     """Read and check the shards of one model x precision x task."""
     import polars as pl
 
-    metas = [json.loads(Path(p).read_text()) for p in infos]
+    metas = [_read_sidecar(p) for p in infos]
     if not metas:
         raise ScoreError("no prediction shards given")
     first = metas[0]
@@ -51,8 +73,15 @@ def load_predictions(parquets: list[str], infos: list[str]):
                     f"{p}: {key} {m[key]!r} differs from {infos[0]}: {first[key]!r}; "
                     "stale shard, rerun it"
                 )
-    frames = [pl.read_parquet(p) for p in parquets]
-    df = pl.concat(frames)
+    frames = []
+    for parquet, m, info in zip(parquets, metas, infos):
+        check_prediction_file(parquet, m, info)
+        try:
+            frames.append(pl.read_parquet(parquet))
+        except Exception as e:  # noqa: BLE001 - polars' errors do not name the file
+            raise ScoreError(f"{parquet}: not a readable prediction file: {e}") from None
+    # shards written by different llmboard versions may differ in optional columns
+    df = pl.concat(frames, how="diagonal_relaxed")
     got = set(df["doc_id"].unique().to_list())
     want = set(range(first["n_docs_total"]))
     if got != want:
@@ -61,6 +90,47 @@ def load_predictions(parquets: list[str], infos: list[str]):
             f"predictions cover {len(got)} of {len(want)} docs; missing e.g. {missing}"
         )
     return df, metas
+
+
+def compute_score(
+    parquets: list[str], infos: list[str], *, model: str, metrics: list[str], primary_metric: str
+) -> dict:
+    """The score of one model x precision x task from its prediction shards, sealed
+    (``hashing.seal``) so that an edited number is refused downstream."""
+    df, metas = load_predictions(parquets, infos)
+    per_doc = per_doc_metrics(df)
+    m0 = metas[0]
+    return seal(
+        {
+            "model": model,
+            "precision": m0["precision"],
+            "task": m0["task"],
+            "n": len(per_doc["doc_id"]),
+            "primary_metric": primary_metric,
+            "metrics": {
+                k: {"value": sum(per_doc[k]) / len(per_doc[k]), "stderr": mean_stderr(per_doc[k])}
+                for k in metrics
+            },
+            "provenance": {
+                "checkpoint_sha256": m0["checkpoint_sha256"],
+                "dataset_fingerprint": m0["dataset_fingerprint"],
+                "task_hash": m0["task_hash"],
+                "precision": m0["precision"],
+                "token_budget": sorted({m["token_budget"] for m in metas}),
+                "final_token_budget": min(m["final_token_budget"] for m in metas),
+                "seed": m0["seed"],
+                "device_map": m0["device_map"],
+                "llmboard_version": m0["llmboard_version"],
+                "git_commit": m0["git_commit"],
+                "libraries": m0["libraries"],
+                "run_finished": max(m["finished"] for m in metas),
+                "shards": len(metas),
+                "scorer_version": scorer_version(),
+            },
+            # the files this score was computed from: `llmboard verify` reads these
+            "predictions": {"parquets": list(map(str, parquets)), "infos": list(map(str, infos))},
+        }
+    )
 
 
 def score(
@@ -72,36 +142,8 @@ def score(
     metrics: list[str],
     primary_metric: str,
 ) -> dict:
-    df, metas = load_predictions(parquets, infos)
-    per_doc = per_doc_metrics(df)
-    m0 = metas[0]
-    result = {
-        "model": model,
-        "precision": m0["precision"],
-        "task": m0["task"],
-        "n": len(per_doc["doc_id"]),
-        "primary_metric": primary_metric,
-        "metrics": {
-            k: {"value": sum(per_doc[k]) / len(per_doc[k]), "stderr": mean_stderr(per_doc[k])}
-            for k in metrics
-        },
-        "provenance": {
-            "checkpoint_sha256": m0["checkpoint_sha256"],
-            "dataset_fingerprint": m0["dataset_fingerprint"],
-            "task_hash": m0["task_hash"],
-            "precision": m0["precision"],
-            "token_budget": sorted({m["token_budget"] for m in metas}),
-            "final_token_budget": min(m["final_token_budget"] for m in metas),
-            "seed": m0["seed"],
-            "device_map": m0["device_map"],
-            "llmboard_version": m0["llmboard_version"],
-            "git_commit": m0["git_commit"],
-            "libraries": m0["libraries"],
-            "run_finished": max(m["finished"] for m in metas),
-            "shards": len(metas),
-        },
-        # the files this score was computed from: `llmboard verify` reads these
-        "predictions": {"parquets": list(map(str, parquets)), "infos": list(map(str, infos))},
-    }
+    result = compute_score(
+        parquets, infos, model=model, metrics=metrics, primary_metric=primary_metric
+    )
     write_json(out_json, result)
     return result

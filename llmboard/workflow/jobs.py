@@ -58,6 +58,7 @@ def run_predictions(
     max_memory,
     offload_folder,
     trust_remote_code: bool,
+    request_store: str | None,
 ) -> None:
     """Load the model once, then predict every item (a task shard) of the batch."""
     from ..inference.engine import TransformersLM
@@ -86,6 +87,11 @@ def run_predictions(
         trust_remote_code=trust_remote_code,
     )
     lm = TransformersLM(model, tokenizer, token_budget=token_budget)
+    if request_store:  # answers computed before (by any job) are reused, request by request
+        from ..inference.request_store import RequestStore, StoredLM
+
+        store = RequestStore(request_store, context.checkpoint_sha256, precision, lm.numerics)
+        lm = StoredLM(lm, store)
     _run_all(
         [
             (

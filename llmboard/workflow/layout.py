@@ -40,6 +40,7 @@ PART_REGEX = r"\d+\.\d+|all"
 HASH12_REGEX = r"[0-9a-f]{12}"
 
 GPU_LOCK_DIR = ".llmboard/gpu-locks"
+FILE_HASH_CACHE = ".llmboard/file-hashes.json"  # local checkpoints' file sha256s by size, mtime
 
 
 def part_name(shard_slot: int, chunk: int) -> str:

@@ -19,13 +19,15 @@ their own, atomically, under paths that carry their hashes.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
+from pathlib import Path
 
-from ..checkpoints.sources import parse_source
+from ..checkpoints.identity import FileHashCache, content_sha256
+from ..checkpoints.sources import SourceError, parse_source
 from ..hashing import sha256_json, short
 from ..settings import ModelEntry, Settings
-from ..tasks.definitions import Task, find_task_files, is_group, load_group, load_task
+from ..tasks.definitions import Task, find_task_files, group_spec, is_group, load_task
 from ..tasks.errors import TaskError
 from ..tasks.scoring import scorer_version
 from . import layout
@@ -277,13 +279,30 @@ class WorkflowPlan:
         ]
 
 
+def source_keys(settings: Settings, root: str | os.PathLike) -> dict[str, str]:
+    """model -> source key. A local (or package) checkpoint is keyed by its content too,
+    so a changed file under the same path is fetched, converted and evaluated again;
+    file hashes are cached by size and mtime, so an unchanged source costs a stat."""
+    cache = FileHashCache(Path(root) / layout.FILE_HASH_CACHE)
+    keys = {}
+    for name, m in settings.models.items():
+        src = parse_source(m.source_fields(), name)
+        if src.is_on_disk:
+            try:
+                path = src.local_path(root)
+            except SourceError as e:
+                raise SourceError(f"config: models.{name}.source: {e}") from None
+            src = replace(src, content=content_sha256(path, cache))
+        keys[name] = src.key()
+    cache.save()
+    return keys
+
+
 def build_plan(
     settings: Settings, tasks_dir: str | os.PathLike, root: str | os.PathLike = "."
 ) -> WorkflowPlan:
     index = find_task_files(tasks_dir)
-    keys = {
-        name: parse_source(m.source_fields(), name).key() for name, m in settings.models.items()
-    }
+    keys = source_keys(settings, root)
     tasks: dict[str, Task] = {}
     groups: dict = {}
     display = []
@@ -295,10 +314,8 @@ def build_plan(
             )
         display.append(name)
         if is_group(index[name]):
-            data = load_group(index[name])
-            agg = data.get("aggregate") or {}
-            groups[name] = {"metric": agg.get("metric", "acc"), "subgroups": data["subgroups"]}
-            members = [t for ms in data["subgroups"].values() for t in ms]
+            groups[name] = group_spec(index[name])
+            members = [t for ms in groups[name]["subgroups"].values() for t in ms]
         else:
             members = [name]
         for t in members:

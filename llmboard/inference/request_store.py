@@ -1,0 +1,213 @@
+"""The request store: every log-likelihood computed once, reused by every later job.
+
+A raised ``limit``, one more few-shot example, a fixed typo in one document, or the
+same checkpoint under a second name: the task hash changes, so the task's prediction
+file is written again, but most of its requests are ones already computed. The store
+answers those; only the misses reach the model.
+
+Keyed by what decides an answer: the weights (checkpoint sha256), the precision, the
+engine's numeric form (``engine.NUMERICS``), and the exact token ids of the request.
+
+Layout, safe with many writers on a shared filesystem (no locks, no SQLite):
+
+    {folder}/{checkpoint sha256}/{precision}-{numerics}/{sha256 of the file}.parquet
+
+Each job writes its new answers as a new segment, atomically (a temporary name, then a
+rename), named by the sha256 of its own bytes. A reader takes a segment whose bytes do
+not hash to its name (truncated, corrupt) for what it is: it is reported and ignored,
+never read as answers. Segments are only ever added; ``prune`` removes whole checkpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..hashing import sha256_file, stable_json
+from .engine import LM, Generation, GenerationRequest, Loglikelihood, LoglikelihoodRequest
+
+log = logging.getLogger(__name__)
+
+SEGMENT_SUFFIX = ".parquet"
+COLUMNS = ("key", "loglikelihood", "is_greedy", "context_tokens", "continuation_tokens")
+
+
+def request_key(context_ids: list[int], continuation_ids: list[int]) -> str:
+    return hashlib.sha256(stable_json([context_ids, continuation_ids]).encode()).hexdigest()
+
+
+@dataclass
+class StoreReport:
+    segments: int = 0
+    entries: int = 0
+    bytes: int = 0
+    corrupt: list[str] = field(default_factory=list)
+
+
+class RequestStore:
+    """The answers of one checkpoint x precision x numeric form."""
+
+    def __init__(self, folder: str | Path, checkpoint_sha256: str, precision: str, numerics: str):
+        self.dir = Path(folder) / checkpoint_sha256 / f"{precision}-{numerics}"
+        self.answers: dict[str, tuple] = {}
+        self.report = StoreReport()
+        self._seen: set[str] = set()
+
+    def refresh(self) -> None:
+        """Read the segments written since the last refresh (by this job or any other)."""
+        import polars as pl
+
+        if not self.dir.exists():
+            return
+        for seg in sorted(self.dir.glob(f"*{SEGMENT_SUFFIX}")):
+            if seg.name in self._seen:
+                continue
+            self._seen.add(seg.name)
+            if sha256_file(seg) != seg.name[: -len(SEGMENT_SUFFIX)]:
+                self.report.corrupt.append(str(seg))
+                log.warning(
+                    "%s: request store segment does not match its checksum "
+                    "(truncated or corrupt): ignored",
+                    seg,
+                )
+                continue
+            df = pl.read_parquet(seg)
+            self.report.segments += 1
+            self.report.bytes += seg.stat().st_size
+            for row in df.iter_rows():
+                self.answers[row[0]] = row[1:]
+        self.report.entries = len(self.answers)
+
+    def get(self, key: str) -> tuple | None:
+        return self.answers.get(key)
+
+    def add(self, entries: dict[str, tuple]) -> Path | None:
+        """Write ``entries`` (key -> answer) as one new segment; None when empty."""
+        import polars as pl
+
+        entries = {k: v for k, v in entries.items() if k not in self.answers}
+        if not entries:
+            return None
+        keys = sorted(entries)
+        df = pl.DataFrame(
+            {
+                "key": keys,
+                "loglikelihood": [entries[k][0] for k in keys],
+                "is_greedy": [entries[k][1] for k in keys],
+                "context_tokens": [entries[k][2] for k in keys],
+                "continuation_tokens": [entries[k][3] for k in keys],
+            },
+            schema={
+                "key": pl.String,
+                "loglikelihood": pl.Float64,
+                "is_greedy": pl.Boolean,
+                "context_tokens": pl.Int32,
+                "continuation_tokens": pl.Int32,
+            },
+        )
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # written under a hidden temporary name, then renamed to the sha256 of its bytes:
+        # the rename is the commit, and a killed job leaves only a hidden temporary file
+        fd, tmp = tempfile.mkstemp(prefix=".segment.", suffix=".part", dir=self.dir)
+        os.close(fd)
+        try:
+            df.write_parquet(tmp, statistics=False)
+            name = sha256_file(tmp) + SEGMENT_SUFFIX
+            os.replace(tmp, self.dir / name)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        final = self.dir / name
+        self._seen.add(name)
+        self.answers.update(entries)
+        self.report.segments += 1
+        self.report.entries = len(self.answers)
+        return final
+
+
+def survey(folder: str | Path) -> dict[str, StoreReport]:
+    """checkpoint sha256 -> what the store holds for it (all precisions), corrupt segments
+    named."""
+    out: dict[str, StoreReport] = {}
+    root = Path(folder)
+    if not root.exists():
+        return out
+    for ckpt in sorted(p for p in root.iterdir() if p.is_dir()):
+        rep = out.setdefault(ckpt.name, StoreReport())
+        for sub in sorted(p for p in ckpt.iterdir() if p.is_dir()):
+            precision, _, numerics = sub.name.partition("-")
+            s = RequestStore(root, ckpt.name, precision, numerics)
+            s.refresh()
+            rep.segments += s.report.segments
+            rep.entries += s.report.entries
+            rep.bytes += s.report.bytes
+            rep.corrupt += s.report.corrupt
+    return out
+
+
+def prune(folder: str | Path, keep: set[str]) -> list[Path]:
+    """Remove every checkpoint's answers but those in ``keep``; return what was removed."""
+    root = Path(folder)
+    gone = (
+        [p for p in sorted(root.iterdir()) if p.is_dir() and p.name not in keep]
+        if root.exists()
+        else []
+    )
+    for p in gone:
+        shutil.rmtree(p)
+    return gone
+
+
+class StoredLM(LM):
+    """Any backend, with the store in front: requests answered before are taken from it,
+    only the others reach ``inner``, and their answers are added as one new segment per
+    call (per task shard), so a killed job keeps what its finished shards computed."""
+
+    def __init__(self, inner: LM, store: RequestStore):
+        self.inner = inner
+        self.store = store
+        self.numerics = inner.numerics
+        self.hits = self.misses = 0
+
+    @property
+    def stats(self) -> dict:
+        return {**self.inner.stats, "store_hits": self.hits, "store_misses": self.misses}
+
+    @property
+    def token_budget(self) -> int:
+        return self.inner.token_budget
+
+    def tokenize_pair(self, request: LoglikelihoodRequest) -> tuple[list[int], list[int]]:
+        return self.inner.tokenize_pair(request)
+
+    def loglikelihood_tokens(self, pairs) -> list[Loglikelihood]:
+        self.store.refresh()  # answers other jobs stored meanwhile count too
+        keys = [request_key(c, k) for c, k in pairs]
+        out: list[Loglikelihood | None] = [None] * len(pairs)
+        todo: dict[str, int] = {}  # key -> first request with it (a repeat is computed once)
+        for i, k in enumerate(keys):
+            hit = self.store.get(k)
+            if hit is not None:
+                out[i] = Loglikelihood(*hit, from_store=True)
+            else:
+                todo.setdefault(k, i)
+        computed = self.inner.loglikelihood_tokens([pairs[i] for i in todo.values()])
+        new = {
+            k: (r.loglikelihood, r.is_greedy, r.context_tokens, r.continuation_tokens)
+            for k, r in zip(todo, computed)
+        }
+        for i, k in enumerate(keys):
+            if out[i] is None:
+                out[i] = Loglikelihood(*new[k])
+        self.store.add(new)
+        self.hits += sum(r.from_store for r in out)
+        self.misses += len(pairs) - sum(r.from_store for r in out)
+        return out  # type: ignore[return-value]
+
+    def generate_until(self, requests: list[GenerationRequest]) -> list[Generation]:
+        return self.inner.generate_until(requests)

@@ -1,0 +1,183 @@
+"""The request store: a request computed once is never computed again, whichever job,
+task version or model name asks for it; damaged segments are never read as answers."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+
+import polars as pl
+import pytest
+
+from llmboard.inference.engine import LoglikelihoodRequest, TransformersLM
+from llmboard.inference.request_store import RequestStore, StoredLM, survey
+from llmboard.tasks.definitions import load_task
+from llmboard.tasks.documents import load_docs
+from llmboard.tasks.prompts import build_requests
+
+from conftest import save_tiny
+from test_workflow import _make_tasks
+from workspace import Workspace
+
+
+def _lm(model_dir):
+    from llmboard.inference.loading import load_model
+
+    model, tok, context = load_model(model_dir, "fp32")
+    return TransformersLM(model, tok, token_budget=512), context
+
+
+def _task(tmp_path, n_docs, limit=None, edit=None):
+    rows = [
+        {"q": f"What is {a} plus {a + 1}?", "options": [str(2 * a + 1), "no", str(a)], "gold": 0}
+        for a in range(n_docs)
+    ]
+    if edit is not None:
+        rows[edit]["q"] = rows[edit]["q"].replace("plus", "and")
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "t.yaml").write_text(
+        'task: t\ndataset: {source: d.jsonl}\ndoc_to_text: "Q: {{q}}\\nA:"\n'
+        'doc_to_choice: "{{options}}"\ndoc_to_target: gold\n'
+    )
+    task = load_task(tmp_path / "t.yaml", {"limit": limit})
+    docs = load_docs(task)
+    return [
+        LoglikelihoodRequest(r["context"], r["continuation"])
+        for r in build_requests(task, docs, list(range(len(docs))))
+    ]
+
+
+def _stored(lm, context, folder):
+    return StoredLM(lm, RequestStore(folder, context.checkpoint_sha256, "fp32", lm.numerics))
+
+
+def test_raising_a_limit_computes_exactly_the_new_documents(tiny_dirs, tmp_path):
+    lm, context = _lm(tiny_dirs["llama"])
+    store = tmp_path / "store"
+    first = _stored(lm, context, store).loglikelihood(_task(tmp_path, 12, limit=6))
+    assert lm.stats["requests"] == 6 * 3
+    before = lm.stats["requests"]
+    stored = _stored(lm, context, store)  # a later job: reads the store from disk
+    doubled = stored.loglikelihood(_task(tmp_path, 12, limit=12))
+    assert lm.stats["requests"] - before == 6 * 3  # only documents 6..11 reached the model
+    assert [r.from_store for r in doubled] == [True] * 18 + [False] * 18
+    assert [r.loglikelihood for r in doubled[:18]] == [r.loglikelihood for r in first]
+    fresh = TransformersLM(lm.model, lm.tokenizer, token_budget=512).loglikelihood(
+        _task(tmp_path, 12, limit=12)
+    )
+    assert max(abs(a.loglikelihood - b.loglikelihood) for a, b in zip(doubled, fresh)) < 1e-5
+    assert [a.is_greedy for a in doubled] == [b.is_greedy for b in fresh]
+    assert stored.stats["store_hits"] == 18 and stored.stats["store_misses"] == 18
+
+
+def test_a_changed_document_computes_only_its_requests(tiny_dirs, tmp_path):
+    lm, context = _lm(tiny_dirs["llama"])
+    _stored(lm, context, tmp_path / "s").loglikelihood(_task(tmp_path, 8))
+    before = lm.stats["requests"]
+    again = _stored(lm, context, tmp_path / "s").loglikelihood(_task(tmp_path, 8, edit=5))
+    assert lm.stats["requests"] - before == 3  # the three choices of document 5
+    assert [i // 3 for i, r in enumerate(again) if not r.from_store] == [5, 5, 5]
+
+
+def test_a_damaged_segment_is_reported_and_never_read(tiny_dirs, tmp_path):
+    lm, context = _lm(tiny_dirs["llama"])
+    requests = _task(tmp_path, 4)
+    _stored(lm, context, tmp_path / "s").loglikelihood(requests)
+    [segment] = (tmp_path / "s").rglob("*.parquet")
+    segment.write_bytes(segment.read_bytes()[:-40])  # truncated
+    report = survey(tmp_path / "s")[context.checkpoint_sha256]
+    assert report.corrupt == [str(segment)] and report.entries == 0
+    before = lm.stats["requests"]
+    stored = _stored(lm, context, tmp_path / "s")
+    stored.loglikelihood(requests)
+    assert lm.stats["requests"] - before == len(requests)  # nothing taken from it
+    assert stored.store.report.corrupt == [str(segment)]
+    # the answers computed again are the same bytes: written under the same name, healed
+    report = survey(tmp_path / "s")[context.checkpoint_sha256]
+    assert report.corrupt == [] and report.entries == len(requests)
+
+
+def _fill(model_dir, folder, n_docs, tmp, queue):
+    lm, context = _lm(model_dir)
+    out = _stored(lm, context, folder).loglikelihood(_task(tmp, n_docs))
+    queue.put([r.loglikelihood for r in out])
+
+
+def test_two_concurrent_jobs_fill_the_store_as_one_does(tiny_dirs, tmp_path):
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    jobs = [
+        ctx.Process(
+            target=_fill, args=(tiny_dirs["llama"], tmp_path / "s", n, tmp_path / f"t{n}", queue)
+        )
+        for n in (10, 14)
+    ]
+    for i, j in enumerate(jobs):
+        (tmp_path / f"t{(10, 14)[i]}").mkdir()
+        j.start()
+    results = sorted((queue.get(timeout=300) for _ in jobs), key=len)
+    for j in jobs:
+        j.join(timeout=60)
+        assert j.exitcode == 0
+    lm, context = _lm(tiny_dirs["llama"])
+    one = TransformersLM(lm.model, lm.tokenizer, token_budget=512).loglikelihood(
+        _task(tmp_path, 14)
+    )
+    before = lm.stats["requests"]
+    stored = _stored(lm, context, tmp_path / "s").loglikelihood(_task(tmp_path, 14))
+    assert lm.stats["requests"] == before  # every answer is in the store
+    for got in (results[0], results[1], [r.loglikelihood for r in stored]):
+        assert max(abs(a - b.loglikelihood) for a, b in zip(got, one)) < 1e-5
+    report = survey(tmp_path / "s")[context.checkpoint_sha256]
+    assert report.corrupt == [] and report.entries == 14 * 3
+
+
+@pytest.mark.slow
+def test_a_second_entry_with_the_same_weights_computes_nothing(tmp_path, tokenizer_dir, capsys):
+    from llmboard.cli import main as cli
+
+    ws = Workspace(tmp_path)
+    ws.tasks = _make_tasks(tmp_path)
+    src = save_tiny("llama", tmp_path / "src", tokenizer_dir)
+    cfg = {
+        "models": {"a": {"source": str(src)}},
+        "precisions": ["fp32"],
+        "tasks": {"add": {"shards": 2}, "mul": None},
+        "tasks_dir": str(ws.tasks),
+        "inference": {"token_budget": 512, "threads": 1},
+    }
+    ws.write_config(cfg)
+    ws.snakemake()
+    ws.write_config({**cfg, "models": {**cfg["models"], "b": {"source": str(src)}}})
+    ws.snakemake()
+    infos = [
+        json.loads(p.read_text())
+        for p in (ws.wd / "results/predictions/b").rglob("*.json")
+        if p.parent.name != "_jobs"
+    ]
+    assert len(infos) == 3
+    for info in infos:
+        assert info["engine_stats"]["store_hits"] == info["n_requests"] > 0
+        assert info["engine_stats"]["requests"] == 0  # nothing reached the model
+    a = pl.read_csv(ws.wd / "results/leaderboard.csv").sort("model")
+    assert a["average"][0] == a["average"][1]
+    # the store command reports it, and keeps it while a model uses it
+    assert (
+        cli(["store", "--config", str(ws.wd / "config.yaml"), "--workdir", str(ws.wd), "--prune"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "a, b" in out and "removed" not in out
+    ws.write_config(
+        {
+            **cfg,
+            "models": {"c": {"source": str(save_tiny("gpt2", tmp_path / "other", tokenizer_dir))}},
+        }
+    )
+    ws.snakemake()
+    assert (
+        cli(["store", "--config", str(ws.wd / "config.yaml"), "--workdir", str(ws.wd), "--prune"])
+        == 0
+    )
+    assert "removed" in capsys.readouterr().out
+    assert len(survey(ws.wd / ".llmboard/request-store")) == 1  # c's only
