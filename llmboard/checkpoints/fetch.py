@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..atomic import atomic_dir, write_json
 from ..hashing import CHUNK, sha256_file
+from .identity import content_files
 from .sources import Source, SourceError, resolve_pkg_path
 
 log = logging.getLogger(__name__)
@@ -65,15 +66,12 @@ def _copy(src: Path, dst: Path) -> None:
 
 
 def _copy_tree_or_file(src: Path, dst_dir: Path) -> None:
-    if src.is_dir():
-        for p in sorted(src.rglob("*")):
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts):
-                # resolve: the hub cache holds relative symlinks into its blob store
-                _copy(p.resolve(), dst_dir / p.relative_to(src))
-    elif src.is_file():
-        _copy(src, dst_dir / src.name)
-    else:
+    """Copy the checkpoint's files: the same set its content identity hashes."""
+    if not src.exists():
         raise SourceError(f"{src}: no such file or folder")
+    for name, p in content_files(src).items():
+        # resolve: the hub cache holds relative symlinks into its blob store
+        _copy(p.resolve(), dst_dir / name)
 
 
 def download_url(url: str, dest: Path, sha256: str, partial_dir: Path, timeout: float = 60) -> None:

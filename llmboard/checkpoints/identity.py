@@ -54,7 +54,8 @@ class FileHashCache:
 
 def content_files(path: Path) -> dict[str, Path]:
     """Relative name -> file, for a file or every file under a folder (hidden ones and
-    Python caches left out: they are not the checkpoint)."""
+    Python caches left out: they are not the checkpoint). What fetch copies and what the
+    content identity hashes: one definition."""
     if path.is_file():
         return {path.name: path}
     out = {}

@@ -205,8 +205,9 @@ class StoredLM(LM):
             if out[i] is None:
                 out[i] = Loglikelihood(*new[k])
         self.store.add(new)
-        self.hits += sum(r.from_store for r in out)
-        self.misses += len(pairs) - sum(r.from_store for r in out)
+        hits = sum(k not in new for k in keys)
+        self.hits += hits
+        self.misses += len(pairs) - hits
         return out  # type: ignore[return-value]
 
     def generate_until(self, requests: list[GenerationRequest]) -> list[Generation]:

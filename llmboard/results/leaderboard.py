@@ -35,6 +35,11 @@ def read_score(path: str | Path) -> dict:
         s = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise LeaderboardError(f"{path}: score file not readable: {e}") from None
+    if SEAL not in s:
+        raise LeaderboardError(
+            f"{path}: has no {SEAL} (written by an older llmboard); delete it and rerun "
+            "to re-score"
+        )
     if not is_sealed(s):
         raise LeaderboardError(
             f"{path}: content does not match its {SEAL} (edited after scoring?); refused. "

@@ -64,7 +64,7 @@ class _Checker:
         self.fast = fast
         self.index = find_task_files(tasks_dir) if tasks_dir is not None else {}
         self.report = Report()
-        self.models: dict[Path, bool] = {}  # model folder -> its chain holds
+        self.manifests: dict[Path, dict | None] = {}  # model folder -> manifest, once checked
         self.fingerprints: dict[tuple, str] = {}
         self.scores: dict[str, dict] = {}  # score file -> content, once proven
 
@@ -73,18 +73,13 @@ class _Checker:
 
     # ------------------------------------------------------------ scores
     def check_score(self, sp: Path) -> None:
-        from ..hashing import SEAL, is_sealed
+        from ..results.leaderboard import LeaderboardError, read_score
 
         report = self.report
-        s = _read_json(sp, "score file", report)
-        if s is None:
-            return
-        if SEAL not in s:
-            report.add(f"{sp}: has no {SEAL} (written by an older llmboard); delete it and "
-                       "rerun to re-score")
-            return
-        if not is_sealed(s):
-            report.add(f"{sp}: content does not match its {SEAL}: edited after scoring")
+        try:
+            s = read_score(sp)  # the leaderboard's own reader: unreadable or unsealed is refused
+        except LeaderboardError as e:
+            report.add(str(e))
             return
         named = s.get("predictions")
         if not named:
@@ -107,25 +102,21 @@ class _Checker:
         self.scores[str(sp.resolve())] = s
 
     def check_prediction(self, parquet: Path, info: Path) -> dict | None:
-        from ..hashing import sha256_file
+        """The sidecar, when the parquet is the one it recorded (scoring's own check)."""
+        from ..tasks.errors import ScoreError
+        from ..tasks.scoring import check_prediction_file
 
         self.report.prediction_files += 1
         meta = _read_json(info, "prediction sidecar", self.report)
         if meta is None:
             return None
-        if not parquet.exists():
-            self.report.add(f"{parquet}: prediction file missing")
-            return None
-        want = meta.get("parquet_sha256")
-        if want is None:
+        if "parquet_sha256" not in meta:  # scoring accepts these; a proof cannot
             self.report.add(f"{info}: records no sha256 of {parquet.name} (older llmboard)")
             return None
-        if parquet.stat().st_size != meta["parquet_bytes"]:
-            self.report.add(f"{parquet}: {parquet.stat().st_size} bytes, its sidecar recorded "
-                            f"{meta['parquet_bytes']} (truncated or rewritten)")
-            return None
-        if sha256_file(parquet) != want:
-            self.report.add(f"{parquet}: sha256 differs from the one its sidecar recorded")
+        try:
+            check_prediction_file(str(parquet), meta, str(info))
+        except ScoreError as e:
+            self.report.add(str(e))
             return None
         return meta
 
@@ -153,70 +144,54 @@ class _Checker:
 
     # ------------------------------------------------------------ weights and checkpoints
     def check_model(self, model_dir: Path, checkpoint_sha256: str, sp: Path) -> None:
-        if model_dir not in self.models:
-            self.models[model_dir] = self._model_chain(model_dir)
+        if model_dir not in self.manifests:  # each model's chain is checked once
+            self.manifests[model_dir] = self._model_chain(model_dir)
             self.report.models += 1
-        manifest = _read_json(model_dir / "manifest.json", "manifest", Report())
+        manifest = self.manifests[model_dir]
         if manifest and manifest["checkpoint_sha256"] != checkpoint_sha256:
             self.report.add(f"{sp}: scored with weights {checkpoint_sha256}, "
                             f"{model_dir} now holds {manifest['checkpoint_sha256']}")
 
-    def _model_chain(self, model_dir: Path) -> bool:
-        from ..checkpoints.manifest import checkpoint_sha256
+    def _check_files(self, folder: Path, recorded: dict[str, str], record: str) -> None:
+        """Every file ``record`` lists is there and (full check) still has its sha256."""
         from ..hashing import sha256_file
 
-        report = self.report
-        manifest = _read_json(model_dir / "manifest.json", "manifest", report)
+        for name, h in recorded.items():
+            f = folder / name
+            if not f.exists():
+                self.report.add(f"{f}: missing (listed in {record})")
+            elif not self.fast and sha256_file(f) != h:
+                self.report.add(f"{f}: sha256 differs from {record}")
+
+    def _model_chain(self, model_dir: Path) -> dict | None:
+        """The model's manifest, after checking its files and the checkpoint it came from."""
+        manifest = _read_json(model_dir / "manifest.json", "manifest", self.report)
         if manifest is None:
-            return False
-        ok = True
-        missing = [f for f in manifest["files"] if not (model_dir / f).exists()]
-        if missing:
-            report.add(f"{model_dir}: files of its manifest missing: {missing}")
-            return False
-        if not self.fast:
-            now = {f: sha256_file(model_dir / f) for f in manifest["files"]}
-            for f, h in now.items():
-                if h != manifest["files"][f]:
-                    report.add(f"{model_dir / f}: sha256 differs from its manifest")
-                    ok = False
-            if checkpoint_sha256(now) != manifest["checkpoint_sha256"]:
-                ok = False
+            return None
+        self._check_files(model_dir, manifest["files"], "its manifest")
         # resources/models/{model}/{key} was converted from resources/checkpoints/{model}/{key}
         ckpt = self.workdir / layout.fill(layout.CHECKPOINT_DIR, model=model_dir.parent.name,
                                           key=model_dir.name)
-        return self._checkpoint_chain(ckpt) and ok
+        self._checkpoint_chain(ckpt)
+        return manifest
 
-    def _checkpoint_chain(self, ckpt: Path) -> bool:
-        from ..checkpoints.sources import SourceError, parse_source
-        from ..hashing import sha256_file
+    def _checkpoint_chain(self, ckpt: Path) -> None:
+        from ..checkpoints.sources import Source, SourceError
 
-        report = self.report
-        fetched = _read_json(ckpt / "fetch.json", "fetch record", report)
+        fetched = _read_json(ckpt / "fetch.json", "fetch record", self.report)
         if fetched is None:
-            return False
-        ok = True
-        for name, h in fetched["files"].items():
-            f = ckpt / name
-            if not f.exists():
-                report.add(f"{f}: fetched file missing")
-                ok = False
-            elif not self.fast and sha256_file(f) != h:
-                report.add(f"{f}: sha256 differs from fetch.json (changed after fetching)")
-                ok = False
-        src_fields = fetched["source"]
-        if src_fields["kind"] in ("local", "pkg"):
-            src = parse_source({"source": (src_fields["kind"] + ":" if src_fields["kind"] == "pkg"
-                                           else "") + src_fields["location"]})
+            return
+        self._check_files(ckpt, fetched["files"], "fetch.json (changed after fetching)")
+        src = Source(fetched["source"]["kind"], fetched["source"]["location"])
+        if src.is_on_disk:
             try:
                 path = src.local_path(self.workdir)
             except SourceError as e:
-                report.add(f"{ckpt}: its source is gone: {e}")
-                return ok
-            ok = self._source_unchanged(path, fetched["files"], ckpt) and ok
-        return ok
+                self.report.add(f"{ckpt}: its source is gone: {e}")
+                return
+            self._source_unchanged(path, fetched["files"], ckpt)
 
-    def _source_unchanged(self, path: Path, recorded: dict, ckpt: Path) -> bool:
+    def _source_unchanged(self, path: Path, recorded: dict, ckpt: Path) -> None:
         from ..checkpoints.identity import content_files
         from ..hashing import sha256_file
 
@@ -232,7 +207,6 @@ class _Checker:
         if changed:
             self.report.add(f"{path}: local source changed since it was fetched into {ckpt} "
                             f"({', '.join(changed[:5])}); the next run evaluates it again")
-        return not changed
 
     # ------------------------------------------------------------ tasks and documents
     def check_task(self, sp: Path, info: dict, prov: dict) -> None:

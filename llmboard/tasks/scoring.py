@@ -44,11 +44,17 @@ def check_prediction_file(parquet: str, meta: dict, info: str) -> None:
     want = meta.get("parquet_sha256")
     if want is None:  # written before sidecars recorded it
         return
-    if p.stat().st_size != meta["parquet_bytes"] or sha256_file(p) != want:
-        raise ScoreError(
-            f"{parquet}: differs from what was written (sha256 recorded in {info}); the file "
-            "is damaged or was edited: delete it and its .json, and rerun to recompute"
-        )
+    size = p.stat().st_size
+    if size != meta["parquet_bytes"]:
+        why = f"{size} bytes, {info} recorded {meta['parquet_bytes']}: truncated or rewritten"
+    elif sha256_file(p) != want:
+        why = f"sha256 differs from the one {info} recorded"
+    else:
+        return
+    raise ScoreError(
+        f"{parquet}: differs from what was written ({why}); delete it and its .json, and "
+        "rerun to recompute"
+    )
 
 
 def load_predictions(parquets: list[str], infos: list[str]):
