@@ -651,11 +651,42 @@ def plan_rows(setup: Setup, spec: ModelSpec, folder: Path, runs: dict, errors: d
             "measured_activation_bytes": run.peak_bytes - run.resident_bytes,
             "ratio": plan.total_bytes / run.peak_bytes,
         }
+        if p == "bf16":  # the estimate's shape, not one point: what to calibrate it on
+            figs["sweep"] = activation_sweep(setup, folder, p)
         lo, hi = PLAN_RATIO
         ok = lo <= figs["ratio"] <= hi
         target = f"{lo:g} <= planned/measured <= {hi:g}"
         rows.append(Row(5, name, verdict(ok), figs, target))
     return rows
+
+
+SWEEP_BUDGETS = (1024, 4096, 16384)
+
+
+def activation_sweep(setup: Setup, folder: Path, precision: str) -> list[dict]:
+    """Measured activation peak against the plan's estimate at several token budgets."""
+    from llmboard.inference.memory_plan import plan_memory
+
+    model, tok, _ = load(folder, precision)
+    out = []
+    try:
+        for budget in SWEEP_BUDGETS:
+            run = run_engine(model, tok, setup.requests, budget)
+            out.append(
+                {
+                    "token_budget": budget,
+                    "measured_activation_bytes": run.peak_bytes - run.resident_bytes,
+                    "estimated_activation_bytes": plan_memory(
+                        folder, precision, token_budget=budget, margin=0.0
+                    ).activation_bytes,
+                    "measured_peak_bytes": run.peak_bytes,
+                    "forward_tokens": run.forward_tokens,
+                }
+            )
+    finally:
+        model = tok = None
+        free_memory()
+    return out
 
 
 # ----------------------------------------------------------------------------- check 3

@@ -12,7 +12,9 @@ from llmboard.inference.memory_plan import (
     CUDA_RESERVE_BYTES,
     GiB,
     PlanDoesNotFit,
+    _arch_and_counts,
     config_counts,
+    mlp_width,
     plan_memory,
 )
 from llmboard.settings import schema_default
@@ -133,3 +135,40 @@ def test_cli_plan_prints_table(capsys):
 def test_cli_plan_for_the_default_config(capsys, tmp_path):
     assert cli(["plan", "--config", str(REPO / "config.yaml"), "--workdir", str(tmp_path)]) == 0
     assert "unknown: fetch it first" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(
+            model_type="llama",
+            hidden_size=576,
+            intermediate_size=1536,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+        ),
+        dict(
+            model_type="qwen2",
+            hidden_size=256,
+            intermediate_size=1376,
+            num_attention_heads=8,
+            num_key_value_heads=2,
+        ),
+    ],
+)
+def test_mlp_width_from_layer_parameters(tmp_path, config):
+    """The activation estimate needs the MLP width; manifests and meta models give it
+    through one layer's parameter count (grouped-query attention and biases included)."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.for_model(**config, num_hidden_layers=2, vocab_size=1000)
+    cfg.save_pretrained(tmp_path)
+    arch, _, _, per_layer = _arch_and_counts(tmp_path / "config.json")
+    assert mlp_width(arch, per_layer) == config["intermediate_size"]
+
+
+def test_manifest_and_config_give_the_same_plan(tiny_dirs):
+    for d in tiny_dirs.values():
+        from_manifest = plan_memory(d, "bf16", token_budget=BUDGET, gpu_memory_gb=80)
+        from_config = plan_memory(d / "config.json", "bf16", token_budget=BUDGET, gpu_memory_gb=80)
+        assert from_manifest.activation_bytes == from_config.activation_bytes > 0

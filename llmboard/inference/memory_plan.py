@@ -52,21 +52,43 @@ def weight_bytes(parameters: int, layer_matrix_parameters: int, precision: str) 
     return int(parameters * spec["bytes"])
 
 
-def activation_bytes(arch: dict, token_budget: int, precision: str) -> int:
-    """Peak activations for one batch of ``token_budget`` tokens.
+def mlp_width(arch: dict, per_layer: dict) -> int:
+    """The MLP's intermediate width, from one decoder layer's parameter count.
 
-    Per token: hidden states and MLP intermediates (~16 x hidden, in the compute
-    dtype), plus float32 log-probs over the vocabulary for the scored positions
-    (bounded by the budget), plus the attention mask/scores (budget x width, one
-    layer at a time; width ~ 2k tokens at most for these tasks).
+    Manifests record the layer sizes, not ``intermediate_size``: a gated MLP holds
+    3 x hidden x width parameters, attention 2 x hidden^2 (q, o) + 2 x hidden x kv width.
     """
     hidden = int(arch.get("hidden_size") or 4096)
-    vocab = int(arch.get("vocab_size") or 32000)
     heads = int(arch.get("num_attention_heads") or 32)
+    kv_heads = int(arch.get("num_key_value_heads") or heads)
+    layers = [n for k, n in per_layer.items() if k != "other"]
+    if not layers:
+        return 4 * hidden
+    attention = 2 * hidden * hidden + 2 * hidden * (hidden * kv_heads // heads)
+    return max(hidden, (max(layers) - attention - 2 * hidden) // (3 * hidden))
+
+
+def activation_bytes(arch: dict, intermediate: int, token_budget: int, precision: str) -> int:
+    """GPU activations at the peak of one batch of ``token_budget`` tokens.
+
+    Measured on an H100 (bench/gpu_check.py, check 5's sweep over budgets 1k-16k, two
+    shapes, bf16 and fp32): the peak is linear in the budget at about
+    (5 x hidden + 3 x MLP width) values per token in the compute dtype, within 3-5 %.
+    That is one layer's residual, normed input, attention output and the gated MLP's
+    three intermediates; the attention scores never materialise (SDPA's fused kernels
+    take the tree mask) and the vocabulary logits of the scored positions are a few
+    percent on top (multiple-choice continuations).
+    """
+    hidden = int(arch.get("hidden_size") or 4096)
     act_dtype = 4 if precision == "fp32" else 2
-    per_token = 16 * hidden * act_dtype + vocab * 4 * 2
-    attn = token_budget * min(token_budget, 2048) * heads * act_dtype
-    return int(token_budget * per_token + attn)
+    return int(token_budget * (5 * hidden + 3 * intermediate) * act_dtype)
+
+
+def cpu_attention_bytes(arch: dict, token_budget: int) -> int:
+    """On the CPU, attention with an explicit mask materialises its scores (float32,
+    budget x width per head, one layer at a time; width ~2k tokens at most here)."""
+    heads = int(arch.get("num_attention_heads") or 32)
+    return int(token_budget * min(token_budget, 2048) * heads * 4)
 
 
 def _arch_and_counts(source: str | Path) -> tuple[dict, int, int, dict]:
@@ -120,6 +142,8 @@ def config_counts(config_json: str | Path) -> tuple[dict, int, int, dict]:
         "hidden_size": text.hidden_size,
         "vocab_size": text.vocab_size,
         "num_attention_heads": text.num_attention_heads,
+        "num_key_value_heads": getattr(text, "num_key_value_heads", None)
+        or text.num_attention_heads,
         "num_hidden_layers": text.num_hidden_layers,
     }
     return arch, params, matrix, per_layer
@@ -163,6 +187,9 @@ def gpus_needed(blocks: list[int], activation: int, gpu_bytes: float, reserve: i
 
 
 CUDA_RESERVE_BYTES = 1 * GiB  # CUDA context, cuBLAS workspace, allocator fragmentation
+# torch allocates cuBLAS's workspace through its caching allocator, so it counts in the
+# bytes a job allocates: 32 MiB on Hopper (measured: resident = weights + 32-33 MiB)
+CUBLAS_WORKSPACE_BYTES = 32 * 2**20
 
 
 # activation estimates are rough; jobs are planned with this much on top
@@ -182,8 +209,10 @@ def plan_memory(
     """Weights are exact (from the headers); the margin covers activation estimates."""
     arch, params, matrix, per_layer = _arch_and_counts(source)
     w = weight_bytes(params, matrix, precision)
-    a = int(activation_bytes(arch, token_budget, precision) * (1 + margin))
-    total = w + a
+    a = int(activation_bytes(arch, mlp_width(arch, per_layer), token_budget, precision))
+    a = int(a * (1 + margin))
+    # on a GPU: what torch allocates there at the peak; on the CPU: weights + activations
+    total = w + a + (CUBLAS_WORKSPACE_BYTES if gpu_memory_gb else 0)
     if gpu_memory_gb:
         blocks = _block_bytes(per_layer, params, matrix, precision)
         gpus = gpus_needed(blocks, a, gpu_memory_gb * GiB, CUDA_RESERVE_BYTES)
@@ -197,11 +226,16 @@ def plan_memory(
     else:
         gpus = 0
     # host: on GPU, loading streams shards through host memory; on CPU it holds the model
-    host = HOST_BASE_BYTES + (int(w * 0.25) if gpus else w + a)
+    if gpus:
+        host = HOST_BASE_BYTES + int(w * 0.25)
+    else:
+        host = HOST_BASE_BYTES + w + a + cpu_attention_bytes(arch, token_budget)
     arithmetic = (
         f"weights {params:,} params -> {w / GiB:.2f} GiB at {precision}"
         f" + activations {a / GiB:.2f} GiB (budget {token_budget} tokens,"
-        f" +{margin:.0%} margin) = {total / GiB:.2f} GiB"
+        f" +{margin:.0%} margin)"
+        + (f" + cuBLAS workspace {CUBLAS_WORKSPACE_BYTES / 2**20:.0f} MiB" if gpu_memory_gb else "")
+        + f" = {total / GiB:.2f} GiB"
     )
     if gpu_memory_gb:
         arithmetic += (
