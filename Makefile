@@ -10,7 +10,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 # what ruff covers (and excludes) is set in pyproject.toml
 PY_SOURCES := .
 
-.PHONY: setup setup-dev leaderboard test lint fmt bench clean-results
+.PHONY: setup setup-dev chromium leaderboard test lint fmt bench clean-results
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,18 @@ $(DEV_STAMP): $(STAMP) requirements-dev.txt
 
 setup: $(STAMP)
 
-setup-dev: $(DEV_STAMP)
+setup-dev: $(DEV_STAMP) chromium
+
+# Debian's Chromium, driven by tests/test_report.py through Playwright for Python
+# (executable_path=/usr/bin/chromium: no `playwright install`, no browser download).
+# Installed where missing; where it cannot be (no apt-get), the browser tests skip.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || { \
+	  echo "installing Debian's chromium for the report's browser test"; \
+	  $(SUDO) apt-get update -q && \
+	  $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } || \
+	  echo "warning: chromium not installed: tests/test_report.py's browser tests will skip"
 
 leaderboard: setup
 	$(OFFLINE) $(VENV)/bin/snakemake --cores $(CORES)

@@ -12,6 +12,7 @@ include: "rules/convert.smk"
 include: "rules/infer.smk"
 include: "rules/score.smk"
 include: "rules/leaderboard.smk"
+include: "rules/report.smk"
 
 
 rule all:
@@ -22,3 +23,4 @@ rule all:
         BOARD_FILES,
         LEADERBOARD_FILES,
         AGREEMENT_FILES,
+        REPORT_INDEX_FILE,

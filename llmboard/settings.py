@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from .hashing import sha256_json, short
 from .yamlfiles import read_mapping
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
@@ -49,6 +50,64 @@ def task_override_fields() -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class Prompting:
+    """How an entry's prompts are rendered: lm-eval's ``--apply_chat_template``
+    (``chat_template``: False, True for the tokenizer's own, or a template name),
+    ``--system_instruction`` and ``--fewshot_as_multiturn``. The default is raw prompts."""
+
+    chat_template: bool | str = False
+    system_instruction: str | None = None
+    fewshot_as_multiturn: bool = False
+
+    @property
+    def is_raw(self) -> bool:
+        return self == RAW
+
+    def as_dict(self) -> dict:
+        return {
+            "chat_template": self.chat_template,
+            "system_instruction": self.system_instruction,
+            "fewshot_as_multiturn": self.fewshot_as_multiturn,
+        }
+
+    @property
+    def label(self) -> str:
+        """Short, for tables: ``raw``, ``chat``, ``chat:<name>``, plus ``+multiturn`` and
+        ``+system:<sha256 of the instruction, 8 hex>``."""
+        parts = [
+            "raw"
+            if self.chat_template is False
+            else "chat"
+            if self.chat_template is True
+            else f"chat:{self.chat_template}"
+        ]
+        if self.fewshot_as_multiturn:
+            parts.append("multiturn")
+        if self.system_instruction is not None:
+            parts.append(f"system:{short(sha256_json(self.system_instruction), 8)}")
+        return "+".join(parts)
+
+
+RAW = Prompting()
+
+
+def prompting_of(entry: dict, name: str, origin: str = "config") -> Prompting:
+    """An entry's prompting, with lm-eval's CLI rules: ``fewshot_as_multiturn`` unset is on
+    with a chat template and off without; set on without one is an error (lm-eval's too).
+    An empty system instruction is none (lm-eval renders both alike)."""
+    chat = entry.get("chat_template", False)
+    multiturn = entry.get("fewshot_as_multiturn")
+    if multiturn is None:
+        multiturn = chat is not False
+    elif multiturn and chat is False:
+        raise SettingsError(
+            f"{origin}: models.{name}.fewshot_as_multiturn: true needs a chat_template "
+            "(as lm-eval's --fewshot_as_multiturn needs --apply_chat_template)"
+        )
+    return Prompting(chat, entry.get("system_instruction") or None, bool(multiturn))
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     name: str
     source: str
@@ -57,6 +116,7 @@ class ModelEntry:
     allow_patterns: tuple[str, ...]
     trust_remote_code: bool
     precisions: tuple[str, ...]  # the global list unless the entry has its own
+    prompting: Prompting = RAW
 
     def source_fields(self) -> dict:
         """The fields that say where the checkpoint comes from (``parse_source``'s input)."""
@@ -144,6 +204,7 @@ def load_settings(config: dict, origin: str = "config") -> Settings:
             allow_patterns=tuple(e.get("allow_patterns") or ()),
             trust_remote_code=e["trust_remote_code"],
             precisions=tuple(e.get("precisions") or precisions),
+            prompting=prompting_of(e, name, origin),
         )
         for name, e in sorted(data["models"].items())
     }

@@ -30,5 +30,6 @@ rule infer:
         offload_folder=SETTINGS.inference.offload_folder,
         local_gpus=SETTINGS.resources.local_gpus,
         request_store=SETTINGS.request_store,
+        prompting=lambda w: PLAN.models[w.model].prompting.as_dict(),
     script:
         "../scripts/infer.py"

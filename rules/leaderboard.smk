@@ -32,6 +32,7 @@ rule leaderboard:
         scores=PLAN.score_files(),
         display=PLAN.display,
         groups=PLAN.groups,
+        prompting=PLAN.prompting_labels(),
     script:
         "../scripts/leaderboard.py"
 

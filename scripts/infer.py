@@ -34,6 +34,8 @@ def main(log):
             offload_folder=p.offload_folder,
             trust_remote_code=p.trust_remote_code,
             request_store=p.request_store,
+            prompting=p.prompting,
+            entry=snakemake.wildcards.model,
         )
     finally:
         slots.release()

@@ -15,6 +15,7 @@ def main(log):
         prefix,
         list(snakemake.params.display),
         dict(snakemake.params.groups),
+        dict(snakemake.params.prompting),
     )
     log.info("leaderboard from %d score files", len(snakemake.params.scores))
 

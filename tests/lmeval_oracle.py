@@ -134,3 +134,39 @@ def per_request_from_samples(samples: list[dict]) -> dict[tuple[int, int], tuple
             ll, greedy = resp[0]
             out[(int(s["doc_id"]), j)] = (float(ll), bool(greedy))
     return out
+
+
+# generation tasks: ours -> (lm-eval's YAML, the split lm-eval evaluates, documents compared)
+ORACLE = {
+    "gsm8k_cot": ("gsm8k/gsm8k-cot.yaml", "test", 30),
+    "triviaqa": ("triviaqa/default.yaml", "validation", 50),
+    "nq_open": ("nq_open/nq_open.yaml", "validation", 50),
+}
+
+
+def lmeval_generation_task(name: str, root: Path, n: int | None = None):
+    """(our task, its documents, lm-eval's own task built from its YAML in the installed
+    package on the same first N documents, written to a jsonl file that lm-eval reads
+    with its `json` dataset path), lm-eval's requests built."""
+    from lm_eval.api.task import ConfigurableTask
+
+    from llmboard.tasks.definitions import load_task
+
+    rel, split, default_n = ORACLE[name]
+    n = n or default_n
+    task = load_task(
+        Path(__file__).resolve().parent.parent / "tasks" / f"{name}.yaml", {"limit": n}
+    )
+    docs = load_docs(task)
+    data = root / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    cfg = yaml.safe_load((LMEVAL_TASKS / rel).read_text())
+    cfg.update(
+        dataset_path="json",
+        dataset_name=None,
+        dataset_kwargs={"data_files": {split: str(data)}, "cache_dir": str(root)},
+    )
+    cfg.pop("training_split", None)  # not shipped; zero-shot needs none
+    lt = ConfigurableTask(config=cfg)
+    lt.build_all_requests(limit=n)
+    return task, docs, lt

@@ -74,7 +74,8 @@ def test_smollm2_tree_equals_plain_and_is_deterministic(smol_dir):
     lm = TransformersLM(model, tok, token_budget=256)
     ref = plain(model, tok, REQUESTS, lm.prefix_token_id)
     got = ll_pairs(lm, REQUESTS)
-    assert max(abs(a - b) for (a, _), (b, _) in zip(got, ref)) < 1e-4
+    # the oracle tests' tolerance: 1e-4, or 1e-5 x |loglikelihood| for long continuations
+    assert all(abs(a - b) < max(1e-4, 1e-5 * abs(b)) for (a, _), (b, _) in zip(got, ref))
     assert [g for _, g in got] == [g for _, g in ref]
     assert ll_pairs(lm, REQUESTS) == got  # same hardware, same numbers
 
@@ -94,11 +95,11 @@ def test_out_of_memory_halves_budget_and_retries(tiny_dirs, monkeypatch):
     real = lm._run_batch
     calls = {"n": 0}
 
-    def flaky(rows, width, results):  # the first batch hits an allocator failure, once
+    def flaky(*args):  # the first batch hits an allocator failure, once
         calls["n"] += 1
         if calls["n"] == 1:
             raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-        return real(rows, width, results)
+        return real(*args)
 
     monkeypatch.setattr(lm, "_run_batch", flaky)
     got = ll_pairs(lm, REQUESTS)
@@ -179,4 +180,42 @@ def test_offloaded_output_head_gives_the_same_numbers(tiny_dirs, tmp_path):
     assert split.get_output_embeddings().weight.device.type == "meta"
     got = ll_pairs(TransformersLM(split, tok, token_budget=512), REQUESTS)
     assert max(abs(a - b) for (a, _), (b, _) in zip(got, ref)) < 1e-5
+    assert [g for _, g in got] == [g for _, g in ref]
+
+
+FEWSHOT = "".join(
+    f"Question: What is {i} plus {i + 1}?\nA. {i}\nB. {2 * i + 1}\nC. {i + 5}\nD. 0\nAnswer: B\n\n"
+    for i in range(5)
+)
+SHARED_REQUESTS = [
+    Request(f"About sums.\n\n{FEWSHOT}Question: What is {j} times 3?\nAnswer:", cont)
+    for j in range(6)
+    for cont in (" A", " B", " C", " D", f" {3 * j} is three times {j}")
+]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+def test_prefix_shared_across_documents_equals_plain_forward(arch, tiny_dirs):
+    """Five-shot contexts share ~200 tokens: computed once, then every tree attends to
+    them (cascade attention); the numbers are a plain forward pass's."""
+    model, tok = _load(tiny_dirs[arch])
+    lm = TransformersLM(model, tok, token_budget=256)
+    ref = plain(model, tok, SHARED_REQUESTS, lm.prefix_token_id)
+    got = ll_pairs(lm, SHARED_REQUESTS)
+    assert lm.stats["prefix_tokens"] > 150
+    for (a, ga), (b, gb) in zip(got, ref):  # float32 rounding of sums near -100
+        assert abs(a - b) < max(1e-5, 1e-6 * abs(b)) and ga == gb
+    # the prefix once, not once per document
+    assert lm.stats["forward_tokens"] < 6 * 60 + lm.stats["prefix_tokens"]
+    assert model.config._attn_implementation != "llmboard_cascade"  # restored
+
+
+def test_prefix_shared_smollm2_within_engine_tolerance(smol_dir):
+    model, tok = _load(smol_dir)
+    shared = TransformersLM(model, tok, token_budget=BUDGET)
+    got = ll_pairs(shared, SHARED_REQUESTS)
+    ref = plain(model, tok, SHARED_REQUESTS, shared.prefix_token_id)
+    assert shared.stats["prefix_tokens"] > 150
+    # the oracle tests' tolerance: 1e-4, or 1e-5 x |loglikelihood| for long continuations
+    assert all(abs(a - b) < max(1e-4, 1e-5 * abs(b)) for (a, _), (b, _) in zip(got, ref))
     assert [g for _, g in got] == [g for _, g in ref]

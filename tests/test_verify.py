@@ -172,6 +172,8 @@ def test_a_changed_local_checkpoint_is_evaluated_again(ws, capsys):
                 "leaderboard",
                 "precision_agreement",
                 "publish_leaderboard",
+                "report",
+                "publish_report",
             ]
         ), rules
     finally:

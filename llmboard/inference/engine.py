@@ -26,6 +26,8 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from .prefix import MIN_SHARED_TOKENS, PrefixOnly, cache_arg, cascade, common_prefix, prefix_kv
+
 log = logging.getLogger(__name__)
 
 
@@ -55,9 +57,11 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class Generation:
-    text: str
+    text: str  # cut before the first stop string, as lm-eval returns it
     tokens: int  # tokens generated (before cutting at a stop string)
-    stop_reason: str  # "until", "eos" or "max_gen_toks"
+    stop_reason: str  # "until", "eos", "max_gen_toks" or "window"
+    context_tokens: int = 0  # the prompt as the model saw it (after left truncation)
+    from_store: bool = False
 
 
 # The engine's numeric form (log-prob formula, head dtype, float32 log-softmax): part of
@@ -94,23 +98,27 @@ class LM(ABC):
 def split_pair(tokenizer, context: str, continuation: str, prefix_token_id: int):
     """Tokenise as lm-eval does: trailing context whitespace moves to the continuation,
     ``whole = enc(ctx + cont)``, ``cont = whole[len(enc(ctx)):]``; an empty context
-    is conditioned on the prefix token (BOS, else EOS)."""
+    is conditioned on the prefix token (BOS, else EOS). As lm-eval's ``tok_encode``, a
+    text that starts with the prefix token's text (a chat template that writes BOS
+    itself) is encoded without special tokens."""
+    lead = None if prefix_token_id is None else tokenizer.decode(prefix_token_id)
     if context == "":
-        cont = encode(tokenizer, continuation)
+        cont = encode(tokenizer, continuation, lead)
         return [prefix_token_id], cont
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
         continuation = context[-n_spaces:] + continuation
         context = context[:-n_spaces]
-    whole = encode(tokenizer, context + continuation)
-    ctx = encode(tokenizer, context)
+    whole = encode(tokenizer, context + continuation, lead)
+    ctx = encode(tokenizer, context, lead)
     return ctx, whole[len(ctx) :]
 
 
-def encode(tokenizer, text: str) -> list[int]:
+def encode(tokenizer, text: str, lead: str | None = None) -> list[int]:
     # the tokenizer's own add_special_tokens default (BOS for Llama-2-style
-    # tokenizers, nothing for GPT-2-style), except when the text already has it
-    bos = tokenizer.bos_token
+    # tokenizers, nothing for GPT-2-style), except when the text already has it:
+    # ``lead`` (default: the BOS text, as lm-eval's tok_batch_encode for generation)
+    bos = tokenizer.bos_token if lead is None else lead
     if bos and text.startswith(bos):
         return tokenizer.encode(text, add_special_tokens=False)
     return tokenizer.encode(text)
@@ -185,6 +193,7 @@ class TransformersLM(LM):
             "oom_retries": 0,
         }
         self._torch = torch
+        self._generator = None
 
     # ------------------------------------------------------------ loglikelihood
     numerics = NUMERICS
@@ -197,8 +206,30 @@ class TransformersLM(LM):
     def loglikelihood_tokens(self, pairs) -> list[Loglikelihood]:
         torch = self._torch
         self.stats["requests"] += len(pairs)
-        trees = sorted(_build_trees(pairs, self.max_len), key=lambda t: -t.length)
-        results: list[Loglikelihood | None] = [None] * len(pairs)
+        trees = _build_trees(pairs, self.max_len)
+        shared = common_prefix([t.ctx for t in trees]) if len(trees) > 1 else 0
+        if shared < MIN_SHARED_TOKENS:
+            return self._loglikelihood_trees(trees, len(pairs), None, 0)
+        # every context starts with the same tokens (few-shot examples, a description, a
+        # system prompt): computed once, then each tree holds only its own tokens
+        with torch.inference_mode():
+            prefix = prefix_kv(
+                self.model.base_model,
+                trees[0].ctx[:shared],
+                chunk=self.token_budget,
+                device=self.device,
+            )
+        self.stats["forward_tokens"] += shared
+        self.stats["prefix_tokens"] = self.stats.get("prefix_tokens", 0) + shared
+        for t in trees:
+            t.ctx = t.ctx[shared:]
+        with cascade(self.model):
+            return self._loglikelihood_trees(trees, len(pairs), prefix, shared)
+
+    def _loglikelihood_trees(self, trees, n_requests, prefix, shared) -> list[Loglikelihood]:
+        torch = self._torch
+        trees = sorted(trees, key=lambda t: -t.length)
+        results: list[Loglikelihood | None] = [None] * n_requests
         t0 = last = time.monotonic()
         done = 0
         i = 0
@@ -206,7 +237,7 @@ class TransformersLM(LM):
             while i < len(trees):
                 batch, rows, width = self._pack(trees, i)
                 try:
-                    self._run_batch(rows, width, results)
+                    self._run_batch(rows, width, results, prefix, shared)
                 except torch.OutOfMemoryError:
                     if self.token_budget <= width:
                         raise
@@ -220,7 +251,7 @@ class TransformersLM(LM):
                 done += sum(len(t.req_ids) for row in rows for t in row)
                 now = time.monotonic()
                 if now - last >= self.progress_every or i == len(trees):
-                    log.info("loglikelihood: %d/%d requests, %.1f s", done, len(pairs), now - t0)
+                    log.info("loglikelihood: %d/%d requests, %.1f s", done, n_requests, now - t0)
                     last = now
         return results  # type: ignore[return-value]
 
@@ -249,7 +280,9 @@ class TransformersLM(LM):
             i += 1
         return i - start, rows, width
 
-    def _run_batch(self, rows: list[list[_Tree]], width: int, results: list) -> None:
+    def _run_batch(
+        self, rows: list[list[_Tree]], width: int, results: list, prefix=None, shared: int = 0
+    ) -> None:
         torch = self._torch
         n = len(rows)
         ids = torch.zeros((n, width), dtype=torch.long)
@@ -289,18 +322,29 @@ class TransformersLM(LM):
                 allowed[r, idx, idx] = True
         self.stats["padded_tokens"] += n * width
         self.stats["batches"] += 1
-        if self.bool_mask:  # sdpa takes True = attend; no additive float mask to build
-            mask = allowed[:, None]
-        else:
-            mask = torch.zeros((n, 1, width, width), dtype=self.compute_dtype)
-            mask.masked_fill_(~allowed[:, None], torch.finfo(self.compute_dtype).min)
         dev = self.device
-        hidden = self.model.base_model(
-            input_ids=ids.to(dev),
-            attention_mask=mask.to(dev),
-            position_ids=pos.to(dev),
-            use_cache=False,
-        ).last_hidden_state
+        if prefix is not None:  # cascade attention: the shared prefix, then the trees
+            cache = PrefixOnly(prefix)
+            hidden = self.model.base_model(
+                input_ids=ids.to(dev),
+                attention_mask=allowed[:, None].to(dev),
+                position_ids=(pos + shared).to(dev),
+                use_cache=True,
+                llmboard_cache=cache,
+                **{cache_arg(self.model.base_model): cache},
+            ).last_hidden_state
+        else:
+            if self.bool_mask:  # sdpa takes True = attend; no additive float mask to build
+                mask = allowed[:, None]
+            else:
+                mask = torch.zeros((n, 1, width, width), dtype=self.compute_dtype)
+                mask.masked_fill_(~allowed[:, None], torch.finfo(self.compute_dtype).min)
+            hidden = self.model.base_model(
+                input_ids=ids.to(dev),
+                attention_mask=mask.to(dev),
+                position_ids=pos.to(dev),
+                use_cache=False,
+            ).last_hidden_state
         picked = hidden[
             torch.tensor(gather_rows, device=hidden.device),
             torch.tensor(gather_cols, device=hidden.device),
@@ -355,26 +399,24 @@ class TransformersLM(LM):
 
     # ------------------------------------------------------------ generation
     def generate_until(self, requests: list[GenerationRequest]) -> list[Generation]:
-        """Greedy generation, one request at a time, cut at the first stop string
-        (lm-eval's ``until``)."""
-        torch = self._torch
-        out = []
+        """Greedy generation as lm-eval's ``hf`` model does it (the tokenizer's EOS is a
+        stop too; the text is cut at the first stop string), with the prompts' shared
+        prefix computed once and rows refilled as they finish (``generation.Generator``)."""
+        from .generation import Generator
+
+        if not requests:
+            return []
+        self.stats["requests"] += len(requests)
+        if self._generator is None:
+            self._generator = Generator(self)
         eos = self.tokenizer.eos_token_id
-        with torch.inference_mode():
-            for r in requests:
-                ids = torch.tensor([encode(self.tokenizer, r.context)], device=self.device)
-                gen = self.model.generate(
-                    ids,
-                    attention_mask=torch.ones_like(ids),
-                    max_new_tokens=r.max_gen_toks,
-                    do_sample=False,
-                    pad_token_id=self.prefix_token_id,
-                )
-                new = gen[0, ids.shape[1] :].tolist()
-                text = self.tokenizer.decode(new, skip_special_tokens=True)
-                reason = "eos" if new and new[-1] == eos else "max_gen_toks"
-                for stop in r.until:
-                    if stop in text:
-                        text, reason = text.split(stop)[0], "until"
-                out.append(Generation(text, len(new), reason))
-        return out
+        if eos is not None:  # lm-eval's handle_stop_sequences: the EOS text is a stop too
+            eos_text = self.tokenizer.decode([eos], skip_special_tokens=False)
+            requests = [
+                r
+                if eos_text in r.until
+                else GenerationRequest(r.context, (*r.until, eos_text), r.max_gen_toks)
+                for r in requests
+            ]
+        out = self._generator.generate(requests, lambda text: encode(self.tokenizer, text))
+        return [Generation(text, n, reason, prompt) for text, n, reason, prompt in out]

@@ -16,10 +16,11 @@ import time
 from ..atomic import atomic_path, write_json
 from ..hashing import sha256_file
 from ..results.provenance import code_provenance, now_utc
+from ..settings import RAW, Prompting
 from ..tasks.definitions import Task
 from ..tasks.documents import dataset_fingerprint, load_docs, shard_range
-from ..tasks.prompts import build_requests
-from .engine import LM, LoglikelihoodRequest
+from ..tasks.prompts import build_generation_requests, build_requests
+from .engine import LM, GenerationRequest, LoglikelihoodRequest
 from .loading import ModelContext
 
 log = logging.getLogger(__name__)
@@ -39,12 +40,30 @@ PREDICTION_COLUMNS = {
     "continuation": "String",
     "from_store": "Boolean",  # answered by the request store (computed by an earlier job)
 }
+# generation tasks: one row per document; the raw generation, scored by filters later
+GENERATION_COLUMNS = {
+    "doc_id": "Int64",
+    "context": "String",
+    "until": "List(String)",
+    "max_gen_toks": "Int32",
+    "ctx_tokens": "Int32",
+    "generation": "String",  # cut before the first stop string, as lm-eval returns it
+    "gen_tokens": "Int32",
+    "stop_reason": "String",  # until, eos, max_gen_toks or window
+    "targets": "List(String)",
+    "from_store": "Boolean",
+}
 
 
-def _polars_schema() -> dict:
+def _polars_schema(columns: dict) -> dict:
     import polars as pl
 
-    return {k: getattr(pl, v) for k, v in PREDICTION_COLUMNS.items()}
+    def dtype(name: str):
+        if name.startswith("List("):
+            return pl.List(getattr(pl, name[5:-1]))
+        return getattr(pl, name)
+
+    return {k: dtype(v) for k, v in columns.items()}
 
 
 def peak_memory() -> dict:
@@ -67,48 +86,28 @@ def predict_shard(
     out_json,
     *,
     seed: int,
+    prompting: Prompting = RAW,
+    chat=None,
 ) -> dict:
-    """Every request of one task shard through ``lm.loglikelihood``; write the two files."""
-    import polars as pl
+    """Every request of one task shard through ``lm.loglikelihood`` (multiple choice) or
+    ``lm.generate_until`` (generation tasks); write the two files. ``prompting`` says how
+    prompts are rendered; ``chat`` (``tasks.chat.renderer``) renders a chat template."""
     import torch
 
     torch.manual_seed(seed)
     started = time.time()
     docs = load_docs(task)
     ids = list(shard_range(len(docs), shard, n_shards))
-    rows = build_requests(task, [docs[i] for i in ids], ids)
-    log.info(
-        "task %s (%s) shard %d/%d: %d docs, %d requests",
-        task.name,
-        task.hash,
-        shard,
-        n_shards,
-        len(ids),
-        len(rows),
-    )
+    log.info("task %s (%s) shard %d/%d: %d docs", task.name, task.hash, shard, n_shards, len(ids))
     budget, stats_before = lm.token_budget, dict(lm.stats)
     t1 = time.monotonic()
-    results = lm.loglikelihood(
-        [LoglikelihoodRequest(r["context"], r["continuation"]) for r in rows]
-    )
+    if task.output_type == "generate_until":
+        table = _generate(lm, task, ids, docs, prompting, chat)
+        n_requests = table.height
+    else:
+        table = _loglikelihoods(lm, task, ids, docs, prompting, chat)
+        n_requests = table.height
     t_infer = time.monotonic() - t1
-    table = pl.DataFrame(
-        {
-            "doc_id": [r["doc_id"] for r in rows],
-            "choice": [r["choice"] for r in rows],
-            "n_choices": [r["n_choices"] for r in rows],
-            "gold": [r["gold"] for r in rows],
-            "choice_chars": [r["choice_chars"] for r in rows],
-            "ctx_tokens": [x.context_tokens for x in results],
-            "cont_tokens": [x.continuation_tokens for x in results],
-            "loglikelihood": [x.loglikelihood for x in results],
-            "is_greedy": [x.is_greedy for x in results],
-            "context": [r["context"] for r in rows],
-            "continuation": [r["continuation"] for r in rows],
-            "from_store": [x.from_store for x in results],
-        },
-        schema=_polars_schema(),
-    )
     with atomic_path(out_parquet) as tmp:
         table.write_parquet(tmp)
         parquet_sha256, parquet_bytes = sha256_file(tmp), tmp.stat().st_size
@@ -119,12 +118,14 @@ def predict_shard(
         "task": task.name,
         "task_hash": task.hash,
         "task_definition": task.spec,
+        # how prompts were rendered (chat template, system instruction, multi-turn)
+        "prompting": {**prompting.as_dict(), "label": prompting.label},
         "n_docs_total": len(docs),
         "dataset_fingerprint": dataset_fingerprint(docs),
         "shard": shard,
         "n_shards": n_shards,
         "doc_ids": [ids[0], ids[-1] + 1] if ids else [0, 0],
-        "n_requests": len(rows),
+        "n_requests": n_requests,
         # the parquet as written: scoring and `llmboard verify` refuse a file that differs
         "parquet_sha256": parquet_sha256,
         "parquet_bytes": parquet_bytes,
@@ -141,5 +142,57 @@ def predict_shard(
         **code_provenance(),
     }
     write_json(out_json, info)
-    log.info("wrote %s (%d rows) in %.1f s inference", out_parquet, len(rows), t_infer)
+    log.info("wrote %s (%d rows) in %.1f s inference", out_parquet, n_requests, t_infer)
     return info
+
+
+def _loglikelihoods(lm: LM, task: Task, ids: list[int], docs: list[dict], prompting, chat):
+    """One row per (document, choice): the request and its log-likelihood."""
+    import polars as pl
+
+    rows = build_requests(task, [docs[i] for i in ids], ids, prompting, chat)
+    results = lm.loglikelihood(
+        [LoglikelihoodRequest(r["context"], r["continuation"]) for r in rows]
+    )
+    return pl.DataFrame(
+        {
+            "doc_id": [r["doc_id"] for r in rows],
+            "choice": [r["choice"] for r in rows],
+            "n_choices": [r["n_choices"] for r in rows],
+            "gold": [r["gold"] for r in rows],
+            "choice_chars": [r["choice_chars"] for r in rows],
+            "ctx_tokens": [x.context_tokens for x in results],
+            "cont_tokens": [x.continuation_tokens for x in results],
+            "loglikelihood": [x.loglikelihood for x in results],
+            "is_greedy": [x.is_greedy for x in results],
+            "context": [r["context"] for r in rows],
+            "continuation": [r["continuation"] for r in rows],
+            "from_store": [x.from_store for x in results],
+        },
+        schema=_polars_schema(PREDICTION_COLUMNS),
+    )
+
+
+def _generate(lm: LM, task: Task, ids: list[int], docs: list[dict], prompting, chat):
+    """One row per document: the prompt, the raw generation and why it stopped."""
+    import polars as pl
+
+    rows = build_generation_requests(task, [docs[i] for i in ids], ids, prompting, chat)
+    results = lm.generate_until(
+        [GenerationRequest(r["context"], tuple(r["until"]), r["max_gen_toks"]) for r in rows]
+    )
+    return pl.DataFrame(
+        {
+            "doc_id": [r["doc_id"] for r in rows],
+            "context": [r["context"] for r in rows],
+            "until": [list(r["until"]) for r in rows],
+            "max_gen_toks": [r["max_gen_toks"] for r in rows],
+            "ctx_tokens": [g.context_tokens for g in results],
+            "generation": [g.text for g in results],
+            "gen_tokens": [g.tokens for g in results],
+            "stop_reason": [g.stop_reason for g in results],
+            "targets": [list(r["targets"]) for r in rows],
+            "from_store": [g.from_store for g in results],
+        },
+        schema=_polars_schema(GENERATION_COLUMNS),
+    )

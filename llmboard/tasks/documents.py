@@ -41,7 +41,55 @@ def load_split(task: Task, split: str | None = None):
         ) from None
 
 
+DATA_FILE_KINDS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def _file_kind(p: Path) -> str | None:
+    """datasets' builder for a data file (``.gz``: that of the name inside)."""
+    suffixes = p.suffixes[-2:] if p.suffix == ".gz" else p.suffixes[-1:]
+    kind = DATA_FILE_KINDS.get(suffixes[0]) if suffixes else None
+    return None if p.suffix == ".gz" and kind != "json" else kind
+
+
+def _read_field(task: Task, p: Path, field: str):
+    """``dataset.field``: the documents are each JSON line's ``field`` object, in order."""
+    import gzip
+    import json
+
+    import datasets
+
+    rows = []
+    opener = gzip.open if p.suffix == ".gz" else open
+    with opener(p, "rt", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            doc = row.get(field) if isinstance(row, dict) else None
+            if not isinstance(doc, dict):
+                raise TaskError(
+                    f"{task.path}: dataset.field {field!r}: line {n} of {p.name} has no "
+                    f"{field!r} object"
+                )
+            rows.append(doc)
+    return datasets.Dataset.from_list(rows)
+
+
 def _load_split(task: Task, split: str | None):
+    data = _load_source(task, split)
+    columns = task.spec["dataset"].get("columns")
+    if columns is not None:
+        missing = [c for c in columns if c not in data.column_names]
+        if missing:
+            raise TaskError(
+                f"{task.path}: dataset.columns {missing} not in the documents "
+                f"(they have {data.column_names})"
+            )
+        data = data.select_columns(list(columns))
+    return data
+
+
+def _load_source(task: Task, split: str | None):
     import datasets
 
     ds = task.spec["dataset"]
@@ -52,13 +100,19 @@ def _load_split(task: Task, split: str | None):
             source[3:], ds.get("name"), split=split, revision=ds.get("revision")
         )
     p = _resolve_local(source, task.path)
+    if ds.get("field") is not None:
+        if not (p.is_file() and _file_kind(p) == "json"):
+            raise TaskError(
+                f"{task.path}: dataset.field needs a JSON Lines file (.jsonl, .jsonl.gz), "
+                f"not {p.name}"
+            )
+        return _read_field(task, p, ds["field"])
     if p.is_file():
-        kind = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(
-            p.suffix
-        )
+        kind = _file_kind(p)
         if kind is None:
             raise TaskError(
-                f"{task.path}: dataset.source {p.name}: use .jsonl, .json, .csv or .parquet"
+                f"{task.path}: dataset.source {p.name}: use .jsonl, .json, .csv or .parquet "
+                "(.jsonl.gz and .json.gz too)"
             )
         return datasets.load_dataset(kind, data_files=str(p), split="train")
     if (p / split / "state.json").exists() or (p / split / "dataset_info.json").exists():

@@ -2,6 +2,9 @@
 
 acc: argmax of the log-likelihoods equals the gold index (ties: first choice).
 acc_norm: the same on loglikelihood / len(choice in characters).
+exact_match (generate_until): lm-eval's ``exact_match_hf_evaluate`` on each filtered
+answer; a document with several targets (TriviaQA's aliases) counts as correct when
+any target matches, as lm-eval's ``process_results`` does.
 stderr: sample standard deviation / sqrt(n). Groups (MMLU): the mean of member
 scores weighted by their sizes, with lm-eval's pooled stderr.
 """
@@ -9,11 +12,20 @@ scores weighted by their sizes, with lm-eval's pooled stderr.
 from __future__ import annotations
 
 import math
+import re
+import string
 
 from .errors import ScoreError
 
-# what per_doc_metrics computes, and so what a task may ask for
+# what per_doc_metrics computes, and so what a multiple-choice task may ask for
 KNOWN_METRICS = frozenset({"acc", "acc_norm"})
+# what a generate_until task's metric_list may name, with the options lm-eval passes on
+GENERATION_METRICS = {
+    "exact_match": {"ignore_case", "ignore_punctuation", "ignore_numbers", "regexes_to_ignore"}
+}
+# metric_list keys lm-eval does not pass to the metric function
+METRIC_LIST_KEYS = {"metric", "aggregation", "higher_is_better"}
+DEFAULT_METRIC_LIST = [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}]
 
 
 def mean_stderr(values: list[float]) -> float:
@@ -59,3 +71,148 @@ def pooled_stderr(stderr, n):
     import polars as pl
 
     return (((n - 1) * stderr**2 * n).sum() / (n.sum() - pl.len()) / n.sum()).sqrt()
+
+
+# ------------------------------------------------------------------ generate_until
+def metric_list_problems(metric_list) -> list[str]:
+    """What is wrong with a generate_until task's ``metric_list`` (empty when nothing)."""
+    if not isinstance(metric_list, list) or not metric_list:
+        return ["must be a non-empty list of {metric: ...} entries"]
+    out, seen = [], set()
+    for i, m in enumerate(metric_list):
+        where = f"metric_list[{i}]"
+        if not isinstance(m, dict) or "metric" not in m:
+            out.append(f"{where}: must be a mapping with a 'metric'")
+            continue
+        name = m["metric"]
+        if name not in GENERATION_METRICS:
+            out.append(f"{where}: unknown metric {name!r}; known: {sorted(GENERATION_METRICS)}")
+            continue
+        where = f"{where} ({name})"
+        if name in seen:
+            out.append(f"{where}: named twice")
+        seen.add(name)
+        extra = set(m) - METRIC_LIST_KEYS - GENERATION_METRICS[name]
+        if extra:
+            out.append(
+                f"{where}: unknown option(s) {sorted(extra)}; known: "
+                f"{sorted(METRIC_LIST_KEYS | GENERATION_METRICS[name])}"
+            )
+        if m.get("aggregation", "mean") != "mean":
+            out.append(f"{where}: aggregation must be mean, got {m['aggregation']!r}")
+        for flag in ("ignore_case", "ignore_punctuation", "ignore_numbers", "higher_is_better"):
+            if flag in m and not isinstance(m[flag], bool):
+                out.append(f"{where}: {flag} must be true or false, got {m[flag]!r}")
+        regexes = m.get("regexes_to_ignore")
+        if regexes is not None:
+            if not isinstance(regexes, list) or not all(isinstance(r, str) for r in regexes):
+                out.append(f"{where}: regexes_to_ignore must be a list of strings")
+                continue
+            for r in regexes:
+                try:
+                    re.compile(r)
+                except re.error as e:
+                    out.append(f"{where}: regexes_to_ignore {r!r} does not compile: {e}")
+    return out
+
+
+# Ported from lm_eval/api/metrics.py (0.4.13), itself ported from Hugging Face evaluate's
+# exact_match (Apache License 2.0). numpy's fixed-width strings are kept on purpose:
+# they decide the result in the same corner cases (trailing NULs) as in lm-eval.
+def exact_match_hf_evaluate(
+    predictions,
+    references,
+    regexes_to_ignore=None,
+    ignore_case=False,
+    ignore_punctuation=False,
+    ignore_numbers=False,
+):
+    import numpy as np
+
+    if regexes_to_ignore is not None:
+        for s in regexes_to_ignore:
+            predictions = np.array([re.sub(s, "", x) for x in predictions])
+            references = np.array([re.sub(s, "", x) for x in references])
+    else:
+        predictions = np.asarray(predictions)
+        references = np.asarray(references)
+
+    if ignore_case:
+        predictions = np.char.lower(predictions)
+        references = np.char.lower(references)
+
+    if ignore_punctuation:
+        repl_table = string.punctuation.maketrans("", "", string.punctuation)
+        predictions = np.char.translate(predictions, table=repl_table)
+        references = np.char.translate(references, table=repl_table)
+
+    if ignore_numbers:
+        repl_table = string.digits.maketrans("", "", string.digits)
+        predictions = np.char.translate(predictions, table=repl_table)
+        references = np.char.translate(references, table=repl_table)
+
+    score_list = predictions == references
+
+    return {"exact_match": np.mean(score_list)}
+
+
+def doc_score(metric: dict, answer: str, targets: list[str]) -> float:
+    """One document's score (0 or 1) for one ``metric_list`` entry, as lm-eval's
+    ``process_results`` gives it: the answer against all targets at once, correct when
+    any matches (with one target, the same as lm-eval's single-target path)."""
+    kwargs = {k: v for k, v in metric.items() if k not in METRIC_LIST_KEYS}
+    value = exact_match_hf_evaluate(
+        references=list(targets), predictions=[answer] * len(targets), **kwargs
+    )["exact_match"]
+    return 1.0 if value > 0.0 else 0.0
+
+
+def metric_names(spec: dict) -> list[str]:
+    """lm-eval's score names of a generate_until task: ``{metric},{filter}``, filter-major
+    (``exact_match,strict-match``, ``exact_match,flexible-extract``)."""
+    from .filters import DEFAULT_FILTER_LIST
+
+    return [
+        f"{m['metric']},{f['name']}"
+        for f in spec.get("filter_list") or DEFAULT_FILTER_LIST
+        for m in spec.get("metric_list") or DEFAULT_METRIC_LIST
+    ]
+
+
+def per_doc_generation_metrics(predictions, task_spec: dict) -> dict:
+    """From a polars frame of generation predictions (one row per document: ``doc_id``,
+    ``generation``, ``targets``) and the task's resolved definition: per document, the
+    answer of each filter and each score (0/1).
+
+    Returns ``{"doc_id": [...], "generation": [...], "targets": [[...]],
+    "answers": {filter: [...]}, "metrics": {"exact_match,<filter>": [...]}}``, in doc_id
+    order."""
+    from .filters import DEFAULT_FILTER_LIST, apply_filters
+
+    df = predictions.sort("doc_id")
+    ids = df["doc_id"].to_list()
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ScoreError(f"doc {dup}: more than one generation")
+    generations = df["generation"].to_list()
+    targets = df["targets"].to_list()
+    for i, g, t in zip(ids, generations, targets):
+        if g is None:
+            raise ScoreError(f"doc {i}: no generation (null)")
+        if not t:
+            raise ScoreError(f"doc {i}: no target")
+    filter_list = task_spec.get("filter_list") or DEFAULT_FILTER_LIST
+    metric_list = task_spec.get("metric_list") or DEFAULT_METRIC_LIST
+    answers = apply_filters(filter_list, generations)
+    metrics = {
+        f"{m['metric']},{name}": [doc_score(m, a, t) for a, t in zip(answers[name], targets)]
+        for name in answers
+        for m in metric_list
+    }
+    return {
+        "doc_id": ids,
+        "generation": generations,
+        "targets": targets,
+        "answers": answers,
+        "metrics": metrics,
+    }

@@ -1,7 +1,18 @@
 """Score stored predictions (cheap; no model involved).
 
 The scorer version hashes every module that decides a score (``SCORING_MODULES``):
-editing how a metric is computed re-scores everything, with no inference.
+editing how a metric or an answer filter is computed re-scores everything, with no
+inference.
+
+Two kinds of prediction files, told apart by their columns:
+
+- multiple choice: one row per (document, choice), ``loglikelihood`` among the columns;
+  scored by ``metrics.per_doc_metrics`` (acc, acc_norm).
+- generate_until: one row per document, ``doc_id, context, generation, gen_tokens,
+  stop_reason, ctx_tokens, targets, from_store``; scored by
+  ``metrics.per_doc_generation_metrics`` with the task's ``filter_list`` and
+  ``metric_list`` read from the sidecar's ``task_definition`` (the resolved task, part
+  of the task hash), one metric per filter x metric (``exact_match,strict-match``).
 """
 
 from __future__ import annotations
@@ -13,9 +24,11 @@ from pathlib import Path
 from ..atomic import write_json
 from ..hashing import seal, sha256_file, sha256_json, short
 from .errors import ScoreError
-from .metrics import mean_stderr, per_doc_metrics
+from .metrics import mean_stderr, per_doc_generation_metrics, per_doc_metrics
 
-SCORING_MODULES = ("metrics.py", "scoring.py")
+SCORING_MODULES = ("metrics.py", "scoring.py", "filters.py")
+# the columns a generate_until prediction file must have (one row per document)
+GENERATION_COLUMNS = ("doc_id", "generation", "targets")
 
 
 def scorer_version_of(folder: Path) -> str:
@@ -98,13 +111,46 @@ def load_predictions(parquets: list[str], infos: list[str]):
     return df, metas
 
 
+def is_generation(df, meta: dict) -> bool:
+    """A generate_until prediction frame (by its columns, else its task's output_type)."""
+    if "generation" in df.columns:
+        return True
+    if "loglikelihood" in df.columns:
+        return False
+    return (meta.get("task_definition") or {}).get("output_type") == "generate_until"
+
+
+def score_rows(df, meta: dict, info: str = "") -> dict[str, list]:
+    """Per document scores, ``{"doc_id": [...], metric: [0/1, ...]}``, of a prediction
+    frame of either kind (``meta``: a shard's sidecar)."""
+    if not is_generation(df, meta):
+        return per_doc_metrics(df)
+    missing = [c for c in GENERATION_COLUMNS if c not in df.columns]
+    if missing:
+        raise ScoreError(f"{info}: generation predictions lack column(s) {missing}")
+    spec = meta.get("task_definition")
+    if not isinstance(spec, dict):
+        raise ScoreError(f"{info}: no task_definition: the filters and metrics are not known")
+    try:
+        per_doc = per_doc_generation_metrics(df, spec)
+    except ScoreError as e:
+        raise ScoreError(f"{info}: {e}") from None
+    return {"doc_id": per_doc["doc_id"], **per_doc["metrics"]}
+
+
 def compute_score(
     parquets: list[str], infos: list[str], *, model: str, metrics: list[str], primary_metric: str
 ) -> dict:
     """The score of one model x precision x task from its prediction shards, sealed
     (``hashing.seal``) so that an edited number is refused downstream."""
     df, metas = load_predictions(parquets, infos)
-    per_doc = per_doc_metrics(df)
+    per_doc = score_rows(df, metas[0], infos[0])
+    missing = [k for k in metrics if k not in per_doc]
+    if missing:
+        raise ScoreError(
+            f"{infos[0]}: metric(s) {missing} not computed for this task; it has "
+            f"{sorted(k for k in per_doc if k != 'doc_id')}"
+        )
     m0 = metas[0]
     return seal(
         {

@@ -59,11 +59,19 @@ def run_predictions(
     offload_folder,
     trust_remote_code: bool,
     request_store: str | None,
+    prompting: dict | None = None,
+    entry: str = "model",
 ) -> None:
-    """Load the model once, then predict every item (a task shard) of the batch."""
+    """Load the model once, then predict every item (a task shard) of the batch.
+    ``prompting`` (``Prompting.as_dict()``) says how the config entry ``entry`` renders
+    its prompts."""
     from ..inference.engine import TransformersLM
     from ..inference.loading import load_model
     from ..inference.predictions import predict_shard
+    from ..settings import Prompting
+    from ..tasks.chat import renderer
+
+    prompts = Prompting(**prompting) if prompting else Prompting()
 
     tasks = []
     for it in items:
@@ -86,6 +94,9 @@ def run_predictions(
         offload_folder=offload_folder,
         trust_remote_code=trust_remote_code,
     )
+    chat = None
+    if prompts.chat_template is not False:  # before any work: a missing template names the entry
+        chat = renderer(tokenizer, prompts.chat_template, f"models.{entry} ({model_dir})")
     lm = TransformersLM(model, tokenizer, token_budget=token_budget)
     if request_store:  # answers computed before (by any job) are reused, request by request
         from ..inference.request_store import RequestStore, StoredLM
@@ -106,6 +117,8 @@ def run_predictions(
                     it.parquet,
                     it.info,
                     seed=seed,
+                    prompting=prompts,
+                    chat=chat,
                 ),
             )
             for it, task in zip(items, tasks)

@@ -33,6 +33,18 @@ AGREEMENT_TABLE = "precision_agreement"
 LEADERBOARD_EXTS = (".parquet", ".csv", ".md")
 AGREEMENT_EXTS = (".parquet", ".md")
 
+# ---------------------------------------------------------------- the HTML report
+# built into REPORT_STAGING (temp) and copied whole to REPORT_DIR, so a failed build
+# leaves the published report as it was; the names below are inside either folder
+REPORT_DIR = "results/report"
+REPORT_STAGING = "results/.report-staging"
+REPORT_INDEX = "index.html"
+REPORT_HEATMAPS = "figures/heatmaps"  # {precision}.svg
+REPORT_PRECISION_PLOTS = "figures/precision"  # {model}.svg
+REPORT_TASK_TABLES = "tables/tasks"  # {task}.csv: every model's score on the task
+REPORT_LEADERBOARD_CSV = "data/leaderboard_report.csv"  # wide, raw and normalised
+REPORT_PRECISION_CSV = "data/precision_report.csv"  # each precision against the reference
+
 # ---------------------------------------------------------------- job parts
 # which part of a model x precision's work a job does: "{shard slot}.{chunk}", or "all"
 PART_ALL = "all"

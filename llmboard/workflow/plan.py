@@ -27,6 +27,7 @@ from ..checkpoints.identity import FileHashCache, content_sha256
 from ..checkpoints.sources import SourceError, parse_source
 from ..hashing import sha256_json, short
 from ..settings import ModelEntry, Settings
+from ..tasks.chat import choose, templates_of
 from ..tasks.definitions import Task, find_task_files, group_spec, is_group, load_task
 from ..tasks.errors import TaskError
 from ..tasks.scoring import scorer_version
@@ -50,12 +51,40 @@ class WorkflowPlan:
     root: str = "."  # the workflow's working directory: what is on disk decides the jobs
     _exists: dict = field(default_factory=dict, repr=False, compare=False)  # path -> on disk
 
+    def __post_init__(self):
+        # Entries with the same weights (source key, files fetched, remote code) share one
+        # fetch and one conversion: their folders are named by the first such entry.
+        # Predictions and scores are each entry's own, under its run key: the source key
+        # for raw prompts (paths as before prompting existed), else the hash of the
+        # source key and the prompting settings.
+        first: dict = {}
+        self.owners: dict[str, str] = {}
+        self.run_keys: dict[str, str] = {}
+        for name in sorted(self.models):
+            m = self.models[name]
+            weights = (self.keys[name], m.allow_patterns, m.trust_remote_code)
+            self.owners[name] = first.setdefault(weights, name)
+            p = m.prompting
+            self.run_keys[name] = (
+                self.keys[name]
+                if p.is_raw
+                else short(sha256_json({"weights": self.keys[name], "prompting": p.as_dict()}))
+            )
+
     # ------------------------------------------------------------ concrete paths
+    def weights_owner(self, model: str) -> str:
+        """The entry whose name the shared checkpoint and model folders carry."""
+        return self.owners[model]
+
     def checkpoint_dir(self, model: str) -> str:
-        return layout.fill(layout.CHECKPOINT_DIR, model=model, key=self.keys[model])
+        return layout.fill(layout.CHECKPOINT_DIR, model=self.owners[model], key=self.keys[model])
 
     def model_dir(self, model: str) -> str:
-        return layout.fill(layout.MODEL_DIR, model=model, key=self.keys[model])
+        return layout.fill(layout.MODEL_DIR, model=self.owners[model], key=self.keys[model])
+
+    def prompting_labels(self) -> dict[str, str]:
+        """model -> how its prompts are rendered (``raw``, ``chat+multiturn``, ...)."""
+        return {m: e.prompting.label for m, e in sorted(self.models.items())}
 
     def prediction_file(
         self, model: str, precision: str, task: str, shard: int, ext: str = "parquet"
@@ -64,7 +93,7 @@ class WorkflowPlan:
         return layout.fill(
             layout.PREDICTION,
             model=model,
-            key=self.keys[model],
+            key=self.run_keys[model],
             precision=precision,
             task=task,
             task_hash=t.hash,
@@ -85,7 +114,7 @@ class WorkflowPlan:
         return layout.fill(
             layout.SCORE,
             model=model,
-            key=self.keys[model],
+            key=self.run_keys[model],
             precision=precision,
             task=task,
             task_hash=self.tasks[task].hash,
@@ -322,7 +351,7 @@ def build_plan(
             if t not in index:
                 raise TaskError(f"{index[name]}: member task {t!r} not found")
             tasks[t] = load_task(index[t], overrides)
-    return WorkflowPlan(
+    plan = WorkflowPlan(
         dict(settings.models),
         keys,
         tasks,
@@ -331,3 +360,26 @@ def build_plan(
         settings.inference.tasks_per_job,
         str(root),
     )
+    check_chat_templates(plan, root)
+    return plan
+
+
+def check_chat_templates(plan: WorkflowPlan, root: str | os.PathLike = ".") -> None:
+    """Every entry's ``chat_template`` against the templates its tokenizer carries, read
+    from the converted model, else the fetched checkpoint, else an on-disk source (a
+    GGUF header or a tokenizer folder), so that a missing or unknown template is an
+    error naming the entry before any job starts. A hub source not fetched yet cannot
+    be read here: its inference job checks when it loads the tokenizer."""
+    for name, m in sorted(plan.models.items()):
+        chat = m.prompting.chat_template
+        if chat is False:
+            continue
+        places = [Path(root) / plan.model_dir(name), Path(root) / plan.checkpoint_dir(name)]
+        src = parse_source(m.source_fields(), name)
+        if src.is_on_disk:
+            places.append(src.local_path(root))
+        for place in places:
+            templates = templates_of(place)
+            if templates is not None:
+                choose(templates, chat, f"config: models.{name} ({place})")
+                break

@@ -1,0 +1,142 @@
+"""Benchmark: llmboard's generate_until vs lm-eval's ``hf`` model on gsm8k_cot.
+
+Same model (the converted SmolLM2-135M-Instruct), same documents, same dtype, same
+prompts (lm-eval's own gsm8k-cot task on our documents), both in this process. This
+machine's speed drifts several-fold within minutes, so the two sides run interleaved
+(lm-eval, llmboard, lm-eval, llmboard, ...) for ``--rounds`` rounds, and each side's
+minimum and median are compared. lm-eval first gets one run at each of
+``--lmeval-batch-sizes``; the fastest is its batch size for the rounds. Generated
+tokens/s counts the tokens of the kept generations (llmboard's count: the texts are
+the same), not the tokens lm-eval computes past a row's stop while its batch finishes.
+
+    .venv/bin/python bench/generation.py --limit 32 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+from engine_vs_lmeval import PRECISION, ensure_model  # noqa: E402 - sets up sys.path
+
+from lmeval_oracle import lmeval_generation_task  # noqa: E402
+
+
+def run_llmboard(lm, reqs):
+    from llmboard.inference.engine import GenerationRequest
+
+    t = time.perf_counter()
+    out = lm.generate_until(
+        [GenerationRequest(r["context"], tuple(r["until"]), r["max_gen_toks"]) for r in reqs]
+    )
+    return time.perf_counter() - t, [g.text for g in out], sum(g.tokens for g in out)
+
+
+def run_lmeval(hflm, instances, batch_size):
+    hflm.batch_size_per_gpu = batch_size  # the attribute behind HFLM.batch_size
+    t = time.perf_counter()
+    out = hflm.generate_until(instances, disable_tqdm=True)
+    return time.perf_counter() - t, out
+
+
+def main() -> None:
+    from llmboard.settings import schema_default
+
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--task", default="gsm8k_cot", choices=["gsm8k_cot", "triviaqa", "nq_open"])
+    ap.add_argument("--limit", type=int, default=32)
+    ap.add_argument("--dtype", default="fp32", choices=sorted(PRECISION))
+    ap.add_argument("--lmeval-batch-sizes", nargs="+", type=int, default=[8, 16, 32])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--token-budget", type=int, default=schema_default("inference", "token_budget"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(REPO / "bench" / "out"))
+    ap.add_argument("--json", default=str(REPO / "bench" / "results" / "generation.json"))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+
+    import torch
+    from lm_eval.models.huggingface import HFLM
+
+    from llmboard.inference.engine import TransformersLM
+    from llmboard.inference.loading import load_model
+    from llmboard.tasks.prompts import build_generation_requests
+
+    torch.set_num_threads(args.threads)
+    model_dir = ensure_model(Path(args.out))
+    task, docs, lt = lmeval_generation_task(args.task, Path(tempfile.mkdtemp()), args.limit)
+    reqs = build_generation_requests(task, docs, list(range(len(docs))))
+    instances = sorted(lt.instances, key=lambda i: i.doc_id)
+    assert [i.args[0] for i in instances] == [r["context"] for r in reqs]
+    model, tok, _ = load_model(model_dir, args.dtype)
+    lm = TransformersLM(model, tok, token_budget=args.token_budget)
+    hflm = HFLM(pretrained=str(model_dir), dtype=PRECISION[args.dtype], batch_size=8, device="cpu")
+
+    print(f"{args.task}: {len(reqs)} documents, {args.dtype}, {args.threads} threads")
+    probe = {}
+    if len(args.lmeval_batch_sizes) > 1:  # one run at each size: the fastest is lm-eval's
+        for bs in args.lmeval_batch_sizes:
+            probe[bs], _ = run_lmeval(hflm, instances, bs)
+            print(f"  lm-eval batch {bs}: {probe[bs]:.1f} s")
+    best = min(probe, key=probe.get) if probe else args.lmeval_batch_sizes[0]
+
+    ours_t, theirs_t = [], []
+    identical = True
+    tokens = 0
+    for r in range(args.rounds):
+        t, theirs = run_lmeval(hflm, instances, best)
+        theirs_t.append(t)
+        t, texts, tokens = run_llmboard(lm, reqs)
+        ours_t.append(t)
+        same = sum(a == b for a, b in zip(texts, theirs))
+        identical &= same == len(reqs)
+        print(
+            f"  round {r + 1}: lm-eval {theirs_t[-1]:.1f} s, llmboard {ours_t[-1]:.1f} s, "
+            f"{same}/{len(reqs)} identical"
+        )
+
+    def summary(ts):
+        return {"min_s": min(ts), "median_s": statistics.median(ts), "runs_s": ts}
+
+    result = {
+        "task": args.task,
+        "documents": len(reqs),
+        "dtype": args.dtype,
+        "threads": args.threads,
+        "token_budget": args.token_budget,
+        "generated_tokens": tokens,
+        "lmeval_probe_s": probe,
+        "lmeval_batch_size": best,
+        "lmeval": summary(theirs_t),
+        "llmboard": summary(ours_t),
+        "ratio_min": min(theirs_t) / min(ours_t),
+        "ratio_median": statistics.median(theirs_t) / statistics.median(ours_t),
+        "identical": identical,
+        "engine_stats": lm.stats,
+    }
+    print(
+        f"lm-eval (batch {best}): min {min(theirs_t):.1f} s, median "
+        f"{statistics.median(theirs_t):.1f} s, "
+        f"{tokens / statistics.median(theirs_t):.1f} generated tokens/s\n"
+        f"llmboard: min {min(ours_t):.1f} s, median {statistics.median(ours_t):.1f} s, "
+        f"{tokens / statistics.median(ours_t):.1f} generated tokens/s\n"
+        f"ratio: {result['ratio_min']:.2f}x (minima), {result['ratio_median']:.2f}x (medians); "
+        f"outputs identical: {identical}"
+    )
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,317 @@
+"""Greedy generation with a shared prefix and slots that refill (continuous batching).
+
+lm-eval's ``hf`` model generates a batch of left-padded prompts with ``model.generate``
+and keeps every row running until the slowest one stops; each row recomputes the
+few-shot examples that every prompt of the task starts with. Here:
+
+- The longest token prefix that every prompt shares (gsm8k_cot's 8 exemplars, ~730
+  tokens) is computed once and read by every row (``prefix.py``: cascade attention).
+- Each of ``rows`` slots holds one request: its own prompt tokens and what it has
+  generated, in a preallocated key/value buffer. A row that meets a stop string, EOS,
+  ``max_gen_toks`` or the model window leaves at once and the next prompt takes its
+  slot; nothing waits for the slowest row.
+- Prompts are left-truncated to ``max_length - max_gen_toks`` as lm-eval does; prompt
+  chunks go through the model at most ``token_budget`` tokens at a time; out of memory
+  halves the slots and resumes the unfinished requests.
+
+The transformers model runs unchanged: its attention layers call ``SlotCache.update``
+(the cache interface) and ``prefix.cascade_attention``, which receives the cache
+through the forward's keyword arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from .prefix import cache_arg, cascade, common_prefix, prefix_kv
+
+log = logging.getLogger(__name__)
+
+# one row in flight per this many tokens of budget (32 rows at the default 2,048): a
+# decoding step reads every weight once for all its rows, so more rows share that read,
+# while each row's key/value buffer (prompt + max_gen_toks tokens) costs memory
+TOKENS_PER_ROW = 64
+
+
+class SlotCache:
+    """Per-layer key/value buffers [slots, kv_heads, width, d], written at each row's own
+    column (rows are at different points of their prompts), plus the shared prefix."""
+
+    def __init__(self, model, slots: int, width: int, dtype, device):
+        import torch
+
+        cfg = model.config
+        text = getattr(cfg, "text_config", cfg)
+        heads = text.num_attention_heads
+        kv = getattr(text, "num_key_value_heads", None) or heads
+        d = getattr(text, "head_dim", None) or text.hidden_size // heads
+        layers = text.num_hidden_layers
+        # zeros, not empty: a masked column's probability is 0, but 0 x a NaN left in
+        # uninitialised memory is NaN
+        self.k = [
+            torch.zeros(slots, kv, width, d, dtype=dtype, device=device) for _ in range(layers)
+        ]
+        self.v = [
+            torch.zeros(slots, kv, width, d, dtype=dtype, device=device) for _ in range(layers)
+        ]
+        self.prefix: list | None = None  # per layer (k, v) [kv, P, d]
+        self.rows = None  # slot index of each row of the current forward (None: all slots)
+        self.cols = None  # [n, q] columns the current forward writes
+        self.width_used = 0  # columns the current forward's attention reads
+
+    # the cache interface transformers' attention layers call
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        k, v = self.k[layer_idx], self.v[layer_idx]
+        rows = self.rows if self.rows is not None else self._all_rows(k)
+        # advanced indices around a slice: the indexed view is [n, q, kv, d]
+        k[rows[:, None], :, self.cols] = key_states.transpose(1, 2)
+        v[rows[:, None], :, self.cols] = value_states.transpose(1, 2)
+        w = self.width_used
+        if self.rows is None:
+            return k[:, :, :w], v[:, :, :w]
+        return k[self.rows, :, :w], v[self.rows, :, :w]
+
+    def compact(self, keep: list[int]) -> None:
+        import torch
+
+        idx = torch.tensor(keep, device=self.k[0].device)
+        self.k = [k.index_select(0, idx) for k in self.k]
+        self.v = [v.index_select(0, idx) for v in self.v]
+
+    def _all_rows(self, k):
+        import torch
+
+        return torch.arange(k.shape[0], device=k.device)
+
+    def prefix_for(self, layer_idx):
+        return None if self.prefix is None else self.prefix[layer_idx]
+
+    # what transformers may ask of any cache
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.width_used
+
+    def __len__(self):
+        return len(self.k)
+
+
+@dataclass
+class _Row:
+    index: int  # request index
+    ids: list[int]  # the row's own prompt tokens (after the shared prefix)
+    max_gen: int
+    until: tuple[str, ...]
+    written: int = 0  # columns of this row's buffer filled
+    generated: list[int] = field(default_factory=list)
+    prompt_tokens: int = 0  # the whole prompt, prefix included, after truncation
+
+
+class Generator:
+    """Greedy ``generate_until`` for one loaded transformers model."""
+
+    def __init__(self, lm):
+        self.lm = lm
+        self.model = lm.model
+        self.base = lm.model.get_decoder() if hasattr(lm.model, "get_decoder") else lm.model
+        self.head = lm.model.get_output_embeddings()
+        cfg = lm.model.generation_config if hasattr(lm.model, "generation_config") else None
+        eos = getattr(cfg, "eos_token_id", None)
+        eos = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        if lm.tokenizer.eos_token_id is not None:
+            eos.add(lm.tokenizer.eos_token_id)
+        self.eos_ids = eos
+        self.cache_arg = cache_arg(self.base)
+
+    # ------------------------------------------------------------------ driver
+    def generate(self, requests, encode) -> list:
+        """[GenerationRequest] -> [(text, tokens, stop_reason, prompt_tokens)], in order."""
+        import torch
+
+        lm = self.lm
+        prompts = []
+        for r in requests:
+            if r.max_gen_toks <= 0:
+                raise ValueError(f"max_gen_toks must be positive, got {r.max_gen_toks}")
+            ids = encode(r.context)
+            keep = lm.max_len - r.max_gen_toks  # lm-eval: max_length - max_gen_toks
+            if keep <= 0:
+                raise ValueError(
+                    f"max_gen_toks {r.max_gen_toks} leaves no room for the prompt in the "
+                    f"model window ({lm.max_len} tokens)"
+                )
+            prompts.append(ids[-keep:])
+        # prompts are truncated first, so every row starts with the whole shared prefix
+        P = common_prefix(prompts)
+        results: dict[int, tuple] = {}
+        rows = max(1, min(len(requests), lm.token_budget // TOKENS_PER_ROW))
+        prefix = None
+        with torch.inference_mode():
+            if P:  # on the model's own causal attention, before the switch to cascade
+                prefix = prefix_kv(
+                    self.base, prompts[0][:P], chunk=lm.token_budget, device=lm.device
+                )
+                lm.stats["forward_tokens"] += P
+        with torch.inference_mode(), cascade(self.model):
+            while len(results) < len(requests):
+                pending = [i for i in range(len(requests)) if i not in results]
+                try:
+                    self._run(requests, prompts, pending, P, prefix, rows, results)
+                except torch.OutOfMemoryError:
+                    if rows == 1:
+                        raise
+                    rows //= 2
+                    lm.stats["oom_retries"] += 1
+                    log.warning("out of memory while generating: %d rows in flight", rows)
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+        lm.stats["prefix_tokens"] = lm.stats.get("prefix_tokens", 0) + P
+        return [results[i] for i in range(len(requests))]
+
+    # ------------------------------------------------------------------ slots
+    def _run(self, requests, prompts, pending, P, prefix, n_slots, results) -> None:
+        lm = self.lm
+        queue = sorted(pending, key=lambda i: -len(prompts[i]))  # longest first, as lm-eval
+        own = {i: prompts[i][P:] if P else prompts[i] for i in queue}
+        width = max(len(own[i]) + requests[i].max_gen_toks for i in queue)
+        n_slots = min(n_slots, len(queue))
+        cache = SlotCache(self.model, n_slots, width, lm.compute_dtype, lm.device)
+        cache.prefix = prefix
+        slots: list[_Row | None] = [None] * n_slots
+        qi = 0
+        while qi < len(queue) or any(slots):
+            # refill free slots; their prompts go through in chunks of the token budget.
+            # A prompt forward reads every weight as a decoding step does, so slots are
+            # refilled a quarter at a time, not one by one as rows finish
+            free = sum(r is None for r in slots)
+            refill = free >= max(1, n_slots // 4) or free == n_slots
+            new = []
+            for s in range(n_slots):
+                if refill and slots[s] is None and qi < len(queue):
+                    i = queue[qi]
+                    qi += 1
+                    r = requests[i]
+                    slots[s] = _Row(i, own[i], r.max_gen_toks, tuple(r.until))
+                    slots[s].prompt_tokens = len(prompts[i])
+                    new.append(s)
+            if new:
+                self._prefill(cache, new, slots, P)
+                self._finish_rows(slots, new, P, results)
+            active = [s for s in range(n_slots) if slots[s] is not None]
+            if not active:
+                continue
+            if qi == len(queue) and len(active) < n_slots:
+                # the queue is empty: keep only the running rows (one copy now), so that
+                # each step reads whole buffers instead of copying the rows out of them
+                cache.compact(active)
+                slots = [slots[s] for s in active]
+                n_slots = len(slots)
+                active = list(range(n_slots))
+            last = [[slots[s].generated[-1]] for s in active]
+            logits_rows = self._forward(cache, active, [slots[s] for s in active], last, P)
+            self._append(slots, active, logits_rows)
+            self._finish_rows(slots, active, P, results)
+
+    def _prefill(self, cache, new: list[int], slots, P) -> None:
+        """The new rows' own prompt tokens, a chunk of rows at a time within the budget;
+        each row's first generated token comes from its last prompt position."""
+        lm = self.lm
+        chunk: list[int] = []
+        used = 0
+
+        def flush():
+            if chunk:
+                rows = [slots[s] for s in chunk]
+                out = self._forward(cache, chunk, rows, [r.ids for r in rows], P)
+                self._append(slots, chunk, out)
+                lm.stats["forward_tokens"] += sum(len(r.ids) for r in rows)
+
+        for s in new:
+            n = len(slots[s].ids)
+            if chunk and (len(chunk) + 1) * max(used, n) > lm.token_budget:
+                flush()
+                chunk, used = [], 0
+            chunk.append(s)
+            used = max(used, n)
+        flush()
+
+    def _forward(self, cache: SlotCache, slot_ids, rows, tokens, P):
+        """One forward of ``tokens[i]`` (right-padded) for each row; returns the logits
+        (float32) at each row's last real position."""
+        import torch
+
+        lm = self.lm
+        dev = lm.device
+        n, q = len(rows), max(len(t) for t in tokens)
+        pad = lm.prefix_token_id
+        ids = torch.tensor([t + [pad] * (q - len(t)) for t in tokens], device=dev)
+        start = torch.tensor([r.written for r in rows], device=dev)
+        cols = start[:, None] + torch.arange(q, device=dev)[None, :]
+        cols = cols.clamp(max=cache.k[0].shape[2] - 1)  # padding past a short row's room
+        cache.cols = cols
+        cache.rows = (
+            None
+            if n == cache.k[0].shape[0] and slot_ids == list(range(n))
+            else (torch.tensor(slot_ids, device=dev))
+        )
+        width = int(max(r.written for r in rows)) + q
+        width = min(width, cache.k[0].shape[2])
+        cache.width_used = width
+        # a query at column c sees the row's columns <= c (its own prompt, causally)
+        seen = torch.arange(width, device=dev)[None, None, :] <= cols[:, :, None]
+        mask = seen[:, None]  # [n, 1, q, W]
+        pos = cols + (P if cache.prefix is not None else 0)  # after the shared prefix
+        hidden = self.base(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            use_cache=True,
+            **{self.cache_arg: cache},
+            llmboard_cache=cache,
+        ).last_hidden_state
+        lengths = torch.tensor([len(t) for t in tokens], device=hidden.device)
+        last = hidden[torch.arange(n, device=hidden.device), lengths - 1]
+        for r, t in zip(rows, tokens):
+            r.written += len(t)
+        lm.stats["batches"] += 1
+        return self.head(last.to(self._head_device(last))).float()
+
+    def _head_device(self, x):
+        import torch
+
+        hook = getattr(self.head, "_hf_hook", None)
+        where = getattr(hook, "execution_device", None) or self.head.weight.device
+        return x.device if torch.device(where).type == "meta" else where
+
+    def _append(self, slots, slot_ids, logits) -> None:
+        picks = logits.argmax(dim=-1).tolist()
+        for s, t in zip(slot_ids, picks):
+            slots[s].generated.append(int(t))
+
+    def _finish_rows(self, slots, slot_ids, P, results) -> None:
+        lm = self.lm
+        for s in slot_ids:
+            r = slots[s]
+            if r is None:
+                continue
+            reason = None
+            text = None
+            if r.generated[-1] in self.eos_ids:
+                reason = "eos"
+            else:
+                text = lm.tokenizer.decode(r.generated, skip_special_tokens=True)
+                if any(u and u in text for u in r.until):
+                    reason = "until"
+                elif len(r.generated) >= r.max_gen:
+                    reason = "max_gen_toks"
+                elif r.prompt_tokens + len(r.generated) >= lm.max_len:
+                    reason = "window"
+            if reason is None:
+                continue
+            if text is None:
+                text = lm.tokenizer.decode(r.generated, skip_special_tokens=True)
+            for u in r.until:  # lm-eval: cut at each stop string in turn
+                if u:
+                    text = text.split(u)[0]
+            results[r.index] = (text, len(r.generated), reason, r.prompt_tokens)
+            lm.stats["generated_tokens"] = lm.stats.get("generated_tokens", 0) + len(r.generated)
+            slots[s] = None

@@ -1,0 +1,138 @@
+"""A prompt prefix that many requests share, computed once and read by all of them.
+
+Few-shot examples, task descriptions, system prompts and chat templates give the prompts
+of a task a common start: gsm8k_cot's 8 exemplars (~730 tokens), MMLU's description and
+5 examples (~600 tokens before a 60-token question). lm-eval computes that prefix again
+for every request. Here it goes through the model once, on transformers' own fused
+causal attention and cache, and every later forward attends to its keys and values
+through ``cascade_attention``: the softmax runs over [prefix | the row's own tokens]
+together, so the numbers are attention's over the whole prompt. Grouped-query heads
+read the one shared copy of the prefix (no ``repeat_kv`` copies, no per-row copies).
+
+The transformers model runs unchanged: ``cascade`` switches its attention
+implementation to the function registered here, and the cache object passed to the
+forward (``update`` is the cache interface its attention layers call) hands the prefix
+to the attention function through the forward's keyword arguments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+
+CASCADE = "llmboard_cascade"
+# below this many shared tokens the plain path is as fast, and keeps its numbers
+MIN_SHARED_TOKENS = 64
+
+
+def common_prefix(seqs: list[list[int]]) -> int:
+    """Length of the longest token prefix all sequences share, leaving each at least
+    one token of its own (its last token's output predicts what follows)."""
+    if not seqs:
+        return 0
+    first = seqs[0]
+    n = min(len(s) for s in seqs) - 1
+    for s in seqs[1:]:
+        i = 0
+        while i < n and s[i] == first[i]:
+            i += 1
+        n = i
+        if n == 0:
+            break
+    return max(n, 0)
+
+
+def cascade_attention(
+    module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs
+):
+    """Attention over [shared prefix | row tokens] for queries [n, heads, q, d].
+
+    ``key``/``value`` are the rows' own [n, kv_heads, W, d] and ``attention_mask``
+    [n, 1, q, W] says which of them each query sees (True = attend); the prefix keys
+    and values [kv_heads, P, d] are one tensor for all rows.
+    """
+    import torch
+
+    cache = kwargs["llmboard_cache"]
+    n, heads, q, d = query.shape
+    kv, w = key.shape[1], key.shape[2]
+    g = heads // kv
+    # query head h uses key head h // g (transformers' repeat_kv order); the scale goes
+    # on the queries, the smallest operand
+    qg = (query * (d**-0.5 if scaling is None else scaling)).reshape(n, kv, g * q, d)
+    sr = torch.matmul(qg, key.transpose(-1, -2)).float()  # [n, kv, g*q, W]
+    sr.view(n, kv, g, q, w).masked_fill_(~attention_mask[:, :, None], float("-inf"))
+    prefix = cache.prefix_for(module.layer_idx)
+    if prefix is None:
+        probs = torch.softmax(sr, dim=-1).to(query.dtype)
+        out = torch.matmul(probs, value)
+    else:
+        # one softmax over [prefix | row]: few, large operations (each small one costs a
+        # thread barrier, which a busy machine makes expensive)
+        pk, pv = prefix  # [kv, P, d]
+        plen = pk.shape[1]
+        qp = qg.transpose(0, 1).reshape(kv, n * g * q, d)
+        sp = torch.matmul(qp, pk.transpose(-1, -2)).float()  # [kv, n*g*q, P]
+        sp = sp.view(kv, n, g * q, plen).transpose(0, 1)  # [n, kv, g*q, P]
+        probs = torch.softmax(torch.cat([sp, sr], dim=-1), dim=-1).to(query.dtype)
+        pp = probs[..., :plen].transpose(0, 1).reshape(kv, n * g * q, plen)
+        out = torch.matmul(pp, pv).view(kv, n, g * q, d).transpose(0, 1)
+        out = out + torch.matmul(probs[..., plen:], value)
+    # [n, kv, g*q, d] -> [n, q, heads, d], as transformers' attention functions return
+    return out.reshape(n, heads, q, d).transpose(1, 2).contiguous(), None
+
+
+@contextlib.contextmanager
+def cascade(model):
+    """The model's attention is ``cascade_attention`` inside this block."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(CASCADE, cascade_attention)
+    cfg = model.config
+    before = cfg._attn_implementation
+    cfg._attn_implementation = CASCADE
+    try:
+        yield
+    finally:
+        cfg._attn_implementation = before
+
+
+def cache_arg(base) -> str:
+    """transformers 5.2x renamed the forward's ``past_key_values`` to ``cache``."""
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+class PrefixOnly:
+    """The cache of a forward whose rows keep nothing: their keys and values go straight
+    to attention, next to the shared prefix's."""
+
+    def __init__(self, prefix):
+        self.prefix = prefix
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        return key_states, value_states
+
+    def prefix_for(self, layer_idx):
+        return self.prefix[layer_idx]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return 0
+
+
+def prefix_kv(base, ids: list[int], *, chunk: int, device) -> list:
+    """Keys and values [kv_heads, P, d] of each layer for the token prefix ``ids``,
+    through the model's own causal attention and cache, ``chunk`` tokens at a time."""
+    import torch
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    arg = cache_arg(base)
+    for start in range(0, len(ids), chunk):
+        piece = torch.tensor([ids[start : start + chunk]], device=device)
+        pos = torch.arange(start, start + piece.shape[1], device=device)[None]
+        base(input_ids=piece, position_ids=pos, use_cache=True, **{arg: cache})
+    if hasattr(cache, "layers"):
+        kvs = [(layer.keys, layer.values) for layer in cache.layers]
+    else:  # transformers < 4.56
+        kvs = list(zip(cache.key_cache, cache.value_cache))
+    return [(k[0], v[0]) for k, v in kvs]

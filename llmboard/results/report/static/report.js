@@ -1,0 +1,208 @@
+/* llmboard report: the leaderboard's switches and the per-instance drill-down.
+ * Tables are DataTables (the bundle itables ships, loaded by assets/itables.js as a
+ * module from a blob: URL); this file only drives its API. Nothing is fetched. */
+(function () {
+  "use strict";
+  const llmboard = (window.llmboard = window.llmboard || {});
+
+  function dataTables() {
+    // assets/itables.js sets window[<itables version key>] to the bundle's module promise
+    return window[document.body.dataset.itables];
+  }
+
+  async function apiOf(el) {
+    const mod = await dataTables();
+    const DataTable = mod.default;
+    while (!DataTable.isDataTable(el)) await new Promise((r) => setTimeout(r, 25));
+    return new DataTable.Api(el);
+  }
+
+  function esc(s) {
+    return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+  }
+
+  // value ± stderr, the stderr read from another (hidden) column of the row
+  llmboard.pm = function (d, type, row, seIndex) {
+    if (type !== "display" || d === null || d === undefined) return d;
+    const se = row[seIndex];
+    return Number(d).toFixed(4) + (se === null || se === undefined ? "" : " ± " + Number(se).toFixed(4));
+  };
+  // a task's name as a link to its page (rendered here: the data stays plain)
+  llmboard.link = function (d, type, prefix) {
+    if (type !== "display" || !d) return d;
+    return '<a href="' + prefix + encodeURIComponent(d) + '.html">' + esc(d) + "</a>";
+  };
+  // `llmboard verify`'s verdict on a score: "pass", or the first problem found
+  llmboard.status = function (d, type) {
+    if (type !== "display" || !d) return d;
+    return d === "pass" ? '<span class="ok">pass</span>' : '<span class="fail">' + esc(d) + "</span>";
+  };
+  llmboard.fixed = function (d, type, digits) {
+    if (type !== "display" || d === null || d === undefined) return d;
+    return Number(d).toFixed(digits);
+  };
+
+  // ---------------------------------------------------------------- leaderboard
+  async function leaderboard() {
+    const meta = document.getElementById("leaderboard-columns");
+    if (!meta) return;
+    const columns = JSON.parse(meta.textContent);
+    const table = document.getElementById("leaderboard");
+    const api = await apiOf(table);
+    const controls = document.getElementById("leaderboard-controls");
+    const state = { mode: "raw", task: "" };
+    function apply() {
+      columns.forEach((c, i) => {
+        let show = !c.hidden && (c.mode === null || c.mode === state.mode);
+        if (show && c.task !== null && state.task && c.task !== state.task) show = false;
+        if (api.column(i).visible() !== show) api.column(i).visible(show, false);
+      });
+      if (state.task) {
+        const i = columns.findIndex((c) => c.task === state.task && c.mode === state.mode);
+        api.order([[i, "desc"]]);
+      } else {
+        const i = columns.findIndex((c) => c.rank && c.mode === state.mode);
+        api.order([[i, "asc"]]);
+      }
+      api.columns.adjust().draw(false);
+      table.dataset.mode = state.mode;
+      table.dataset.task = state.task;
+    }
+    controls.querySelectorAll("input[name=mode]").forEach((el) =>
+      el.addEventListener("change", () => { state.mode = el.value; apply(); }));
+    document.getElementById("task-filter").addEventListener("change", (e) => { state.task = e.target.value; apply(); });
+    apply();
+    table.dataset.ready = "1";
+  }
+
+  // ---------------------------------------------------------------- drill-down
+  let pending = null;
+  llmboard.receiveInstances = function (payload) {
+    if (pending) pending(payload);
+  };
+
+  function loadInstances(src) {
+    return new Promise((resolve, reject) => {
+      pending = resolve;
+      const s = document.createElement("script");
+      s.src = src;
+      s.onerror = () => reject(new Error("cannot load " + src));
+      document.head.appendChild(s);
+    });
+  }
+
+  function runTable(payload, doc) {
+    const [, , choices, gold, answers, oks, details] = doc;
+    const gen = payload.kind === "generate_until";
+    const rows = payload.runs.map((run, r) => {
+      const ok = oks[r];
+      const base = [run[0], run[1], ok === null ? "" : ok ? "✓" : "✗"];
+      if (gen) return base.concat([answers[r] === null ? "" : answers[r], details[r] === null ? "" : details[r]]);
+      const lls = details[r] || [];
+      const pick = answers[r];
+      return base.concat([pick === null ? "" : choices[pick]], choices.map((_, k) => (lls[k] === undefined ? null : lls[k])), [pick]);
+    });
+    const cols = [{ title: "model" }, { title: "precision" }, { title: "correct" }];
+    if (gen) {
+      cols.push({ title: "extracted answer", render: (d, t) => (t === "display" ? esc(d) : d) });
+      cols.push({ title: "generation", render: (d, t) => (t === "display" ? "<pre>" + esc(d) + "</pre>" : d) });
+    } else {
+      cols.push({ title: "answer", render: (d, t) => (t === "display" ? esc(d) : d) });
+      choices.forEach((c, k) => cols.push({
+        title: (k === gold ? "★ " : "") + "ll(" + k + ")",
+        className: "num",
+        render: (d, t, row) => (t === "display" && d !== null ? (row[row.length - 1] === k ? "<b>" + d.toFixed(4) + "</b>" : d.toFixed(4)) : d),
+      }));
+      cols.push({ title: "pick", visible: false });
+    }
+    return { rows, cols };
+  }
+
+  function childHtml(payload, doc) {
+    const [id, prompt, choices, gold] = doc;
+    const gen = payload.kind === "generate_until";
+    let html = '<div class="child">';
+    if (payload.kind === "multiple_input") {
+      html += "<h4>continuation (shared by every choice)</h4><pre>" + esc(prompt) + "</pre>";
+      html += "<h4>choices (each its own context)</h4><ol start=\"0\">" + choices.map((c, k) =>
+        '<li class="' + (k === gold ? "gold" : "") + '"><pre>' + esc(c) + "</pre></li>").join("") + "</ol>";
+    } else {
+      html += "<h4>prompt (doc " + id + ")</h4><pre>" + esc(prompt) + "</pre>";
+      if (gen) html += "<h4>target" + (choices.length > 1 ? "s (any)" : "") + "</h4><pre>" + choices.map(esc).join("\n") + "</pre>";
+      else html += "<h4>choices (★ gold)</h4><ol start=\"0\">" + choices.map((c, k) =>
+        '<li class="' + (k === gold ? "gold" : "") + '">' + (k === gold ? "★ " : "") + esc(c) + "</li>").join("") + "</ol>";
+    }
+    html += "<h4>runs</h4><table class=\"display compact runs\" style=\"width:100%\"></table></div>";
+    return html;
+  }
+
+  async function instances(details) {
+    const mod = await dataTables();
+    const DataTable = mod.default;
+    const payload = await loadInstances(details.dataset.src);
+    const gen = payload.kind === "generate_until";
+    const n = payload.runs.length;
+    const rows = payload.docs.map((d) => {
+      const oks = d[5];
+      const right = oks.reduce((a, b) => a + (b || 0), 0);
+      const target = gen ? d[2].join(" | ") : d[3] === null ? "" : d[2][d[3]];
+      return [d[0], d[1], target, right, d[7] ? "yes" : "no", d[8] ? "yes" : "no", d];
+    });
+    const table = document.getElementById("instances-table");
+    const api = new DataTable(table, {
+      data: rows,
+      deferRender: true,
+      pageLength: 25,
+      lengthMenu: [10, 25, 100, 500],
+      order: [[1, "asc"]],
+      columns: [
+        { className: "dt-control", orderable: false, data: null, defaultContent: "", searchable: false },
+        { title: "doc", data: 0, className: "num" },
+        { title: payload.kind === "multiple_input" ? "continuation" : "prompt", data: 1, className: "prompt",
+          render: (d, t) => (t === "display" ? esc(d.length > 220 ? "…" + d.slice(-220) : d) : d) },
+        { title: gen ? "target" : "gold", data: 2, render: (d, t) => (t === "display" ? esc(d.length > 120 ? d.slice(0, 120) + "…" : d) : d) },
+        { title: "right", data: 3, className: "num", render: (d, t) => (t === "display" ? d + "/" + n : d) },
+        { title: "precisions disagree", data: 4 },
+        { title: "models disagree", data: 5 },
+      ],
+    });
+    const filters = [["only-precisions-disagree", 5], ["only-models-disagree", 6]];
+    for (const [id, col] of filters) {
+      document.getElementById(id).addEventListener("change", (e) => {
+        api.column(col).search(e.target.checked ? (d) => d === "yes" : "").draw();
+      });
+    }
+    table.querySelector("tbody").addEventListener("click", (e) => {
+      const td = e.target.closest("td.dt-control");
+      if (!td) return;
+      const tr = td.closest("tr");
+      const row = api.row(tr);
+      if (row.child.isShown()) {
+        row.child.hide();
+        tr.classList.remove("shown");
+        return;
+      }
+      const doc = row.data()[6];
+      row.child(childHtml(payload, doc)).show();
+      tr.classList.add("shown");
+      const { rows: runRows, cols } = runTable(payload, doc);
+      const el = tr.nextElementSibling.querySelector("table.runs");
+      new DataTable(el, { data: runRows, columns: cols, paging: runRows.length > 25, searching: runRows.length > 25, info: false, order: [] });
+    });
+    table.dataset.ready = "1";
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    leaderboard();
+    const details = document.getElementById("instances");
+    if (details) {
+      let started = false;
+      details.addEventListener("toggle", () => {
+        if (details.open && !started) {
+          started = true;
+          instances(details);
+        }
+      });
+    }
+  });
+})();

@@ -1,0 +1,157 @@
+"""The generation engine against transformers' own greedy ``generate``, one request at a
+time (no padding): shared prefix, refilled slots, stops, truncation, every architecture.
+The lm-eval oracle on the real SmolLM2 is tests/test_oracle_generation.py."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+import torch
+
+from llmboard.inference.engine import GenerationRequest, TransformersLM, encode
+from llmboard.inference.loading import load_model
+from llmboard.inference.prefix import CASCADE, common_prefix
+from llmboard.tasks.definitions import load_task
+from llmboard.tasks.scoring import compute_score
+
+from conftest import REPO, predict_task
+
+SHARED = "Q: What is two plus two?\nA: Four.\n\nQ: What is the capital of France?\nA: Paris.\n\n"
+QUESTIONS = [
+    "Q: How many legs does a spider have?\nA:",
+    "Q: Which planet is the largest in the solar system?\nA:",
+    "Q: What colour is the sky on a clear day?\nA:",
+    "Q: Who wrote Hamlet?\nA:",
+    "Q: What is the boiling point of water in Celsius?\nA:",
+    "Q: How many days are there in a leap year?\nA:",
+    "Q: What gas do plants take in?\nA:",
+]
+
+
+def plain_generate(model, tok, context: str, until, max_gen: int, eos_text: str) -> str:
+    """transformers' greedy generate for one prompt, cut as lm-eval cuts it."""
+    ids = torch.tensor([encode(tok, context)])
+    with torch.inference_mode():
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_gen,
+            do_sample=False,
+            pad_token_id=tok.eos_token_id,
+        )
+    text = tok.decode(out[0, ids.shape[1] :].tolist(), skip_special_tokens=True)
+    for u in [*until, eos_text]:
+        text = text.split(u)[0]
+    return text
+
+
+def requests(prefix: str = SHARED, until=("\n\n",), max_gen: int = 24):
+    return [GenerationRequest(prefix + q, tuple(until), max_gen) for q in QUESTIONS]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+def test_equals_plain_generate_with_shared_prefix_and_refills(tiny_dirs, arch):
+    model, tok, _ = load_model(tiny_dirs[arch], "fp32")
+    eos_text = tok.decode([tok.eos_token_id], skip_special_tokens=False)
+    reqs = requests(until=("Q:",))
+    want = [plain_generate(model, tok, r.context, r.until, r.max_gen_toks, eos_text) for r in reqs]
+    # 64 tokens of budget: one row at a time; 192: three slots, refilled as rows finish
+    for budget in (64, 192, 2048):
+        lm = TransformersLM(model, tok, token_budget=budget)
+        got = lm.generate_until(reqs)
+        assert [g.text for g in got] == want, (arch, budget)
+        assert lm.stats["prefix_tokens"] == common_prefix([encode(tok, r.context) for r in reqs])
+        assert lm.stats["prefix_tokens"] > 20  # the shared examples were computed once
+        assert all(g.tokens <= 24 and g.context_tokens > 0 for g in got)
+
+
+def test_without_a_shared_prefix(tiny_dirs):
+    model, tok, _ = load_model(tiny_dirs["llama"], "fp32")
+    eos_text = tok.decode([tok.eos_token_id], skip_special_tokens=False)
+    reqs = [GenerationRequest(q, (".",), 16) for q in ("Hello", "Why is the sky", "12 + 7 =")]
+    want = [plain_generate(model, tok, r.context, r.until, 16, eos_text) for r in reqs]
+    lm = TransformersLM(model, tok, token_budget=128)
+    assert [g.text for g in lm.generate_until(reqs)] == want
+    assert lm.stats["prefix_tokens"] == 0
+
+
+def test_stop_reasons(smol_dir):
+    """A stop string, EOS and max_gen_toks each end a row, and say so."""
+    model, tok, _ = load_model(smol_dir, "fp32")
+    lm = TransformersLM(model, tok, token_budget=512)
+    prompt = SHARED + "Q: What is the capital of Italy?\nA:"
+    stops = lm.generate_until(
+        [
+            GenerationRequest(prompt, (".",), 64),  # " Rome." -> cut at "."
+            GenerationRequest(prompt, (), 3),  # nothing to meet: ends at max_gen_toks
+        ]
+    )
+    assert stops[0].stop_reason == "until" and "." not in stops[0].text
+    assert stops[0].text.strip() and stops[0].tokens < 64
+    assert stops[1].stop_reason == "max_gen_toks" and stops[1].tokens == 3
+    # SmolLM2's chat turn ends with its EOS (<|im_end|>): a chat prompt stops there
+    chat = tok.apply_chat_template(
+        [{"role": "user", "content": "Say hi."}], tokenize=False, add_generation_prompt=True
+    )
+    (g,) = lm.generate_until([GenerationRequest(chat, (), 64)])
+    assert g.stop_reason == "eos" and g.tokens < 64 and "<|im_end|>" not in g.text
+
+
+def test_long_prompt_is_left_truncated_as_lmeval_does(tiny_dirs):
+    model, tok, _ = load_model(tiny_dirs["llama"], "fp32")
+    lm = TransformersLM(model, tok, token_budget=4096)
+    lm.max_len = 64  # the model's window, as lm-eval's max_length
+    long = " ".join(f"word{i}" for i in range(200)) + "\nA:"
+    ids = encode(tok, long)
+    (g,) = lm.generate_until([GenerationRequest(long, (), 8)])
+    assert g.context_tokens == 64 - 8  # max_length - max_gen_toks
+    # the same as generating from the kept tokens
+    short = tok.decode(ids[-(64 - 8) :])
+    assert encode(tok, short) == ids[-(64 - 8) :]
+    (h,) = lm.generate_until([GenerationRequest(short, (), 8)])
+    assert g.text == h.text
+
+
+def test_bad_max_gen_toks(tiny_dirs):
+    model, tok, _ = load_model(tiny_dirs["llama"], "fp32")
+    lm = TransformersLM(model, tok, token_budget=256)
+    with pytest.raises(ValueError, match="max_gen_toks"):
+        lm.generate_until([GenerationRequest("Hi", (), 0)])
+    with pytest.raises(ValueError, match="window"):
+        lm.generate_until([GenerationRequest("Hi", (), 5000)])
+
+
+def test_bf16_generates_and_keeps_dtype(tiny_dirs):
+    model, tok, _ = load_model(tiny_dirs["qwen2"], "bf16")
+    lm = TransformersLM(model, tok, token_budget=256)
+    got = lm.generate_until(requests(max_gen=8))
+    assert all(0 < g.tokens <= 8 for g in got)
+    assert model.config._attn_implementation != CASCADE  # restored after
+
+
+def test_gsm8k_cot_predictions_and_score(smol_dir, tmp_path):
+    """The pipeline's path: a generation task shard -> one row per document with the raw
+    generation -> filters and exact_match at scoring time."""
+    task = load_task(REPO / "tasks" / "gsm8k_cot.yaml", {"limit": 3})
+    info = predict_task(
+        smol_dir, "fp32", task, tmp_path / "p.parquet", tmp_path / "p.json", token_budget=512
+    )
+    df = pl.read_parquet(tmp_path / "p.parquet")
+    assert df["doc_id"].to_list() == [0, 1, 2]
+    assert set(df.columns) >= {"context", "generation", "gen_tokens", "stop_reason", "targets"}
+    assert df["targets"].to_list()[0] == ["18"]
+    assert all(r in ("until", "eos", "max_gen_toks") for r in df["stop_reason"])
+    assert info["n_requests"] == 3 and info["engine_stats"]["prefix_tokens"] > 500
+    score = compute_score(
+        [str(tmp_path / "p.parquet")],
+        [str(tmp_path / "p.json")],
+        model="smol",
+        metrics=task.metrics,
+        primary_metric=task.primary_metric,
+    )
+    assert set(score["metrics"]) == {"exact_match,strict-match", "exact_match,flexible-extract"}
+    assert score["n"] == 3 and json.loads(json.dumps(score))["primary_metric"] == (
+        "exact_match,strict-match"
+    )
