@@ -219,3 +219,55 @@ def test_prefix_shared_smollm2_within_engine_tolerance(smol_dir):
     # the oracle tests' tolerance: 1e-4, or 1e-5 x |loglikelihood| for long continuations
     assert all(abs(a - b) < max(1e-4, 1e-5 * abs(b)) for (a, _), (b, _) in zip(got, ref))
     assert [g for _, g in got] == [g for _, g in ref]
+
+
+FEWSHOT_B = "".join(
+    f"Question: Name the colour number {i}.\nA. red\nB. blue\nC. green\nD. none\nAnswer: C\n\n"
+    for i in range(5)
+)
+MIXED_REQUESTS = (
+    SHARED_REQUESTS
+    + [
+        Request(f"About colours.\n\n{FEWSHOT_B}Question: Is {j} a colour?\nAnswer:", cont)
+        for j in range(4)
+        for cont in (" A", " B", " C", " D")
+    ]
+    + REQUESTS
+)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_two_prefixes_in_one_call_each_computed_once(arch, tiny_dirs):
+    """Two subjects' few-shot prompts and unrelated requests in one call: each subject's
+    prefix is computed once, the rest runs plain, and the numbers are a plain forward's."""
+    from llmboard.inference.prefix import prefix_groups
+
+    model, tok = _load(tiny_dirs[arch])
+    lm = TransformersLM(model, tok, token_budget=256)
+    pairs = [lm.tokenize_pair(r) for r in MIXED_REQUESTS]
+    groups = prefix_groups(list({tuple(c): list(c) for c, _ in pairs}.values()))
+    assert sorted(len(g) for p, g in groups if p) == [4, 6]  # contexts per subject
+    ref = plain(model, tok, MIXED_REQUESTS, lm.prefix_token_id)
+    got = ll_pairs(lm, MIXED_REQUESTS)
+    assert lm.stats["prefix_tokens"] == sum(p for p, _ in groups)
+    for (a, ga), (b, gb) in zip(got, ref):
+        assert abs(a - b) < max(1e-5, 1e-6 * abs(b)) and ga == gb
+
+
+def test_prefix_groups_pick_the_partition_that_computes_least():
+    from llmboard.inference.prefix import prefix_groups
+
+    system = list(range(1000, 1070))  # 70 tokens every prompt starts with
+    a = system + list(range(300))  # a subject's examples
+    b = system + list(range(500, 800))
+    seqs = [a + [i] for i in range(5)] + [b + [i, i] for i in range(3)] + [[7, 8, 9]]
+    groups = prefix_groups(seqs)
+    # two subjects, each its own 370-token prefix, beats one 70-token prefix for all
+    assert groups == [(370, [0, 1, 2, 3, 4]), (370, [5, 6, 7]), (0, [8])]
+    # one document per subject: only the system prompt is worth sharing
+    seqs = [a + [1], b + [2], system + [5, 6]]
+    assert prefix_groups(seqs) == [(70, [0, 1, 2])]
+    # every sequence keeps a token of its own; under the minimum nothing is shared
+    assert prefix_groups([a, a + [1, 2]]) == [(369, [0, 1])]
+    assert prefix_groups([[1] * 10 + [2], [1] * 10 + [3]]) == [(0, [0, 1])]
+    assert prefix_groups([]) == []

@@ -26,7 +26,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from .prefix import MIN_SHARED_TOKENS, PrefixOnly, cache_arg, cascade, common_prefix, prefix_kv
+from .prefix import PrefixOnly, cache_arg, cascade, prefix_groups, prefix_kv
 
 log = logging.getLogger(__name__)
 
@@ -204,32 +204,37 @@ class TransformersLM(LM):
         )
 
     def loglikelihood_tokens(self, pairs) -> list[Loglikelihood]:
-        torch = self._torch
         self.stats["requests"] += len(pairs)
         trees = _build_trees(pairs, self.max_len)
-        shared = common_prefix([t.ctx for t in trees]) if len(trees) > 1 else 0
-        if shared < MIN_SHARED_TOKENS:
-            return self._loglikelihood_trees(trees, len(pairs), None, 0)
-        # every context starts with the same tokens (few-shot examples, a description, a
-        # system prompt): computed once, then each tree holds only its own tokens
-        with torch.inference_mode():
-            prefix = prefix_kv(
-                self.model.base_model,
-                trees[0].ctx[:shared],
-                chunk=self.token_budget,
-                device=self.device,
-            )
-        self.stats["forward_tokens"] += shared
-        self.stats["prefix_tokens"] = self.stats.get("prefix_tokens", 0) + shared
-        for t in trees:
-            t.ctx = t.ctx[shared:]
-        with cascade(self.model):
-            return self._loglikelihood_trees(trees, len(pairs), prefix, shared)
+        results: list[Loglikelihood | None] = [None] * len(pairs)
+        # contexts that start with the same tokens (few-shot examples, a description, a
+        # system prompt) compute them once per group; each tree then holds its own tokens
+        for shared, members in prefix_groups([t.ctx for t in trees]):
+            group = [trees[i] for i in members]
+            if not shared:
+                self._loglikelihood_trees(group, results, None, 0)
+                continue
+            with self._torch.inference_mode():
+                prefix = prefix_kv(
+                    self.model.base_model,
+                    group[0].ctx[:shared],
+                    chunk=self.token_budget,
+                    device=self.device,
+                )
+            self.stats["forward_tokens"] += shared
+            self.stats["prefix_tokens"] = self.stats.get("prefix_tokens", 0) + shared
+            for t in group:
+                t.ctx = t.ctx[shared:]
+            with cascade(self.model):
+                self._loglikelihood_trees(group, results, prefix, shared)
+            del prefix
+        return results  # type: ignore[return-value]
 
-    def _loglikelihood_trees(self, trees, n_requests, prefix, shared) -> list[Loglikelihood]:
+    def _loglikelihood_trees(self, trees, results, prefix, shared) -> None:
+        """Fill ``results`` for the requests of ``trees``, batch by batch."""
         torch = self._torch
         trees = sorted(trees, key=lambda t: -t.length)
-        results: list[Loglikelihood | None] = [None] * n_requests
+        n_requests = sum(len(t.req_ids) for t in trees)
         t0 = last = time.monotonic()
         done = 0
         i = 0
@@ -251,9 +256,14 @@ class TransformersLM(LM):
                 done += sum(len(t.req_ids) for row in rows for t in row)
                 now = time.monotonic()
                 if now - last >= self.progress_every or i == len(trees):
-                    log.info("loglikelihood: %d/%d requests, %.1f s", done, n_requests, now - t0)
+                    log.info(
+                        "loglikelihood: %d/%d requests%s, %.1f s",
+                        done,
+                        n_requests,
+                        f" (after a shared {shared}-token prefix)" if shared else "",
+                        now - t0,
+                    )
                     last = now
-        return results  # type: ignore[return-value]
 
     def _pack(self, trees: list[_Tree], start: int) -> tuple[int, list[list[_Tree]], int]:
         """Pack trees (sorted longest first) into rows of the first tree's length, first fit,

@@ -42,6 +42,61 @@ def common_prefix(seqs: list[list[int]]) -> int:
     return max(n, 0)
 
 
+def _lcp(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def prefix_groups(
+    seqs: list[list[int]], min_shared: int = MIN_SHARED_TOKENS
+) -> list[tuple[int, list[int]]]:
+    """Partition sequences into groups that each compute one shared prefix once:
+    ``[(prefix length, indices)]``, a prefix length of 0 meaning no sharing.
+
+    Sorted, neighbouring sequences' common prefixes form a prefix tree over token ids
+    (MMLU subjects under one system prompt: a short prefix shared by all, long ones by
+    each subject's prompts). A group's prefix is the shortest common prefix inside it;
+    at each level the partition that computes fewer tokens wins: a subtree is one group
+    (its prefix computed once for its n sequences saves (n - 1) x prefix tokens) or the
+    best partitions of its children. Prefixes under ``min_shared`` tokens do not pay for
+    a separate pass and are not shared.
+    """
+    order = sorted(range(len(seqs)), key=lambda i: seqs[i])
+    lcps = [_lcp(seqs[a], seqs[b]) for a, b in zip(order, order[1:])]
+
+    def best(lo: int, hi: int) -> tuple[int, list[tuple[int, list[int]]]]:
+        """Tokens saved and groups for the sorted sequences order[lo:hi]."""
+        members = order[lo:hi]
+        if hi - lo == 1:
+            return 0, [(0, members)]
+        inner = lcps[lo : hi - 1]
+        # each sequence keeps at least one token of its own (its last output is read)
+        shared = min(min(inner), min(len(seqs[i]) for i in members) - 1)
+        whole = (hi - lo - 1) * shared if shared >= min_shared else 0
+        low = min(inner)
+        saved, groups, start = 0, [], lo
+        for k, v in enumerate(inner, start=lo):
+            if v == low:
+                s, g = best(start, k + 1)
+                saved, groups, start = saved + s, groups + g, k + 1
+        s, g = best(start, hi)
+        saved, groups = saved + s, groups + g
+        if whole >= saved:
+            return whole, [(shared if whole else 0, members)]
+        return saved, groups
+
+    if not seqs:
+        return []
+    _, groups = best(0, len(seqs))
+    # the unshared ones run together, not one group each
+    alone = [i for p, g in groups if p == 0 for i in g]
+    shared = [(p, sorted(g)) for p, g in groups if p]
+    return shared + ([(0, sorted(alone))] if alone else [])
+
+
 def cascade_attention(
     module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs
 ):
