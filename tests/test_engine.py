@@ -271,3 +271,24 @@ def test_prefix_groups_pick_the_partition_that_computes_least():
     assert prefix_groups([a, a + [1, 2]]) == [(369, [0, 1])]
     assert prefix_groups([[1] * 10 + [2], [1] * 10 + [3]]) == [(0, [0, 1])]
     assert prefix_groups([]) == []
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_prompt_longer_than_the_budget_runs_in_budget_sized_pieces(arch, tiny_dirs):
+    """A context longer than the token budget goes through the causal path in pieces of
+    the budget, and only its last token and branches through the tree: no forward wider
+    than the budget, and a plain forward pass's numbers."""
+    model, tok = _load(tiny_dirs[arch])
+    lm = TransformersLM(model, tok, token_budget=64)
+    reqs = [
+        Request(f"Set {j}.\n{FEWSHOT}Question: What is {j} times 3?\nAnswer:", c)
+        for j in (1, 2)
+        for c in (" A", " B is longer")
+    ]
+    ref = plain(model, tok, reqs, lm.prefix_token_id)
+    got = ll_pairs(lm, reqs)
+    for (a, ga), (b, gb) in zip(got, ref):
+        assert abs(a - b) < max(1e-5, 1e-6 * abs(b)) and ga == gb
+    ctx = [len(lm.tokenize_pair(r)[0]) for r in reqs[::2]]
+    assert min(ctx) > 150 and lm.stats["prefix_tokens"] == sum(n - 1 for n in ctx)
+    assert lm.stats["padded_tokens"] <= lm.stats["batches"] * 64

@@ -26,7 +26,14 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from .prefix import PrefixOnly, cache_arg, cascade, prefix_groups, prefix_kv
+from .prefix import (
+    MIN_SHARED_TOKENS,
+    PrefixOnly,
+    cache_arg,
+    cascade,
+    prefix_groups,
+    prefix_kv,
+)
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +216,7 @@ class TransformersLM(LM):
         results: list[Loglikelihood | None] = [None] * len(pairs)
         # contexts that start with the same tokens (few-shot examples, a description, a
         # system prompt) compute them once per group; each tree then holds its own tokens
-        for shared, members in prefix_groups([t.ctx for t in trees]):
+        for shared, members in self._prefix_groups(trees):
             group = [trees[i] for i in members]
             if not shared:
                 self._loglikelihood_trees(group, results, None, 0)
@@ -229,6 +236,28 @@ class TransformersLM(LM):
                 self._loglikelihood_trees(group, results, prefix, shared)
             del prefix
         return results  # type: ignore[return-value]
+
+    def _prefix_groups(self, trees: list[_Tree]) -> list[tuple[int, list[int]]]:
+        """``prefix_groups`` of the contexts; besides, a tree longer than the token budget
+        runs alone anyway, so its own context (all but the last token) goes through the
+        fused causal path ``token_budget`` tokens at a time: no n x n mask, and memory
+        bounded by the budget however long the prompt."""
+        out = []
+        for shared, members in prefix_groups([t.ctx for t in trees]):
+            if shared:
+                out.append((shared, members))
+                continue
+            long = {
+                i
+                for i in members
+                if trees[i].length > self.token_budget
+                and len(trees[i].ctx) - 1 >= MIN_SHARED_TOKENS
+            }
+            out += [(len(trees[i].ctx) - 1, [i]) for i in sorted(long)]
+            rest = [i for i in members if i not in long]
+            if rest:
+                out.append((0, rest))
+        return out
 
     def _loglikelihood_trees(self, trees, results, prefix, shared) -> None:
         """Fill ``results`` for the requests of ``trees``, batch by batch."""
