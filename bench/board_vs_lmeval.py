@@ -210,23 +210,15 @@ def write_lmeval_generation_task(task, out_dir: Path) -> str:
 
     from llmboard.tasks.documents import load_docs
 
-    from lmeval_oracle import LMEVAL_TASKS, ORACLE
+    from lmeval_oracle import ORACLE, lmeval_generation_config
 
     if task.name not in ORACLE:
         raise SystemExit(f"{task.name}: no lm-eval counterpart known (lmeval_oracle.ORACLE)")
-    rel, split, _ = ORACLE[task.name]
     out_dir.mkdir(parents=True, exist_ok=True)
     name = PREFIX + task.name
-    data = out_dir / f"{name}.jsonl"
-    data.write_text("".join(json.dumps(d, default=str) + "\n" for d in load_docs(task)))
-    cfg = yaml.safe_load((LMEVAL_TASKS / rel).read_text())
-    cfg.update(
-        task=name,
-        dataset_path="json",
-        dataset_name=None,
-        dataset_kwargs={"data_files": {split: str(data)}},
-    )
-    for k in ("training_split", "tag", "include"):
+    cfg = lmeval_generation_config(task.name, load_docs(task), out_dir / f"{name}.jsonl")
+    cfg["task"] = name
+    for k in ("tag", "include"):
         cfg.pop(k, None)
     (out_dir / f"{name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return name

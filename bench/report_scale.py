@@ -109,18 +109,6 @@ def make_model(work: Path, name: str, parameters: int) -> tuple[str, str]:
     return f"resources/models/{name}/{key}", sha
 
 
-_DOCS: dict = {}
-
-
-def _docs(task) -> tuple[list, str]:
-    from llmboard.tasks.documents import dataset_fingerprint, load_docs
-
-    if task.name not in _DOCS:
-        docs = load_docs(task)
-        _DOCS[task.name] = (docs, dataset_fingerprint(docs))
-    return _DOCS[task.name]
-
-
 def _mc_frame(task, docs, skill: float, noise: float, rng):
     import polars as pl
 
@@ -191,6 +179,8 @@ def _gen_frame(task, docs, skill: float, rng):
 
 
 def make_predictions(work, model, key_dir, sha, precision, task, skill, noise, rng):
+    from verify_scale import _docs  # documents and fingerprint, read once per task
+
     from llmboard.atomic import write_json
     from llmboard.hashing import sha256_file
 

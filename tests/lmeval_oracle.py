@@ -144,29 +144,36 @@ ORACLE = {
 }
 
 
-def lmeval_generation_task(name: str, root: Path, n: int | None = None):
-    """(our task, its documents, lm-eval's own task built from its YAML in the installed
-    package on the same first N documents, written to a jsonl file that lm-eval reads
-    with its `json` dataset path), lm-eval's requests built."""
-    from lm_eval.api.task import ConfigurableTask
-
-    from llmboard.tasks.definitions import load_task
-
-    rel, split, default_n = ORACLE[name]
-    n = n or default_n
-    task = load_task(
-        Path(__file__).resolve().parent.parent / "tasks" / f"{name}.yaml", {"limit": n}
-    )
-    docs = load_docs(task)
-    data = root / f"{name}.jsonl"
-    data.write_text("".join(json.dumps(d) + "\n" for d in docs))
+def lmeval_generation_config(name: str, docs: list[dict], data: Path) -> dict:
+    """lm-eval's own config of generation task ``name`` (from its YAML in the installed
+    package, ``ORACLE``) on ``docs``, written to ``data``: a jsonl file that lm-eval
+    reads with its ``json`` dataset path."""
+    rel, split, _ = ORACLE[name]
+    data.write_text("".join(json.dumps(d, default=str) + "\n" for d in docs))
     cfg = yaml.safe_load((LMEVAL_TASKS / rel).read_text())
     cfg.update(
         dataset_path="json",
         dataset_name=None,
-        dataset_kwargs={"data_files": {split: str(data)}, "cache_dir": str(root)},
+        dataset_kwargs={"data_files": {split: str(data)}},
     )
     cfg.pop("training_split", None)  # not shipped; zero-shot needs none
+    return cfg
+
+
+def lmeval_generation_task(name: str, root: Path, n: int | None = None):
+    """(our task, its documents, lm-eval's own task on the same first N documents),
+    lm-eval's requests built."""
+    from lm_eval.api.task import ConfigurableTask
+
+    from llmboard.tasks.definitions import load_task
+
+    n = n or ORACLE[name][2]
+    task = load_task(
+        Path(__file__).resolve().parent.parent / "tasks" / f"{name}.yaml", {"limit": n}
+    )
+    docs = load_docs(task)
+    cfg = lmeval_generation_config(name, docs, root / f"{name}.jsonl")
+    cfg["dataset_kwargs"]["cache_dir"] = str(root)
     lt = ConfigurableTask(config=cfg)
     lt.build_all_requests(limit=n)
     return task, docs, lt

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import yaml
 
 from llmboard.settings import Prompting, SettingsError, load_settings
 from llmboard.tasks.chat import ChatTemplateError, choose, renderer, templates_of
@@ -29,7 +28,7 @@ from llmboard.tasks.documents import load_docs, load_split
 from llmboard.tasks.prompts import build_generation_requests, build_requests
 
 from conftest import REPO, SMOL_SOURCE, save_tiny
-from lmeval_oracle import LMEVAL_TASKS, ORACLE, per_request_from_samples
+from lmeval_oracle import lmeval_generation_config, per_request_from_samples
 
 logging.getLogger("lm_eval").setLevel(logging.ERROR)
 INDEX = find_task_files(REPO / "tasks")
@@ -160,16 +159,22 @@ def lmeval_task(cfg: dict):
     return task
 
 
-def lmeval_requests(cfg: dict, limit: int, prompting: Prompting, chat):
-    """lm-eval's requests for its task ``cfg``: (doc_id, idx) -> arguments."""
-    task = lmeval_task(cfg)
-    task.build_all_requests(
+def build_lmeval_requests(lt, limit: int, prompting: Prompting, chat):
+    """lm-eval's task ``lt`` with its requests built as ``prompting`` says."""
+    on = prompting.chat_template is not False
+    lt.build_all_requests(
         limit=limit,
         system_instruction=prompting.system_instruction,
-        apply_chat_template=prompting.chat_template is not False,
+        apply_chat_template=on,
         fewshot_as_multiturn=prompting.fewshot_as_multiturn,
-        chat_template=chat if prompting.chat_template is not False else None,
+        chat_template=chat if on else None,
     )
+    return lt
+
+
+def lmeval_requests(cfg: dict, limit: int, prompting: Prompting, chat):
+    """lm-eval's requests for its task ``cfg``: (doc_id, idx) -> arguments."""
+    task = build_lmeval_requests(lmeval_task(cfg), limit, prompting, chat)
     return {(i.doc_id, i.idx): i.args for i in task.instances}
 
 
@@ -252,26 +257,11 @@ def test_winogrande_multiple_input_renders_as_lmeval(how, smol_tok, tmp_path):
 def lmeval_generation(name: str, root: Path, n: int, prompting: Prompting, chat):
     """Our generation task and lm-eval's own (its YAML on the same documents), requests
     built with ``prompting``."""
-    rel, split, _ = ORACLE[name]
     task = load_task(INDEX[name], {"limit": n})
     docs = load_docs(task)
-    data = _jsonl(root / f"{name}.jsonl", docs)
-    cfg = yaml.safe_load((LMEVAL_TASKS / rel).read_text())
-    cfg.update(
-        dataset_path="json",
-        dataset_name=None,
-        dataset_kwargs={"data_files": {split: str(data)}, "cache_dir": str(root)},
-    )
-    cfg.pop("training_split", None)
-    lt = lmeval_task(cfg)
-    lt.build_all_requests(
-        limit=n,
-        system_instruction=prompting.system_instruction,
-        apply_chat_template=prompting.chat_template is not False,
-        fewshot_as_multiturn=prompting.fewshot_as_multiturn,
-        chat_template=chat if prompting.chat_template is not False else None,
-    )
-    return task, docs, lt
+    cfg = lmeval_generation_config(name, docs, root / f"{name}.jsonl")
+    cfg["dataset_kwargs"]["cache_dir"] = str(root)
+    return task, docs, build_lmeval_requests(lmeval_task(cfg), n, prompting, chat)
 
 
 @pytest.mark.parametrize("name", ["gsm8k_cot", "triviaqa"])

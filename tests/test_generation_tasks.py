@@ -363,28 +363,11 @@ def test_process_results_equal_lmevals(name, lmeval):
 
 
 def _write_shard(tmp_path, i, n_shards, df, task, n_docs):
-    p = tmp_path / f"{i}.parquet"
-    df.write_parquet(p)
-    info = {
-        "task": task.name,
-        "task_hash": task.hash,
-        "task_definition": task.spec,
-        "dataset_fingerprint": "f",
-        "checkpoint_sha256": "c",
-        "precision": "fp32",
-        "n_docs_total": n_docs,
-        "n_shards": n_shards,
-        "token_budget": 4096,
-        "final_token_budget": 4096,
-        "seed": 1,
-        "device_map": {},
-        "llmboard_version": "0",
-        "git_commit": None,
-        "libraries": {},
-        "finished": "t",
-    }
-    (tmp_path / f"{i}.json").write_text(json.dumps(info))
-    return str(p), str(tmp_path / f"{i}.json")
+    """A shard's files as test_scoring writes them, for ``task``."""
+    from test_scoring import write_shard
+
+    meta = {"task": task.name, "task_hash": task.hash, "task_definition": task.spec}
+    return write_shard(tmp_path, i, n_shards, df, n_docs_total=n_docs, **meta)
 
 
 def test_compute_score_of_generation_shards(tmp_path, lmeval):

@@ -74,7 +74,8 @@ def test_pooled_stderr_equals_lmeval():
     assert ours == pytest.approx(pooled_sample_stderr(se, n), rel=1e-12)
 
 
-def _write_shard(tmp_path, i, n, df, **meta):
+def write_shard(tmp_path, i, n, df, **meta):
+    """A shard's parquet and its info sidecar (``meta`` overrides the fields)."""
     p = tmp_path / f"{i}.parquet"
     df.write_parquet(p)
     info = {
@@ -101,8 +102,8 @@ def _write_shard(tmp_path, i, n, df, **meta):
 
 def test_score_merges_shards_and_refuses_gaps_and_stale(tmp_path):
     df = _frame(random.Random(1)).sort(["doc_id", "choice"])
-    a = _write_shard(tmp_path, 0, 2, df.filter(pl.col("doc_id") < 20))
-    b = _write_shard(tmp_path, 1, 2, df.filter(pl.col("doc_id") >= 20))
+    a = write_shard(tmp_path, 0, 2, df.filter(pl.col("doc_id") < 20))
+    b = write_shard(tmp_path, 1, 2, df.filter(pl.col("doc_id") >= 20))
     r = score(
         [a[0], b[0]],
         [a[1], b[1]],
@@ -117,7 +118,7 @@ def test_score_merges_shards_and_refuses_gaps_and_stale(tmp_path):
         score(
             [a[0]], [a[1]], tmp_path / "s2.json", model="m", metrics=["acc"], primary_metric="acc"
         )
-    c = _write_shard(tmp_path, 2, 2, df.filter(pl.col("doc_id") >= 20), task_hash="old")
+    c = write_shard(tmp_path, 2, 2, df.filter(pl.col("doc_id") >= 20), task_hash="old")
     with pytest.raises(ScoreError, match="task_hash 'old' differs"):
         score(
             [a[0], c[0]],

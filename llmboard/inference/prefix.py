@@ -25,29 +25,21 @@ CASCADE = "llmboard_cascade"
 MIN_SHARED_TOKENS = 64
 
 
-def common_prefix(seqs: list[list[int]]) -> int:
-    """Length of the longest token prefix all sequences share, leaving each at least
-    one token of its own (its last token's output predicts what follows)."""
-    if not seqs:
-        return 0
-    first = seqs[0]
-    n = min(len(s) for s in seqs) - 1
-    for s in seqs[1:]:
-        i = 0
-        while i < n and s[i] == first[i]:
-            i += 1
-        n = i
-        if n == 0:
-            break
-    return max(n, 0)
-
-
 def _lcp(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:
         i += 1
     return i
+
+
+def common_prefix(seqs: list[list[int]]) -> int:
+    """Length of the longest token prefix all sequences share, leaving each at least
+    one token of its own (its last token's output predicts what follows)."""
+    if not seqs:
+        return 0
+    own = min(len(s) for s in seqs) - 1
+    return max(min([own] + [_lcp(seqs[0], s) for s in seqs[1:]]), 0)
 
 
 def prefix_groups(
