@@ -13,6 +13,11 @@ the exit code is 1 when a row fails.
   4 oom        a capped GPU makes the engine halve its token budget; same numbers
   5 plan       the memory plan's GPU bytes against torch's measured peak
   6 slots      two processes locking the one GPU slot run one after the other
+  7 prefix     few-shot prompts (MMLU 5-shot's shape: ~600 shared tokens, then a short
+               question and four answers): the engine computing each shared prefix once
+               against the same engine without sharing and a plain forward per request
+  8 generation greedy ``generate_until`` (shared exemplars, refilled slots, cascade
+               attention) against transformers' ``generate`` per prompt: same texts
 
 Without CUDA (the test suite) the same code runs on tiny models: 4 and 5 are skipped and
 3 splits between CPU and disk, so the code cannot rot between GPU runs.
@@ -64,8 +69,10 @@ BNB_WHEEL = "bitsandbytes==0.50.2"  # ships libbitsandbytes_cuda130.so for torch
 TRAVEL_LIMIT = 64 * 2**20  # the working tree plus carried paths, per device call
 VOCAB = 49152  # SmolLM2's tokenizer: every model uses it, so token ids are valid
 
-CHECKS = ("engine", "precision", "quant", "split", "oom", "plan", "slots")
-CHECK_NUMBER = dict(engine=1, precision=2, quant=2, split=3, oom=4, plan=5, slots=6)
+CHECKS = ("engine", "precision", "quant", "split", "oom", "plan", "slots", "prefix", "generation")
+CHECK_NUMBER = dict(
+    engine=1, precision=2, quant=2, split=3, oom=4, plan=5, slots=6, prefix=7, generation=8
+)
 QUANT = ("int8", "nf4")
 
 # Targets. fp32 on the GPU: masked and causal attention kernels sum in other orders.
@@ -76,6 +83,10 @@ PICK_AGREEMENT = {"bf16": 0.9, "fp16": 0.9, "int8": 0.85, "nf4": 0.75}
 SPLIT_TOL = 1e-3  # offloaded layers run on the same device: the numbers should be equal
 OOM_TOL = 1e-4  # fp32, same final budget, so the same batches
 PLAN_RATIO = (1.0, 1.15)  # planned / measured GPU bytes: never below, at most 15 % above
+PREFIX_TOKEN_RATIO = 3.0  # check 7: tokens without sharing / with, at least (MMLU 5-shot: ~6)
+# check 8: greedy texts equal to transformers' generate in fp32; GPU kernels (cascade
+# attention's one softmax against SDPA's) may break a near-tie now and then
+GENERATION_SAME = {"cpu": 1.0, "cuda": 0.9}
 
 
 @dataclass(frozen=True)
@@ -292,6 +303,67 @@ def make_requests(n_contexts: int, seed: int = 17):
     return requests, groups
 
 
+def sentence(rng: random.Random) -> tuple[str, str, str, str]:
+    return rng.choice(SUBJECTS), rng.choice(VERBS), rng.choice(OBJECTS), rng.choice(TAILS)
+
+
+def passage(facts) -> str:
+    return " ".join(f"{s[0].upper()}{s[1:]} {v} {o} {t}" for s, v, o, t in facts)
+
+
+def question(rng: random.Random, n_sentences: int) -> tuple[str, str, list[str]]:
+    """A short passage and its question: (text ending in "Answer:", right answer, others)."""
+    facts = [sentence(rng) for _ in range(n_sentences)]
+    subject, verb, obj, _ = rng.choice(facts)
+    text = f"{passage(facts)}\nQuestion: What did {subject} do?\nAnswer:"
+    right = f" {verb} {obj}"
+    wrong: set[str] = set()
+    while len(wrong) < 3:
+        if (a := f" {rng.choice(VERBS)} {rng.choice(OBJECTS)}") != right:
+            wrong.add(a)
+    return text, right, sorted(wrong)
+
+
+def make_fewshot_requests(n_subjects: int, n_questions: int, seed: int = 23):
+    """MMLU 5-shot's shape: per subject a description and five solved examples (~600
+    tokens, the same for every question of the subject), then a 2-sentence question
+    (~50 tokens) and four answers. Returns (requests, question index of each)."""
+    from llmboard.inference.engine import LoglikelihoodRequest
+
+    rng = random.Random(seed)
+    requests, groups = [], []
+    for s in range(n_subjects):
+        shots = []
+        for _ in range(5):
+            text, right, _ = question(rng, rng.randint(4, 6))
+            shots.append(text + right)
+        head = f"The following are questions (with answers) about subject {s}.\n\n"
+        prefix = head + "\n\n".join(shots) + "\n\n"
+        for q in range(n_questions):
+            text, right, wrong = question(rng, 2)
+            for a in sorted([right, *wrong]):
+                requests.append(LoglikelihoodRequest(prefix + text, a))
+                groups.append(s * n_questions + q)
+    return requests, groups
+
+
+def make_generation_requests(n_prompts: int, max_gen: int, seed: int = 29):
+    """GSM8K chain-of-thought's shape: the same eight solved examples (~700 tokens) before
+    every question; greedy until a blank line or "Question:"."""
+    from llmboard.inference.engine import GenerationRequest
+
+    rng = random.Random(seed)
+    shots = []
+    for _ in range(8):
+        text, right, _ = question(rng, rng.randint(4, 6))
+        shots.append(f"{text}{right}. So the answer is{right}.")
+    prefix = "\n\n".join(shots) + "\n\n"
+    return [
+        GenerationRequest(prefix + question(rng, 2)[0], ("\n\n", "Question:"), max_gen)
+        for _ in range(n_prompts)
+    ]
+
+
 # ----------------------------------------------------------------------------- models
 def model_config(spec: ModelSpec):
     from transformers import LlamaConfig, Qwen2Config
@@ -372,10 +444,14 @@ class Run:
     resident_bytes: int | None = None  # allocated before the run: weights and buffers
 
 
-def run_engine(model, tok, requests, budget: int) -> Run:
+def run_engine(model, tok, requests, budget: int, sharing: bool = True) -> Run:
     import torch
 
+    from llmboard.inference import engine
     from llmboard.inference.engine import TransformersLM
+
+    if not sharing:  # every context computed whole: the engine before prefix sharing
+        return unshared(partial(run_engine, model, tok, requests, budget), engine)
 
     # warm-up: CUDA kernels and cuBLAS handles load on first use, outside the timing
     TransformersLM(model, tok, token_budget=budget).loglikelihood(requests[:8])
@@ -398,6 +474,15 @@ def run_engine(model, tok, requests, budget: int) -> Run:
         torch.cuda.max_memory_allocated() if cuda else None,
         resident,
     )
+
+
+def unshared(run, engine_module):
+    real = engine_module.prefix_groups
+    engine_module.prefix_groups = lambda seqs, **kw: [(0, list(range(len(seqs))))]
+    try:
+        return run()
+    finally:
+        engine_module.prefix_groups = real
 
 
 def plain_loglikelihoods(model, tok, requests, prefix: int):
@@ -481,6 +566,9 @@ class Setup:
     work: Path
     bnb: str | None  # None when bitsandbytes imports, else why not
     gpu_memory_gb: float | None
+    fewshot: list  # check 7's requests
+    fewshot_groups: list[int]
+    generation: list  # check 8's requests
     timings: dict = field(default_factory=dict)
 
     @property
@@ -889,6 +977,158 @@ def hold_slot(lock_dir: str, local_gpus: str, seconds: float, cuda: bool) -> dic
     return got
 
 
+# ----------------------------------------------------------------------------- check 7
+def prefix_rows(setup: Setup, spec: ModelSpec, folder: Path) -> list[Row]:
+    """Few-shot prompts: the engine with prefix sharing, the same engine without it
+    (``prefix_groups`` answering "nothing shared"), and a plain forward per request, at
+    fp32 and bf16. fp32: sharing changes no number beyond the kernels' order; bf16: its
+    error against fp32 no larger than plain's."""
+    runs: dict = {}
+    for p in ("fp32", "bf16"):
+        with Timer(setup.timings, f"{spec.name} prefix {p}"):
+            model, tok, _ = load(folder, p)
+            try:
+                runs["shared", p] = run_engine(model, tok, setup.fewshot, setup.budget)
+                runs["unshared", p] = run_engine(
+                    model, tok, setup.fewshot, setup.budget, sharing=False
+                )
+                runs["plain", p] = run_plain(model, tok, setup.fewshot)
+            finally:
+                model = tok = None
+                free_memory()
+    rows = []
+    for p in ("fp32", "bf16"):
+        sh, un, pl = runs["shared", p], runs["unshared", p], runs["plain", p]
+        n = len(setup.fewshot)
+        figs = {
+            "shared": speed(sh, n),
+            "unshared": speed(un, n),
+            "plain": speed(pl, n),
+            "speedup_vs_unshared": un.wall / sh.wall,
+            "speedup_vs_plain": pl.wall / sh.wall,
+            "forward_tokens_shared": sh.forward_tokens,
+            "forward_tokens_unshared": un.forward_tokens,
+            "request_tokens": sh.request_tokens,
+            "max_abs_dll_vs_plain": max(abs_diffs(sh.ll, pl.ll)),
+            "max_abs_dll_vs_unshared": max(abs_diffs(sh.ll, un.ll)),
+            "greedy_flips": greedy_flips(sh.greedy, pl.greedy),
+        }
+        token_ratio = un.forward_tokens / sh.forward_tokens
+        figs["token_ratio"] = token_ratio
+        ok = token_ratio >= PREFIX_TOKEN_RATIO
+        target = f"tokens unshared/shared >= {PREFIX_TOKEN_RATIO:g}"
+        if setup.cuda:  # tiny models on the CPU time overheads, not the work saved
+            ok = ok and figs["speedup_vs_unshared"] >= 1
+            target += ", faster than unshared"
+        if p == "fp32":
+            tol = FP32_TOL[setup.device]
+            ok = ok and figs["max_abs_dll_vs_plain"] <= tol and figs["greedy_flips"] == 0
+            target += f", max|dLL| vs plain <= {tol:g}, no is_greedy flip"
+        else:
+            ref = runs["plain", "fp32"].ll
+            figs["shared_mean_err_vs_fp32"] = mean(abs_diffs(sh.ll, ref))
+            figs["plain_mean_err_vs_fp32"] = mean(abs_diffs(pl.ll, ref))
+            figs["pick_agreement_vs_fp32"] = pick_agreement(sh.ll, ref, setup.fewshot_groups)
+            ok = ok and figs["shared_mean_err_vs_fp32"] <= (
+                BF16_ERROR_RATIO * figs["plain_mean_err_vs_fp32"] + 1e-4
+            )
+            target += f", mean|dLL| vs fp32 <= {BF16_ERROR_RATIO:g} x plain's"
+        rows.append(Row(7, f"prefix sharing/{spec.name}/{p}", verdict(ok), figs, target))
+    return rows
+
+
+# ----------------------------------------------------------------------------- check 8
+def hf_generate(model, tok, requests) -> tuple[list[str], float, int]:
+    """transformers' greedy ``generate``, one prompt at a time (no padding), cut as lm-eval
+    cuts it: (texts, seconds, tokens generated)."""
+    import torch
+
+    from llmboard.inference.engine import encode
+
+    dev = next(p.device for p in model.parameters() if p.device.type != "meta")
+    eos_text = tok.decode([tok.eos_token_id], skip_special_tokens=False)
+    texts, generated = [], 0
+    sync()
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for r in requests:
+            ids = torch.tensor([encode(tok, r.context)], device=dev)
+            out = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=r.max_gen_toks,
+                do_sample=False,
+                pad_token_id=tok.eos_token_id,
+            )
+            generated += out.shape[1] - ids.shape[1]
+            text = tok.decode(out[0, ids.shape[1] :].tolist(), skip_special_tokens=True)
+            for u in [*r.until, eos_text]:
+                text = text.split(u)[0]
+            texts.append(text)
+    sync()
+    return texts, time.perf_counter() - t0, generated
+
+
+def engine_generate(model, tok, requests, budget: int) -> tuple[list[str], float, dict]:
+    from llmboard.inference.engine import TransformersLM
+
+    TransformersLM(model, tok, token_budget=budget).generate_until(requests[:2])  # warm-up
+    lm = TransformersLM(model, tok, token_budget=budget, progress_every=1e9)
+    sync()
+    t0 = time.perf_counter()
+    got = lm.generate_until(requests)
+    sync()
+    return [g.text for g in got], time.perf_counter() - t0, dict(lm.stats)
+
+
+def common_chars(a: str, b: str) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def generation_rows(setup: Setup, spec: ModelSpec, folder: Path) -> list[Row]:
+    """fp32: the engine's texts equal ``generate``'s. bf16 (rounding differs with shapes
+    either way): the engine's texts stay with fp32's at least as long as ``generate``'s do."""
+    reqs = setup.generation
+    texts: dict = {}
+    figs_by_p: dict = {}
+    for p in ("fp32", "bf16"):
+        with Timer(setup.timings, f"{spec.name} generation {p}"):
+            model, tok, _ = load(folder, p)
+            try:
+                texts["engine", p], t_eng, stats = engine_generate(model, tok, reqs, setup.budget)
+                texts["hf", p], t_hf, n_gen = hf_generate(model, tok, reqs)
+            finally:
+                model = tok = None
+                free_memory()
+        figs_by_p[p] = {
+            "engine_wall_s": t_eng,
+            "generate_wall_s": t_hf,
+            "speedup": t_hf / t_eng,
+            "prompts": len(reqs),
+            "generated_tokens": n_gen,
+            "prefix_tokens": stats.get("prefix_tokens", 0),
+            "same_text": sum(a == b for a, b in zip(texts["engine", p], texts["hf", p])),
+        }
+    rows = []
+    f = figs_by_p["fp32"]
+    need = GENERATION_SAME[setup.device]
+    ok = f["same_text"] >= need * len(reqs) and f["prefix_tokens"] > 0
+    target = f"same text as generate for >= {need:.0%} of prompts, shared prefix computed once"
+    rows.append(Row(8, f"generation/{spec.name}/fp32", verdict(ok), f, target))
+    f = figs_by_p["bf16"]
+    ref = texts["hf", "fp32"]
+    f["engine_chars_with_fp32"] = mean(
+        [common_chars(a, b) for a, b in zip(texts["engine", "bf16"], ref)]
+    )
+    f["generate_chars_with_fp32"] = mean(
+        [common_chars(a, b) for a, b in zip(texts["hf", "bf16"], ref)]
+    )
+    ok = f["engine_chars_with_fp32"] >= 0.8 * f["generate_chars_with_fp32"]
+    target = "engine's bf16 text agrees with fp32's for >= 0.8 x as many characters as generate's"
+    rows.append(Row(8, f"generation/{spec.name}/bf16", verdict(ok), f, target))
+    return rows
+
+
 # ----------------------------------------------------------------------------- output
 def fmt(v) -> str:
     if isinstance(v, bool):
@@ -938,6 +1178,8 @@ def environment(setup: Setup, wheels: list[str]) -> dict:
         "models": [asdict(m) for m in setup.models],
         "token_budget": setup.budget,
         "requests": len(setup.requests),
+        "fewshot_requests": len(setup.fewshot),
+        "generation_prompts": len(setup.generation),
         "contexts": len(set(setup.groups)),
         "wheels_activated": wheels,
         "bitsandbytes": setup.bnb or "imports",
@@ -977,6 +1219,9 @@ def make_setup(args, work: Path) -> Setup:
     contexts = args.contexts or (96 if cuda and not args.tiny else 6)
     budget = args.token_budget or (8192 if cuda else schema_default("inference", "token_budget"))
     requests, groups = make_requests(contexts)
+    big = cuda and not args.tiny
+    fewshot, fewshot_groups = make_fewshot_requests(4 if big else 2, 24 if big else 8)
+    generation = make_generation_requests(16 if big else 3, 32 if big else 8)
     # in GiB, as the memory plan reads gpu_memory_gb
     gpu_gb = torch.cuda.get_device_properties(0).total_memory / 2**30 if cuda else None
     return Setup(
@@ -990,6 +1235,9 @@ def make_setup(args, work: Path) -> Setup:
         work,
         bnb_status() if checks & {"quant"} else "not asked for",
         gpu_gb,
+        fewshot,
+        fewshot_groups,
+        generation,
     )
 
 
@@ -1002,7 +1250,7 @@ def guarded(check: str, name: str, make_rows) -> list[Row]:
 
 
 def model_rows(setup: Setup, spec: ModelSpec, first: bool) -> list[Row]:
-    """Checks 1-5 on one model; its folder is removed after (3 GB at 1.5B)."""
+    """Checks 1-5, 7 and 8 on one model; its folder is removed after (3 GB at 1.5B)."""
     folder = setup.work / spec.name
     with Timer(setup.timings, f"{spec.name} build"):
         save_random_model(spec, setup.tokenizer_dir, folder, setup.device)
@@ -1021,6 +1269,11 @@ def model_rows(setup: Setup, spec: ModelSpec, first: bool) -> list[Row]:
         rows += guarded("plan", f"memory plan/{spec.name}", make)
     if "oom" in setup.checks and first:  # the small model suffices
         rows += guarded("oom", f"oom/{spec.name}", partial(oom_rows, setup, spec, folder))
+    if "prefix" in setup.checks:
+        rows += guarded("prefix", f"prefix/{spec.name}", partial(prefix_rows, setup, spec, folder))
+    if "generation" in setup.checks:
+        make = partial(generation_rows, setup, spec, folder)
+        rows += guarded("generation", f"generation/{spec.name}", make)
     shutil.rmtree(folder, ignore_errors=True)
     return rows
 

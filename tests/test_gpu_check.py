@@ -96,14 +96,14 @@ def test_runs_without_the_gpu_machines_missing_packages(report):
 
 
 def test_every_check_reports_and_cuda_only_ones_are_skipped(report):
-    assert {r["check"] for r in report["rows"]} == {1, 2, 3, 4, 5, 6}
+    assert {r["check"] for r in report["rows"]} == {1, 2, 3, 4, 5, 6, 7, 8}
     for check in (4, 5):
         assert rows(report, check)
         assert all(
             r["status"] == "skipped" and "needs CUDA" in r["note"] for r in rows(report, check)
         )
-    # both tiny architectures (tied and untied output head) went through checks 1-3
-    for check in (1, 3):
+    # both tiny architectures (tied and untied output head) went through checks 1-3, 7, 8
+    for check in (1, 3, 7, 8):
         assert {r["name"].split("/")[1] for r in rows(report, check)} == {
             "tiny-llama",
             "tiny-qwen2",
@@ -138,3 +138,23 @@ def test_gpu_slots_are_held_one_after_the_other(report):
     assert a["end"] <= b["start"]  # one slot, two processes: never at the same time
     assert a["cuda_visible_devices"] == b["cuda_visible_devices"] == "0"
     assert a["pid"] != b["pid"]
+
+
+def test_fewshot_prefixes_are_computed_once_and_change_no_number(report):
+    for r in rows(report, 7):
+        f = r["figures"]
+        assert r["status"] == "pass"
+        # two subjects' ~600-token prefixes once each, not once per request
+        assert f["forward_tokens_unshared"] > 4 * f["forward_tokens_shared"]
+        if r["name"].endswith("/fp32"):
+            assert f["max_abs_dll_vs_plain"] < 1e-4 and f["greedy_flips"] == 0
+        else:
+            assert f["shared_mean_err_vs_fp32"] <= 1.5 * f["plain_mean_err_vs_fp32"] + 1e-4
+
+
+def test_generation_equals_transformers_generate(report):
+    for r in rows(report, 8):
+        f = r["figures"]
+        assert r["status"] == "pass" and f["prefix_tokens"] > 500
+        if r["name"].endswith("/fp32"):
+            assert f["same_text"] == f["prompts"] and f["generated_tokens"] > 0
