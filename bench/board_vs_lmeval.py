@@ -58,6 +58,10 @@ them together) far beyond what it costs on an idle machine.
     nice -n 19 .venv/bin/python bench/board_vs_lmeval.py --model smollm2-135m-instruct-chat \\
         --dtype fp32 --rounds 3
 
+A result JSON as the README's markdown table:
+
+    .venv/bin/python bench/board_vs_lmeval.py --markdown bench/results/board_vs_lmeval-smollm2-135m-instruct-fp32.json
+
 Smoke run (a few documents per task, one round):
 
     nice -n 19 .venv/bin/python bench/board_vs_lmeval.py --families arc_easy gsm8k_cot \\
@@ -566,6 +570,28 @@ def print_table(fams: list[dict], tot: dict) -> None:
     print(row("total", tot))
 
 
+def markdown(result: dict) -> str:
+    """The README's table from a result JSON (``--markdown``)."""
+    lines = [
+        "| family | docs | llmboard min / median s | lm-eval min / median s | lm-eval ÷ llmboard "
+        "(min / median) | tokens llmboard | tokens lm-eval | ÷ | peak RSS GiB (ours / "
+        "lm-eval) | metrics equal |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for f in [*result["families"], {**result["total"], "family": "**total**"}]:
+        o, t, x = f["ours"], f["lmeval"], f["ratio"]
+        behind = x["wall_min"] <= 1 or x["wall_median"] <= 1
+        lines.append(
+            f"| {f['family']} | {f['docs']:,} | {o['wall_min_s']:.1f} / {o['wall_median_s']:.1f} "
+            f"| {t['wall_min_s']:.1f} / {t['wall_median_s']:.1f} "
+            f"| {x['wall_min']:.2f}× / {x['wall_median']:.2f}×{' **not ahead**' if behind else ''} "
+            f"| {o['tokens']:,} | {t['tokens']:,} | {x['tokens']:.2f}× "
+            f"| {o['max_rss_gib']:.2f} / {t['max_rss_gib']:.2f} "
+            f"| {'yes' if f['acc_equal'] else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------ main
 def parse_args(argv):
     ap = argparse.ArgumentParser(
@@ -621,6 +647,8 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_lmeval":
         split = sys.argv.index("--")
         return child_lmeval(child_args(sys.argv[2:split]), sys.argv[split + 1 :])
+    if len(sys.argv) == 3 and sys.argv[1] == "--markdown":  # a result JSON as a table
+        return print(markdown(json.loads(Path(sys.argv[2]).read_text())))
     args = parse_args(sys.argv[1:])
     if args.rounds < 1:
         raise SystemExit("--rounds must be at least 1")
