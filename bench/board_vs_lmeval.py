@@ -62,6 +62,11 @@ A result JSON as the README's markdown table:
 
     .venv/bin/python bench/board_vs_lmeval.py --markdown bench/results/board_vs_lmeval-smollm2-135m-instruct-fp32.json
 
+In bf16, whether llmboard's metric differences exceed lm-eval's own across batch sizes
+(a second run with ``--lmeval-batch-size 8``; the first round of each is compared):
+
+    .venv/bin/python bench/board_vs_lmeval.py --spread <result b32>.json <result b8>.json
+
 Smoke run (a few documents per task, one round):
 
     nice -n 19 .venv/bin/python bench/board_vs_lmeval.py --families arc_easy gsm8k_cot \\
@@ -592,6 +597,43 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def spread(a: dict, b: dict) -> str:
+    """Two result JSONs of one dtype whose lm-eval sides ran at different batch sizes
+    (``--spread``): per family, how many metrics (task x metric, first round) differ and
+    by how much, between llmboard and each lm-eval run and between the two lm-eval runs:
+    llmboard's differences set against lm-eval's own."""
+    ba, bb = a["args"]["lmeval_batch_size"], b["args"]["lmeval_batch_size"]
+    pairs = {
+        f"llmboard vs lm-eval b{ba}": lambda fa, fb: (fa["ours"]["acc"], fa["lmeval"]["acc"]),
+        f"llmboard vs lm-eval b{bb}": lambda fa, fb: (fb["ours"]["acc"], fb["lmeval"]["acc"]),
+        f"lm-eval b{bb} vs b{ba}": lambda fa, fb: (fb["lmeval"]["acc"], fa["lmeval"]["acc"]),
+    }
+    head = " | ".join(f"{k}: differ / max \\|Δ\\|" for k in pairs)
+    lines = [f"| family | metrics | {head} |", "|---|---|" + "---|" * len(pairs)]
+    totals = {k: [0, 0.0] for k in pairs}
+    n_all = 0
+    fams_b = {f["family"]: f for f in b["families"]}
+    for fa in a["families"]:
+        fb = fams_b.get(fa["family"])
+        if fb is None:
+            continue
+        ra, rb = fa["rounds"][0], fb["rounds"][0]
+        cells, n = [], 0
+        for k, pick in pairs.items():
+            x, y = pick(ra, rb)
+            deltas = [abs(x[t][m] - y[t][m]) for t in x for m in x[t]]
+            n = len(deltas)
+            differ = sum(d > 1e-12 for d in deltas)
+            totals[k][0] += differ
+            totals[k][1] = max(totals[k][1], max(deltas))
+            cells.append(f"{differ} / {max(deltas):.3f}")
+        n_all += n
+        lines.append(f"| {fa['family']} | {n} | " + " | ".join(cells) + " |")
+    cells = [f"{d} / {m:.3f}" for d, m in totals.values()]
+    lines.append(f"| **total** | {n_all} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------ main
 def parse_args(argv):
     ap = argparse.ArgumentParser(
@@ -649,6 +691,9 @@ def main() -> None:
         return child_lmeval(child_args(sys.argv[2:split]), sys.argv[split + 1 :])
     if len(sys.argv) == 3 and sys.argv[1] == "--markdown":  # a result JSON as a table
         return print(markdown(json.loads(Path(sys.argv[2]).read_text())))
+    if len(sys.argv) == 4 and sys.argv[1] == "--spread":  # two lm-eval batch sizes
+        a, b = (json.loads(Path(x).read_text()) for x in sys.argv[2:])
+        return print(spread(a, b))
     args = parse_args(sys.argv[1:])
     if args.rounds < 1:
         raise SystemExit("--rounds must be at least 1")
