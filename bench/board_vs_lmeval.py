@@ -551,15 +551,20 @@ HEADER = (
 )
 
 
+def not_ahead(f: dict) -> bool:
+    """llmboard is not faster than lm-eval on minimum or median wall time."""
+    return f["ratio"]["wall_min"] <= 1 or f["ratio"]["wall_median"] <= 1
+
+
 def row(name: str, f: dict) -> str:
     o, t, x = f["ours"], f["lmeval"], f["ratio"]
-    behind = x["wall_min"] <= 1 or x["wall_median"] <= 1
     return (
         f"{name:<13} {f['docs']:>5} {o['wall_min_s']:>9.2f} {o['wall_median_s']:>9.2f} "
         f"{t['wall_min_s']:>9.2f} {t['wall_median_s']:>9.2f} {x['wall_min']:>6.2f} "
         f"{x['wall_median']:>6.2f} {o['tokens']:>10,} {t['tokens']:>10,} {x['tokens']:>6.2f} "
         f"{o['max_rss_gib']:>8.2f} {t['max_rss_gib']:>8.2f} "
-        f"{'yes' if f['acc_equal'] else 'NO':>6}" + ("  <- llmboard not ahead" if behind else "")
+        f"{'yes' if f['acc_equal'] else 'NO':>6}"
+        + ("  <- llmboard not ahead" if not_ahead(f) else "")
     )
 
 
@@ -585,11 +590,10 @@ def markdown(result: dict) -> str:
     ]
     for f in [*result["families"], {**result["total"], "family": "**total**"}]:
         o, t, x = f["ours"], f["lmeval"], f["ratio"]
-        behind = x["wall_min"] <= 1 or x["wall_median"] <= 1
         lines.append(
             f"| {f['family']} | {f['docs']:,} | {o['wall_min_s']:.1f} / {o['wall_median_s']:.1f} "
             f"| {t['wall_min_s']:.1f} / {t['wall_median_s']:.1f} "
-            f"| {x['wall_min']:.2f}× / {x['wall_median']:.2f}×{' **not ahead**' if behind else ''} "
+            f"| {x['wall_min']:.2f}× / {x['wall_median']:.2f}×{' **not ahead**' if not_ahead(f) else ''} "
             f"| {o['tokens']:,} | {t['tokens']:,} | {x['tokens']:.2f}× "
             f"| {o['max_rss_gib']:.2f} / {t['max_rss_gib']:.2f} "
             f"| {'yes' if f['acc_equal'] else 'no'} |"
@@ -603,33 +607,30 @@ def spread(a: dict, b: dict) -> str:
     by how much, between llmboard and each lm-eval run and between the two lm-eval runs:
     llmboard's differences set against lm-eval's own."""
     ba, bb = a["args"]["lmeval_batch_size"], b["args"]["lmeval_batch_size"]
-    pairs = {
-        f"llmboard vs lm-eval b{ba}": lambda fa, fb: (fa["ours"]["acc"], fa["lmeval"]["acc"]),
-        f"llmboard vs lm-eval b{bb}": lambda fa, fb: (fb["ours"]["acc"], fb["lmeval"]["acc"]),
-        f"lm-eval b{bb} vs b{ba}": lambda fa, fb: (fb["lmeval"]["acc"], fa["lmeval"]["acc"]),
-    }
-    head = " | ".join(f"{k}: differ / max \\|Δ\\|" for k in pairs)
-    lines = [f"| family | metrics | {head} |", "|---|---|" + "---|" * len(pairs)]
-    totals = {k: [0, 0.0] for k in pairs}
-    n_all = 0
+    labels = [f"llmboard vs lm-eval b{ba}", f"llmboard vs lm-eval b{bb}", f"lm-eval b{bb} vs b{ba}"]
+    head = " | ".join(f"{k}: differ / max \\|Δ\\|" for k in labels)
+    lines = [f"| family | metrics | {head} |", "|---|---|" + "---|" * len(labels)]
+    differ_all, worst_all, n_all = [0] * 3, [0.0] * 3, 0
     fams_b = {f["family"]: f for f in b["families"]}
     for fa in a["families"]:
-        fb = fams_b.get(fa["family"])
-        if fb is None:
+        if fa["family"] not in fams_b:
             continue
-        ra, rb = fa["rounds"][0], fb["rounds"][0]
-        cells, n = [], 0
-        for k, pick in pairs.items():
-            x, y = pick(ra, rb)
+        ra, rb = fa["rounds"][0], fams_b[fa["family"]]["rounds"][0]
+        pairs = [
+            (ra["ours"]["acc"], ra["lmeval"]["acc"]),
+            (rb["ours"]["acc"], rb["lmeval"]["acc"]),
+            (rb["lmeval"]["acc"], ra["lmeval"]["acc"]),
+        ]
+        cells = []
+        for i, (x, y) in enumerate(pairs):
             deltas = [abs(x[t][m] - y[t][m]) for t in x for m in x[t]]
-            n = len(deltas)
             differ = sum(d > 1e-12 for d in deltas)
-            totals[k][0] += differ
-            totals[k][1] = max(totals[k][1], max(deltas))
+            differ_all[i] += differ
+            worst_all[i] = max(worst_all[i], *deltas)
             cells.append(f"{differ} / {max(deltas):.3f}")
-        n_all += n
-        lines.append(f"| {fa['family']} | {n} | " + " | ".join(cells) + " |")
-    cells = [f"{d} / {m:.3f}" for d, m in totals.values()]
+        n_all += len(deltas)
+        lines.append(f"| {fa['family']} | {len(deltas)} | " + " | ".join(cells) + " |")
+    cells = [f"{d} / {w:.3f}" for d, w in zip(differ_all, worst_all)]
     lines.append(f"| **total** | {n_all} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -279,6 +279,14 @@ TAILS = (
 )
 
 
+def sentence(rng: random.Random) -> tuple[str, str, str, str]:
+    return rng.choice(SUBJECTS), rng.choice(VERBS), rng.choice(OBJECTS), rng.choice(TAILS)
+
+
+def passage(facts) -> str:
+    return " ".join(f"{s[0].upper()}{s[1:]} {v} {o} {t}" for s, v, o, t in facts)
+
+
 def make_requests(n_contexts: int, seed: int = 17):
     """Multiple-choice-like requests: a passage of 6-28 sentences (~100-400 tokens), a
     question, four answers of which one is right. Returns (requests, context index of each)."""
@@ -287,13 +295,9 @@ def make_requests(n_contexts: int, seed: int = 17):
     rng = random.Random(seed)
     requests, groups = [], []
     for g in range(n_contexts):
-        facts = [
-            (rng.choice(SUBJECTS), rng.choice(VERBS), rng.choice(OBJECTS), rng.choice(TAILS))
-            for _ in range(rng.randint(6, 28))
-        ]
-        passage = " ".join(f"{s[0].upper()}{s[1:]} {v} {o} {t}" for s, v, o, t in facts)
+        facts = [sentence(rng) for _ in range(rng.randint(6, 28))]
         subject, verb, obj, _ = rng.choice(facts)
-        context = f"{passage}\nQuestion: What did {subject} do?\nAnswer:"
+        context = f"{passage(facts)}\nQuestion: What did {subject} do?\nAnswer:"
         answers = {f" {verb} {obj}"}
         while len(answers) < 4:
             answers.add(f" {rng.choice(VERBS)} {rng.choice(OBJECTS)}")
@@ -301,14 +305,6 @@ def make_requests(n_contexts: int, seed: int = 17):
             requests.append(LoglikelihoodRequest(context, a))
             groups.append(g)
     return requests, groups
-
-
-def sentence(rng: random.Random) -> tuple[str, str, str, str]:
-    return rng.choice(SUBJECTS), rng.choice(VERBS), rng.choice(OBJECTS), rng.choice(TAILS)
-
-
-def passage(facts) -> str:
-    return " ".join(f"{s[0].upper()}{s[1:]} {v} {o} {t}" for s, v, o, t in facts)
 
 
 def question(rng: random.Random, n_sentences: int) -> tuple[str, str, list[str]]:
@@ -445,14 +441,13 @@ class Run:
 
 
 def run_engine(model, tok, requests, budget: int, sharing: bool = True) -> Run:
+    """``sharing=False``: every context computed whole (the engine before prefix sharing)."""
     import torch
 
-    from llmboard.inference import engine
     from llmboard.inference.engine import TransformersLM
+    from llmboard.inference.prefix import MIN_SHARED_TOKENS
 
-    if not sharing:  # every context computed whole: the engine before prefix sharing
-        return unshared(partial(run_engine, model, tok, requests, budget), engine)
-
+    min_shared = MIN_SHARED_TOKENS if sharing else math.inf
     # warm-up: CUDA kernels and cuBLAS handles load on first use, outside the timing
     TransformersLM(model, tok, token_budget=budget).loglikelihood(requests[:8])
     sync()
@@ -460,7 +455,7 @@ def run_engine(model, tok, requests, budget: int, sharing: bool = True) -> Run:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     resident = torch.cuda.memory_allocated() if cuda else None
-    lm = TransformersLM(model, tok, token_budget=budget, progress_every=1e9)
+    lm = TransformersLM(model, tok, token_budget=budget, progress_every=1e9, min_shared=min_shared)
     t0 = time.perf_counter()
     res = lm.loglikelihood(requests)
     sync()
@@ -474,15 +469,6 @@ def run_engine(model, tok, requests, budget: int, sharing: bool = True) -> Run:
         torch.cuda.max_memory_allocated() if cuda else None,
         resident,
     )
-
-
-def unshared(run, engine_module):
-    real = engine_module.prefix_groups
-    engine_module.prefix_groups = lambda seqs, **kw: [(0, list(range(len(seqs))))]
-    try:
-        return run()
-    finally:
-        engine_module.prefix_groups = real
 
 
 def plain_loglikelihoods(model, tok, requests, prefix: int):

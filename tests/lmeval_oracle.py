@@ -144,10 +144,12 @@ ORACLE = {
 }
 
 
-def lmeval_generation_config(name: str, docs: list[dict], data: Path) -> dict:
+def lmeval_generation_config(
+    name: str, docs: list[dict], data: Path, cache_dir: Path | None = None
+) -> dict:
     """lm-eval's own config of generation task ``name`` (from its YAML in the installed
     package, ``ORACLE``) on ``docs``, written to ``data``: a jsonl file that lm-eval
-    reads with its ``json`` dataset path."""
+    reads with its ``json`` dataset path (HF datasets' cache in ``cache_dir`` if given)."""
     rel, split, _ = ORACLE[name]
     data.write_text("".join(json.dumps(d, default=str) + "\n" for d in docs))
     cfg = yaml.safe_load((LMEVAL_TASKS / rel).read_text())
@@ -156,6 +158,8 @@ def lmeval_generation_config(name: str, docs: list[dict], data: Path) -> dict:
         dataset_name=None,
         dataset_kwargs={"data_files": {split: str(data)}},
     )
+    if cache_dir is not None:
+        cfg["dataset_kwargs"]["cache_dir"] = str(cache_dir)
     cfg.pop("training_split", None)  # not shipped; zero-shot needs none
     return cfg
 
@@ -172,8 +176,7 @@ def lmeval_generation_task(name: str, root: Path, n: int | None = None):
         Path(__file__).resolve().parent.parent / "tasks" / f"{name}.yaml", {"limit": n}
     )
     docs = load_docs(task)
-    cfg = lmeval_generation_config(name, docs, root / f"{name}.jsonl")
-    cfg["dataset_kwargs"]["cache_dir"] = str(root)
+    cfg = lmeval_generation_config(name, docs, root / f"{name}.jsonl", root)
     lt = ConfigurableTask(config=cfg)
     lt.build_all_requests(limit=n)
     return task, docs, lt

@@ -259,8 +259,7 @@ def lmeval_generation(name: str, root: Path, n: int, prompting: Prompting, chat)
     built with ``prompting``."""
     task = load_task(INDEX[name], {"limit": n})
     docs = load_docs(task)
-    cfg = lmeval_generation_config(name, docs, root / f"{name}.jsonl")
-    cfg["dataset_kwargs"]["cache_dir"] = str(root)
+    cfg = lmeval_generation_config(name, docs, root / f"{name}.jsonl", root)
     return task, docs, build_lmeval_requests(lmeval_task(cfg), n, prompting, chat)
 
 

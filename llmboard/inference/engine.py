@@ -165,7 +165,14 @@ def _build_trees(pairs: list[tuple[list[int], list[int]]], max_len: int) -> list
 
 class TransformersLM(LM):
     def __init__(
-        self, model, tokenizer, *, token_budget: int, progress_every: float = 30.0, min_row: int = 0
+        self,
+        model,
+        tokenizer,
+        *,
+        token_budget: int,
+        progress_every: float = 30.0,
+        min_row: int = 0,
+        min_shared: float = MIN_SHARED_TOKENS,
     ):
         import torch
 
@@ -192,6 +199,9 @@ class TransformersLM(LM):
         self.bool_mask = getattr(cfg, "_attn_implementation", None) == "sdpa"
         # rows are at least this wide so that short trees share a row (less padding)
         self.min_row = min_row
+        # a prefix shorter than this is not worth a pass of its own (math.inf: never
+        # share, how benchmarks time the engine without prefix sharing)
+        self.min_shared = min_shared
         self.stats = {
             "requests": 0,
             "forward_tokens": 0,
@@ -243,15 +253,14 @@ class TransformersLM(LM):
         fused causal path ``token_budget`` tokens at a time: no n x n mask, and memory
         bounded by the budget however long the prompt."""
         out = []
-        for shared, members in prefix_groups([t.ctx for t in trees]):
+        for shared, members in prefix_groups([t.ctx for t in trees], self.min_shared):
             if shared:
                 out.append((shared, members))
                 continue
             long = {
                 i
                 for i in members
-                if trees[i].length > self.token_budget
-                and len(trees[i].ctx) - 1 >= MIN_SHARED_TOKENS
+                if trees[i].length > self.token_budget and len(trees[i].ctx) - 1 >= self.min_shared
             }
             out += [(len(trees[i].ctx) - 1, [i]) for i in sorted(long)]
             rest = [i for i in members if i not in long]

@@ -43,7 +43,7 @@ def common_prefix(seqs: list[list[int]]) -> int:
 
 
 def prefix_groups(
-    seqs: list[list[int]], min_shared: int = MIN_SHARED_TOKENS
+    seqs: list[list[int]], min_shared: float = MIN_SHARED_TOKENS
 ) -> list[tuple[int, list[int]]]:
     """Partition sequences into groups that each compute one shared prefix once:
     ``[(prefix length, indices)]``, a prefix length of 0 meaning no sharing.
