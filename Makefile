@@ -32,7 +32,8 @@ setup-dev: $(DEV_STAMP) chromium
 
 # Debian's Chromium, driven by tests/test_report.py through Playwright for Python
 # (executable_path=/usr/bin/chromium: no `playwright install`, no browser download).
-# Installed where missing; where it cannot be (no apt-get), the browser tests skip.
+# Installed where missing; where it cannot be (no apt-get), the browser tests skip
+# (and fail under .ci/run, which sets LLMBOARD_REQUIRE_SERVICES=1).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 chromium:
 	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || { \
@@ -53,23 +54,41 @@ lint: setup-dev
 	$(VENV)/bin/snakefmt --check Snakefile rules/
 	$(VENV)/bin/ruff check $(PY_SOURCES)
 	$(VENV)/bin/ruff format --check $(PY_SOURCES)
+	$(VENV)/bin/lint-imports --no-cache
 
 fmt: setup-dev
 	$(VENV)/bin/snakefmt Snakefile rules/
 	$(VENV)/bin/ruff check --fix $(PY_SOURCES)
 	$(VENV)/bin/ruff format $(PY_SOURCES)
 
+# The benchmarks are modules of the bench package, run from the repo root (see bench/__init__.py)
 bench: setup-dev
-	$(VENV)/bin/python bench/engine_vs_lmeval.py
+	$(VENV)/bin/python -m bench.engine_vs_lmeval
 
-# The GPU check (bench/gpu_check.py, issue #17). Here it writes the kit (SmolLM2's tokenizer
+# The GPU check (bench/gpu_check/, issue #17). Here it writes the kit (SmolLM2's tokenizer
 # and the bitsandbytes wheel, which the GPU machine lacks) into bench/out/gpu_kit, then runs
-# the checks on the CPU with tiny models. On the GPU machine (one H100/H200, no network), from
-# the repo root, carrying bench/out/gpu_kit (ignored by git, so name it in the call's carry):
-#   python3 bench/gpu_check.py run --tokenizer bench/out/gpu_kit/tokenizer \
+# the checks on the CPU with tiny models. On the GPU machine (one H100/H200, no network,
+# llmboard not installed), from the repo root, carrying bench/out/gpu_kit (ignored by git,
+# so name it in the call's carry):
+#   python3 -m bench.gpu_check run --tokenizer bench/out/gpu_kit/tokenizer \
 #       --wheels bench/out/gpu_kit/wheels --out "$OUT"
 .PHONY: gpu-check
 gpu-check: setup-dev
-	$(VENV)/bin/python bench/gpu_check.py prepare --out bench/out/gpu_kit
-	$(OFFLINE) $(VENV)/bin/python bench/gpu_check.py run --tokenizer bench/out/gpu_kit/tokenizer \
+	$(VENV)/bin/python -m bench.gpu_check prepare --out bench/out/gpu_kit
+	$(OFFLINE) $(VENV)/bin/python -m bench.gpu_check run --tokenizer bench/out/gpu_kit/tokenizer \
 		--wheels bench/out/gpu_kit/wheels --out bench/out/gpu_check
+
+# The pictures in README.md and docs/. docs/img/rulegraph.svg: the rule graph of a run from
+# scratch (a dry run in an empty working directory, so it does not depend on what results/
+# holds), drawn by graphviz's `dot` (Debian: apt-get install graphviz).
+# docs/img/report.png is a screenshot by tests/test_report.py::test_in_a_browser
+# (<pytest tmp>/report*/screenshots/leaderboard.png), copied by hand.
+.PHONY: docs-figures
+docs-figures: setup
+	@command -v dot >/dev/null 2>&1 || { echo "graphviz's dot is missing (apt-get install graphviz)"; exit 1; }
+	@mkdir -p docs/img
+	tmp=$$(mktemp -d) && \
+	$(OFFLINE) $(VENV)/bin/snakemake --snakefile Snakefile --configfile config.yaml \
+		--directory "$$tmp" --rulegraph > "$$tmp/rulegraph.dot" && \
+	dot -Tsvg "$$tmp/rulegraph.dot" -o docs/img/rulegraph.svg && \
+	rm -rf "$$tmp"

@@ -24,7 +24,7 @@ metrics, files written):
   --output_path <dir> --log_samples`` (plus ``--apply_chat_template
   --fewshot_as_multiturn`` / ``--system_instruction`` as the entry says). Its tasks are
   ours written in lm-eval's syntax on the same documents
-  (tests/lmeval_oracle.py's ``write_lmeval_task``; gsm8k_cot: lm-eval's own
+  (lmeval_oracle's ``write_lmeval_task``; gsm8k_cot: lm-eval's own
   gsm8k-cot.yaml on our documents), so both sides see the same prompts.
 
 Both processes get ``--threads`` threads (OMP_NUM_THREADS, MKL_NUM_THREADS and
@@ -53,23 +53,23 @@ every forward pass waits at OpenMP barriers, which penalises the side with more,
 smaller forwards (ours runs a group's subjects one task at a time; lm-eval batches
 them together) far beyond what it costs on an idle machine.
 
-    nice -n 19 .venv/bin/python bench/board_vs_lmeval.py --dtype fp32 --rounds 3
-    nice -n 19 .venv/bin/python bench/board_vs_lmeval.py --dtype bf16 --rounds 3
-    nice -n 19 .venv/bin/python bench/board_vs_lmeval.py --model smollm2-135m-instruct-chat \\
+    nice -n 19 .venv/bin/python -m bench.board_vs_lmeval --dtype fp32 --rounds 3
+    nice -n 19 .venv/bin/python -m bench.board_vs_lmeval --dtype bf16 --rounds 3
+    nice -n 19 .venv/bin/python -m bench.board_vs_lmeval --model smollm2-135m-instruct-chat \\
         --dtype fp32 --rounds 3
 
-A result JSON as the README's markdown table:
+A result JSON as docs/benchmarks.md's markdown table:
 
-    .venv/bin/python bench/board_vs_lmeval.py --markdown bench/results/board_vs_lmeval-smollm2-135m-instruct-fp32.json
+    .venv/bin/python -m bench.board_vs_lmeval --markdown bench/results/board_vs_lmeval-smollm2-135m-instruct-fp32.json
 
 In bf16, whether llmboard's metric differences exceed lm-eval's own across batch sizes
 (a second run with ``--lmeval-batch-size 8``; the first round of each is compared):
 
-    .venv/bin/python bench/board_vs_lmeval.py --spread <result b32>.json <result b8>.json
+    .venv/bin/python -m bench.board_vs_lmeval --spread <result b32>.json <result b8>.json
 
 Smoke run (a few documents per task, one round):
 
-    nice -n 19 .venv/bin/python bench/board_vs_lmeval.py --families arc_easy gsm8k_cot \\
+    nice -n 19 .venv/bin/python -m bench.board_vs_lmeval --families arc_easy gsm8k_cot \\
         --limit-scale 0.03 --rounds 1 --json /tmp/bvl-smoke.json
 """
 
@@ -90,9 +90,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))  # lmeval_oracle: our tasks in lm-eval's syntax
-sys.path.insert(0, str(REPO / "bench"))  # engine_vs_lmeval, prefix_sharing
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -218,7 +215,6 @@ def write_lmeval_generation_task(task, out_dir: Path) -> str:
     import yaml
 
     from llmboard.tasks.documents import load_docs
-
     from lmeval_oracle import ORACLE, lmeval_generation_config
 
     if task.name not in ORACLE:
@@ -295,7 +291,7 @@ def lmeval_tokens(hflm, tasks, samples: dict, ours_first: dict, batch_size: int)
     """What lm-eval's HFLM computed: unpadded tokens and, estimated from its batching
     (longest first, ``batch_size`` rows, each batch as wide as its longest row; a
     generation batch runs for its longest generation), padded tokens."""
-    from prefix_sharing import lmeval_forward_rows, padded_tokens
+    from bench.prefix_sharing import lmeval_forward_rows, padded_tokens
 
     mc = {
         PREFIX + t.name: samples[PREFIX + t.name]
@@ -379,7 +375,8 @@ def run_family(family: str, tasks: list, args, ctx: dict) -> dict:
         (rd / "ours").mkdir(parents=True)
         ours_cmd = [
             sys.executable,
-            __file__,
+            "-m",
+            "bench.board_vs_lmeval",
             "_ours",
             "--config",
             str(args.config),
@@ -416,7 +413,8 @@ def run_family(family: str, tasks: list, args, ctx: dict) -> dict:
         )
         lm_cmd = [
             sys.executable,
-            __file__,
+            "-m",
+            "bench.board_vs_lmeval",
             "_lmeval",
             "--threads",
             str(args.threads),
@@ -581,7 +579,7 @@ def print_table(fams: list[dict], tot: dict) -> None:
 
 
 def markdown(result: dict) -> str:
-    """The README's table from a result JSON (``--markdown``)."""
+    """docs/benchmarks.md's table from a result JSON (``--markdown``)."""
     lines = [
         "| family | docs | llmboard min / median s | lm-eval min / median s | lm-eval ÷ llmboard "
         "(min / median) | tokens llmboard | tokens lm-eval | ÷ | peak RSS GiB (ours / "
@@ -650,7 +648,7 @@ def parse_args(argv):
     ap.add_argument(
         "--lmeval-softmax-dtype",
         default="float32",
-        help="HFLM's softmax_dtype (as tests/lmeval_oracle.py); 'none': lm-eval's default",
+        help="HFLM's softmax_dtype (as lmeval_oracle.lmeval_model); 'none': lm-eval's default",
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--token-budget", type=int, default=None, help="default: config.yaml's")
@@ -720,7 +718,7 @@ def main() -> None:
     if args.model_dir is None:
         if entry.source != SMOL_SOURCE:
             raise SystemExit(f"{args.model}: source {entry.source}; pass --model-dir")
-        from engine_vs_lmeval import ensure_model
+        from bench.engine_vs_lmeval import ensure_model
 
         args.model_dir = ensure_model(args.out)
     model_dir = args.model_dir.resolve()

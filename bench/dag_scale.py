@@ -9,8 +9,8 @@ fills in every result with stand-in files, adds one model, and times that dry-ru
 (the weekly case).
 With --noop-workspace, times a rerun of a finished workspace.
 
-    .venv/bin/python bench/dag_scale.py [--models 100 --tasks 50]
-    .venv/bin/python bench/dag_scale.py --noop-workspace .   # time a no-op rerun of a workspace
+    .venv/bin/python -m bench.dag_scale [--models 100 --tasks 50]
+    .venv/bin/python -m bench.dag_scale --noop-workspace .   # time a no-op rerun of a workspace
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 

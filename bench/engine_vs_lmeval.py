@@ -6,7 +6,7 @@ Prints wall times, tokens/s, the speed ratio, accuracy of both, and the compute
 floor: 2 x parameters x tokens actually processed / this machine's measured
 matmul FLOP/s in the same dtype.
 
-    .venv/bin/python bench/engine_vs_lmeval.py --tasks arc_easy hellaswag --limit 100 --dtype bf16
+    .venv/bin/python -m bench.engine_vs_lmeval --tasks arc_easy hellaswag --limit 100 --dtype bf16
 """
 
 from __future__ import annotations
@@ -14,14 +14,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))  # lmeval_oracle: lm-eval as the reference
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -60,13 +57,13 @@ def run_llmboard(model_dir, task, precision, budget):
 
     from llmboard.inference.engine import LoglikelihoodRequest, TransformersLM
     from llmboard.inference.loading import load_model
-    from llmboard.tasks.documents import load_docs
+    from llmboard.tasks.documents import fewshot_pool, load_docs
     from llmboard.tasks.metrics import per_doc_metrics
     from llmboard.tasks.prompts import build_requests
 
     model, tok, _ = load_model(model_dir, precision)
     docs = load_docs(task)
-    rows = build_requests(task, docs, list(range(len(docs))))
+    rows = build_requests(task, docs, pool=fewshot_pool(task))
     t = time.perf_counter()  # tokenisation included, as lm-eval's timing includes it
     lm = TransformersLM(model, tok, token_budget=budget)
     res = lm.loglikelihood([LoglikelihoodRequest(r["context"], r["continuation"]) for r in rows])

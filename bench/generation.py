@@ -9,7 +9,7 @@ minimum and median are compared. lm-eval first gets one run at each of
 tokens/s counts the tokens of the kept generations (llmboard's count: the texts are
 the same), not the tokens lm-eval computes past a row's stop while its batch finishes.
 
-    .venv/bin/python bench/generation.py --limit 32 --rounds 3
+    .venv/bin/python -m bench.generation --limit 32 --rounds 3
 """
 
 from __future__ import annotations
@@ -18,16 +18,14 @@ import argparse
 import json
 import logging
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
-from engine_vs_lmeval import PRECISION, ensure_model  # noqa: E402 - sets up sys.path
+from bench.engine_vs_lmeval import PRECISION, ensure_model
+from lmeval_oracle import lmeval_generation_task
 
-from lmeval_oracle import lmeval_generation_task  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def run_llmboard(lm, reqs):
@@ -71,12 +69,13 @@ def main() -> None:
 
     from llmboard.inference.engine import TransformersLM
     from llmboard.inference.loading import load_model
+    from llmboard.tasks.documents import fewshot_pool
     from llmboard.tasks.prompts import build_generation_requests
 
     torch.set_num_threads(args.threads)
     model_dir = ensure_model(Path(args.out))
     task, docs, lt = lmeval_generation_task(args.task, Path(tempfile.mkdtemp()), args.limit)
-    reqs = build_generation_requests(task, docs, list(range(len(docs))))
+    reqs = build_generation_requests(task, docs, pool=fewshot_pool(task))
     instances = sorted(lt.instances, key=lambda i: i.doc_id)
     assert [i.args[0] for i in instances] == [r["context"] for r in reqs]
     model, tok, _ = load_model(model_dir, args.dtype)

@@ -16,7 +16,7 @@ Prints minimum and median seconds of each over the rounds, tokens/s, and the rat
 ``mask / causal`` and ``engine / causal``; checks that the engine's log-likelihoods
 equal the mask path's within the oracle tolerance.
 
-    .venv/bin/python bench/long_prompt.py --docs 3 --rounds 3
+    .venv/bin/python -m bench.long_prompt --docs 3 --rounds 3
 """
 
 from __future__ import annotations
@@ -24,29 +24,24 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def requests_of(subject: str, docs: int):
     """The documents' log-likelihood requests, grouped per document."""
-    from prefix_sharing import build_subject
-
+    from bench.prefix_sharing import build_subject
     from llmboard.inference.engine import LoglikelihoodRequest
-    from llmboard.tasks.documents import load_docs
+    from llmboard.tasks.documents import fewshot_pool, load_docs
     from llmboard.tasks.prompts import build_requests
 
     s = build_subject(subject, docs, Path(tempfile.mkdtemp()))
-    rows = build_requests(s.task, load_docs(s.task), list(range(docs)))
+    rows = build_requests(s.task, load_docs(s.task), range(docs), pool=fewshot_pool(s.task))
     out: dict[int, list] = {}
     for r in rows:
         out.setdefault(r["doc_id"], []).append(
@@ -64,8 +59,8 @@ def causal(model, ids) -> None:
 
 def main() -> None:
     import torch
-    from engine_vs_lmeval import ensure_model
 
+    from bench.engine_vs_lmeval import ensure_model
     from llmboard.inference.engine import TransformersLM
     from llmboard.inference.loading import load_model
     from llmboard.settings import schema_default

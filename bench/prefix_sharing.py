@@ -23,12 +23,12 @@ Checked every round: accuracy per subject identical to lm-eval's at every batch 
 (in fp32 the run stops otherwise; in bf16 differences are recorded); max |dLL| ours vs each lm-eval batch size and, for scale,
 between lm-eval's own batch sizes; documents whose argmax differs.
 
-    nice -n 19 .venv/bin/python bench/prefix_sharing.py --dtype fp32
-    nice -n 19 .venv/bin/python bench/prefix_sharing.py --dtype bf16
+    nice -n 19 .venv/bin/python -m bench.prefix_sharing --dtype fp32
+    nice -n 19 .venv/bin/python -m bench.prefix_sharing --dtype bf16
 
 Long prompts (~2,800 tokens, 5 history passages; SmolLM2's window is 8192):
 
-    nice -n 19 .venv/bin/python bench/prefix_sharing.py --subjects high_school_european_history --limit 10
+    nice -n 19 .venv/bin/python -m bench.prefix_sharing --subjects high_school_european_history --limit 10
 """
 
 from __future__ import annotations
@@ -39,15 +39,12 @@ import logging
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))  # lm-eval as the reference, its MMLU configs
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -80,11 +77,11 @@ class Subject:
 def build_subject(name: str, limit: int, work: Path) -> Subject:
     """``lmeval_mmlu`` of tests/test_chat_prompts.py, for any subject: our task with
     5 examples first_n from the dev split, and lm-eval's config on the same files."""
-    from test_chat_prompts import INDEX, _jsonl, _mc_config
-
-    from llmboard.tasks.definitions import load_task
+    from llmboard.tasks.definitions import find_task_files, load_task
     from llmboard.tasks.documents import load_docs, load_split
+    from lmeval_oracle import mc_config, write_jsonl
 
+    INDEX = find_task_files(REPO / "tasks")
     if f"mmlu_{name}" not in INDEX:
         subjects = sorted(k[5:] for k in INDEX if k.startswith("mmlu_"))
         raise SystemExit(f"no MMLU subject {name!r}; there are: {' '.join(subjects)}")
@@ -93,10 +90,10 @@ def build_subject(name: str, limit: int, work: Path) -> Subject:
     folder = work / name
     folder.mkdir(parents=True)
     files = {
-        "test": _jsonl(folder / "test.jsonl", load_docs(ours)),
-        "dev": _jsonl(folder / "dev.jsonl", [dev[i] for i in range(len(dev))]),
+        "test": write_jsonl(folder / "test.jsonl", load_docs(ours)),
+        "dev": write_jsonl(folder / "dev.jsonl", [dev[i] for i in range(len(dev))]),
     }
-    cfg = _mc_config(
+    cfg = mc_config(
         ours,
         f"ps_{name}",
         files,
@@ -138,7 +135,8 @@ def run_lmeval(lm, subjects: list[Subject], limit: int) -> dict:
     """One ``simple_evaluate`` over all subjects, as lm-eval runs MMLU: the requests of
     every subject go to the model in one call, batched together."""
     import lm_eval
-    from test_chat_prompts import lmeval_task
+
+    from lmeval_oracle import lmeval_task
 
     tasks = [lmeval_task(s.cfg) for s in subjects]
     t = time.perf_counter()
@@ -384,10 +382,8 @@ def parse_args():
 
 def load_models(model_dir: Path, dtype: str, sizes: list[int]):
     """Ours (model, tokenizer, context) and lm-eval's HFLM at each batch size."""
-    from engine_vs_lmeval import PRECISION
-
+    from bench.engine_vs_lmeval import PRECISION
     from llmboard.inference.loading import load_model
-
     from lmeval_oracle import lmeval_model
 
     ours = load_model(model_dir, dtype)
@@ -485,7 +481,8 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     import lm_eval
     import torch
-    from engine_vs_lmeval import ensure_model
+
+    from bench.engine_vs_lmeval import ensure_model
 
     torch.set_num_threads(args.threads)
     model_dir = ensure_model(args.out)

@@ -8,8 +8,8 @@ by the real scorer, the leaderboard and the precision agreement built by the rea
 Then times ``build_report`` (what the workflow's ``report`` rule runs, verify --fast
 included) and prints the time and the report's size on disk.
 
-    .venv/bin/python bench/report_scale.py                    # 100 models x 60 tasks x 3 precisions
-    .venv/bin/python bench/report_scale.py --workspace .      # the default run's report
+    .venv/bin/python -m bench.report_scale                    # 100 models x 60 tasks x 3 precisions
+    .venv/bin/python -m bench.report_scale --workspace .      # the default run's report
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ import os
 import random
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 PRECISIONS = ["fp32", "bf16", "nf4", "fp16", "int8"]
@@ -112,9 +110,10 @@ def make_model(work: Path, name: str, parameters: int) -> tuple[str, str]:
 def _mc_frame(task, docs, skill: float, noise: float, rng):
     import polars as pl
 
+    from llmboard.tasks.documents import fewshot_pool
     from llmboard.tasks.prompts import build_requests
 
-    reqs = build_requests(task, docs, list(range(len(docs))))
+    reqs = build_requests(task, docs, pool=fewshot_pool(task))
     rows = {
         k: []
         for k in (
@@ -154,9 +153,10 @@ def _gen_frame(task, docs, skill: float, rng):
     import polars as pl
 
     from llmboard.inference.predictions import GENERATION_COLUMNS, _polars_schema
+    from llmboard.tasks.documents import fewshot_pool
     from llmboard.tasks.prompts import build_generation_requests
 
-    reqs = build_generation_requests(task, docs, list(range(len(docs))))
+    reqs = build_generation_requests(task, docs, pool=fewshot_pool(task))
     rows = {k: [] for k in GENERATION_COLUMNS}
     for i, r in enumerate(reqs):
         target = str(docs[i]["answer"])
@@ -179,8 +179,7 @@ def _gen_frame(task, docs, skill: float, rng):
 
 
 def make_predictions(work, model, key_dir, sha, precision, task, skill, noise, rng):
-    from verify_scale import _docs  # documents and fingerprint, read once per task
-
+    from bench.verify_scale import _docs  # documents and fingerprint, read once per task
     from llmboard.atomic import write_json
     from llmboard.hashing import sha256_file
 

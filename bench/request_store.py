@@ -7,7 +7,7 @@ short), the real SmolLM2, fp32. Each round, interleaved:
 Inference time only (the model is loaded once, outside the timings); minimum and median
 of each over the rounds, and B / A (target: <= 55 %). Outputs are compared too.
 
-    .venv/bin/python bench/request_store.py --rounds 3 --fraction 0.2
+    .venv/bin/python -m bench.request_store --rounds 3 --fraction 0.2
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ import argparse
 import logging
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -33,7 +31,7 @@ def board_requests(settings, fraction: float, factor: int) -> list:
     from llmboard.inference.engine import LoglikelihoodRequest
     from llmboard.settings import tasks_dir
     from llmboard.tasks.definitions import load_task
-    from llmboard.tasks.documents import load_docs
+    from llmboard.tasks.documents import fewshot_pool, load_docs
     from llmboard.tasks.prompts import build_requests
     from llmboard.workflow.plan import build_plan
 
@@ -46,7 +44,7 @@ def board_requests(settings, fraction: float, factor: int) -> list:
         docs = load_docs(t)
         out += [
             LoglikelihoodRequest(r["context"], r["continuation"])
-            for r in build_requests(t, docs, list(range(len(docs))))
+            for r in build_requests(t, docs, pool=fewshot_pool(t))
         ]
     return out
 

@@ -7,7 +7,7 @@ sidecars, score files computed by the real scorer, and the leaderboard built by 
 real code. Then times `verify` in both modes on it, interleaved (full, fast, full,
 fast, ...), and prints the minimum and median of each.
 
-    .venv/bin/python bench/verify_scale.py --models 100 --tasks 20 --precisions 3
+    .venv/bin/python -m bench.verify_scale --models 100 --tasks 20 --precisions 3
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ import argparse
 import json
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 PRECISIONS = ["fp32", "bf16", "fp16", "int8", "nf4"]
 

@@ -11,24 +11,19 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
-import yaml
-
 from .hashing import sha256_json, short
+from .validation import load_schema, problems
 from .yamlfiles import read_mapping
-
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
 
 class SettingsError(ValueError):
     """A config that cannot be used; the message names the file and the field."""
 
 
-@lru_cache(maxsize=1)
 def schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    return load_schema("config")
 
 
 def schema_default(*path: str):
@@ -128,6 +123,7 @@ class ModelEntry:
 
 @dataclass(frozen=True)
 class InferenceSettings:
+    backend: str
     token_budget: int
     tasks_per_job: int
     threads: int
@@ -160,39 +156,16 @@ class Settings:
     request_store: str | None  # its folder; None when turned off
 
 
-def _validator():
-    """A jsonschema validator that also fills in the schema's defaults (the jsonschema
-    FAQ's recipe): an object given a default ``{}`` then gets its own properties'
-    defaults, so every setting has a value after validation."""
-    from jsonschema import Draft202012Validator, validators
-
-    validate_properties = Draft202012Validator.VALIDATORS["properties"]
-
-    def properties_with_defaults(validator, properties, instance, sch):
-        if isinstance(instance, dict):
-            for name, sub in properties.items():
-                if "default" in sub:
-                    instance.setdefault(name, copy.deepcopy(sub["default"]))
-        yield from validate_properties(validator, properties, instance, sch)
-
-    cls = validators.extend(Draft202012Validator, {"properties": properties_with_defaults})
-    return cls(schema())
-
-
-def _where(error) -> str:
-    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
-
-
 def load_settings(config: dict, origin: str = "config") -> Settings:
     """Validate ``config`` (not changed) and build the settings; ``origin`` names the file
     in errors."""
     data = copy.deepcopy(config or {})
-    errors = sorted(_validator().iter_errors(data), key=lambda e: list(e.absolute_path))
-    if errors:
+    found = problems(data, "config")
+    if found:
         raise SettingsError(
             f"{origin}: "
-            + "; ".join(f"{_where(e)}: {e.message}" for e in errors[:5])
-            + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else "")
+            + "; ".join(found[:5])
+            + (f" (and {len(found) - 5} more)" if len(found) > 5 else "")
         )
     precisions = tuple(data["precisions"])
     models = {

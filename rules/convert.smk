@@ -14,6 +14,7 @@ rule convert:
         mem_mb=lambda w, attempt: SETTINGS.resources.convert_mem_mb * attempt,
         runtime=lambda w, attempt: 60 * attempt,
     params:
+        log_level=SETTINGS.log_level,
         trust_remote_code=trust_remote_code,
         shard_gb=SETTINGS.convert_shard_gb,
     script:

@@ -18,6 +18,7 @@ rule fetch:
         mem_mb=1024,
         runtime=120,
     params:
+        log_level=SETTINGS.log_level,
         source=lambda w: PLAN.models[w.model].source_fields(),
         partial_dir=layout.PARTIAL_DIR,
     script:

@@ -19,17 +19,9 @@ rule infer:
         runtime=infer_runtime,
         gpu=infer_gpus,
     params:
-        work=lambda w: as_params(
-            PLAN.infer_items(w.model, w.precision, w.part, workflow.basedir)
+        # the whole job as one value (llmboard.workflow.items.InferJob)
+        job=lambda w: as_params(
+            PLAN.infer_job(w.model, w.precision, w.part, workflow.basedir)
         ),
-        trust_remote_code=trust_remote_code,
-        token_budget=SETTINGS.inference.token_budget,
-        seed=SETTINGS.seed,
-        device_map=SETTINGS.inference.device_map,
-        max_memory=SETTINGS.inference.max_memory,
-        offload_folder=SETTINGS.inference.offload_folder,
-        local_gpus=SETTINGS.resources.local_gpus,
-        request_store=SETTINGS.request_store,
-        prompting=lambda w: PLAN.models[w.model].prompting.as_dict(),
     script:
         "../scripts/infer.py"

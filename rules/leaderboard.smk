@@ -29,6 +29,7 @@ rule leaderboard:
         mem_mb=2048,
         runtime=10,
     params:
+        log_level=SETTINGS.log_level,
         scores=PLAN.score_files(),
         display=PLAN.display,
         groups=PLAN.groups,
@@ -59,6 +60,7 @@ rule precision_agreement:
         mem_mb=4096,
         runtime=10,
     params:
+        log_level=SETTINGS.log_level,
         predictions=PLAN.prediction_list(),
     script:
         "../scripts/agreement.py"
@@ -79,5 +81,7 @@ rule publish_leaderboard:
     resources:
         mem_mb=256,
         runtime=5,
+    params:
+        log_level=SETTINGS.log_level,
     script:
         "../scripts/publish.py"

@@ -29,6 +29,7 @@ rule report:
         mem_mb=4096,
         runtime=30,
     params:
+        log_level=SETTINGS.log_level,
         display=PLAN.display,
         groups=PLAN.groups,
         tasks_dir=str(tasks_dir(SETTINGS, workflow.basedir)),
@@ -92,5 +93,7 @@ rule publish_report:
     resources:
         mem_mb=512,
         runtime=5,
+    params:
+        log_level=SETTINGS.log_level,
     script:
-        "../scripts/report.py"
+        "../scripts/publish_report.py"

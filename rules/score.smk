@@ -21,6 +21,6 @@ rule score:
         mem_mb=2048,
         runtime=10,
     params:
-        work=lambda w: as_params(PLAN.score_items(w.model, w.precision)),
+        job=lambda w: as_params(PLAN.score_job(w.model, w.precision)),
     script:
         "../scripts/score.py"

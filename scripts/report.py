@@ -1,4 +1,4 @@
-# Adapter: snakemake object -> llmboard.results.report (build_report, publish_report)
+# Adapter: snakemake object -> llmboard.results.report.build_report (into the staging folder)
 import os
 import sys
 
@@ -7,13 +7,8 @@ from _common import run  # noqa: E402
 
 
 def main(log):
-    from llmboard.results.report import build_report, publish_report
+    from llmboard.results.report import build_report
 
-    if snakemake.rule == "publish_report":
-        folder = os.path.dirname(snakemake.output.index)
-        publish_report(snakemake.input[0], folder)
-        log.info("%s -> %s", snakemake.input[0], folder)
-        return
     p = snakemake.params
     built = build_report(
         snakemake.output[0],

@@ -6,15 +6,19 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import run  # noqa: E402
 
 
+def job():
+    from llmboard.workflow.items import ScoreJob
+
+    return ScoreJob.from_params(snakemake.params.job)
+
+
+JOB = job()
+
+
 def main(log):
-    from llmboard.workflow.items import ScoreItem, from_params
     from llmboard.workflow.jobs import run_scores
 
-    run_scores(
-        from_params(ScoreItem, snakemake.params.work),
-        snakemake.output[0],
-        model=snakemake.wildcards.model,
-    )
+    run_scores(JOB, snakemake.output[0])
 
 
-run(snakemake, main)
+run(snakemake, main, JOB.log_level)

@@ -12,7 +12,6 @@ generated texts with llmboard's engine.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import shutil
 import types
@@ -24,11 +23,17 @@ import pytest
 from llmboard.settings import Prompting, SettingsError, load_settings
 from llmboard.tasks.chat import ChatTemplateError, choose, renderer, templates_of
 from llmboard.tasks.definitions import find_task_files, load_task
-from llmboard.tasks.documents import load_docs, load_split
+from llmboard.tasks.documents import fewshot_pool, load_docs, load_split
 from llmboard.tasks.prompts import build_generation_requests, build_requests
+from lmeval_oracle import (
+    lmeval_generation_config,
+    lmeval_task,
+    mc_config,
+    per_request_from_samples,
+    write_jsonl,
+)
 
 from conftest import REPO, SMOL_SOURCE, save_tiny
-from lmeval_oracle import lmeval_generation_config, per_request_from_samples
 
 logging.getLogger("lm_eval").setLevel(logging.ERROR)
 INDEX = find_task_files(REPO / "tasks")
@@ -66,36 +71,6 @@ def lmeval_chat(tokenizer):
     return functools.partial(HFLM.apply_chat_template, fake)
 
 
-def _mc_config(task, name: str, data_files: dict, **extra) -> dict:
-    s = task.spec
-    cfg = {
-        "task": name,
-        "dataset_path": "json",
-        "dataset_kwargs": {
-            "data_files": {k: str(v) for k, v in data_files.items()},
-            "cache_dir": str(next(iter(data_files.values())).parent / "hf-cache"),
-        },
-        "test_split": "test",
-        "output_type": "multiple_choice",
-        "target_delimiter": s["target_delimiter"],
-        "doc_to_text": s["doc_to_text"],
-        "doc_to_choice": s["doc_to_choice"],
-        "doc_to_target": s["doc_to_target"],
-        "metric_list": [
-            {"metric": m, "aggregation": "mean", "higher_is_better": True} for m in task.metrics
-        ],
-        **extra,
-    }
-    if s.get("description"):
-        cfg["description"] = s["description"]
-    return cfg
-
-
-def _jsonl(path: Path, docs) -> Path:
-    path.write_text("".join(json.dumps(d, default=str) + "\n" for d in docs))
-    return path
-
-
 def lmeval_arc(work: Path, limit: int, n_shots: int):
     """(our ARC-Easy with ``n_shots`` drawn at random from its own validation split,
     lm-eval's task config): lm-eval evaluates the split's first ``limit`` documents (its
@@ -107,9 +82,9 @@ def lmeval_arc(work: Path, limit: int, n_shots: int):
         {"limit": limit, "fewshot": {"n": n_shots, "split": "validation", "sampler": "random"}},
     )
     pool = load_split(ours, "validation")
-    data = _jsonl(work / "arc.jsonl", [pool[i] for i in range(len(pool))])
+    data = write_jsonl(work / "arc.jsonl", [pool[i] for i in range(len(pool))])
     extra = {"num_fewshot": n_shots, "fewshot_split": "test"} if n_shots else {}
-    return ours, _mc_config(ours, f"arc_{n_shots}shot", {"test": data}, **extra)
+    return ours, mc_config(ours, f"arc_{n_shots}shot", {"test": data}, **extra)
 
 
 def lmeval_mmlu(work: Path, limit: int, n_shots: int):
@@ -118,10 +93,10 @@ def lmeval_mmlu(work: Path, limit: int, n_shots: int):
     ours = load_task(INDEX["mmlu_anatomy"], {"limit": limit, "fewshot": {"n": n_shots}})
     dev = load_split(ours, "dev")
     files = {
-        "test": _jsonl(work / "mmlu_test.jsonl", load_docs(ours)),
-        "dev": _jsonl(work / "mmlu_dev.jsonl", [dev[i] for i in range(len(dev))]),
+        "test": write_jsonl(work / "mmlu_test.jsonl", load_docs(ours)),
+        "dev": write_jsonl(work / "mmlu_dev.jsonl", [dev[i] for i in range(len(dev))]),
     }
-    cfg = _mc_config(
+    cfg = mc_config(
         ours,
         "mmlu_x",
         files,
@@ -143,20 +118,10 @@ def lmeval_winogrande(work: Path, limit: int, n_shots: int):
         INDEX["winogrande"], {"limit": limit, "fewshot": {"n": n_shots, "sampler": "random"}}
     )
     whole = load_split(ours)  # the whole split is lm-eval's test split, and the pool
-    data = _jsonl(work / "wino.jsonl", [whole[i] for i in range(len(whole))])
-    cfg = _mc_config(ours, "wino_x", {"test": data}, num_fewshot=n_shots, fewshot_split="test")
+    data = write_jsonl(work / "wino.jsonl", [whole[i] for i in range(len(whole))])
+    cfg = mc_config(ours, "wino_x", {"test": data}, num_fewshot=n_shots, fewshot_split="test")
     cfg.update({k: getattr(fns, k) for k in ("doc_to_text", "doc_to_target", "doc_to_choice")})
     return ours, cfg
-
-
-def lmeval_task(cfg: dict):
-    """lm-eval's ConfigurableTask, its few-shot generator seeded as simple_evaluate seeds it
-    (``fewshot_random_seed`` 1234)."""
-    from lm_eval.api.task import ConfigurableTask
-
-    task = ConfigurableTask(config=dict(cfg))
-    task.set_fewshot_seed(1234)
-    return task
 
 
 def build_lmeval_requests(lt, limit: int, prompting: Prompting, chat):
@@ -183,11 +148,11 @@ def ours_sharded(task, prompting, chat, n_shards: int, order=None) -> list[dict]
     the few-shot draws of the documents before it)."""
     from llmboard.tasks.documents import shard_range
 
-    docs = load_docs(task)
+    docs, pool = load_docs(task), fewshot_pool(task)
     rows = []
     for s in order or range(n_shards):
         ids = list(shard_range(len(docs), s, n_shards))
-        rows += build_requests(task, [docs[i] for i in ids], ids, prompting, chat)
+        rows += build_requests(task, docs, ids, prompting, chat, pool=pool)
     return sorted(rows, key=lambda r: (r["doc_id"], r["choice"]))
 
 
@@ -303,7 +268,7 @@ def test_random_sampler_is_lmevals_draw_for_draw(tmp_path):
 
     # documents i and i + 7 are equal: every document has a copy in the pool
     rows = [{"q": f"q{i % 7}", "options": ["a", "b"], "gold": i % 7 % 2} for i in range(14)]
-    _jsonl(tmp_path / "d.jsonl", rows)
+    write_jsonl(tmp_path / "d.jsonl", rows)
     base = (
         "task: dup\ndataset: {source: d.jsonl, split: validation}\n"
         'doc_to_text: "{{q}}"\ndoc_to_choice: "{{options}}"\ndoc_to_target: gold\n'
@@ -317,7 +282,7 @@ def test_random_sampler_is_lmevals_draw_for_draw(tmp_path):
         want = [[docs.index(x) for x in ref.sample(n, eval_doc=d)] for d in docs]
         # later documents first: each replays the draws before it
         for start in (9, 0, 5):
-            got = build_requests(task, docs[start:], list(range(start, len(docs))))
+            got = build_requests(task, docs, range(start, len(docs)), pool=fewshot_pool(task))
             shots = {}
             for r in got:
                 shots.setdefault(r["doc_id"], r["context"])
@@ -477,7 +442,6 @@ def _lmeval_run(lm, cfg: dict, limit: int, prompting: Prompting) -> dict:
 def engines(smol_dir):
     from llmboard.inference.engine import TransformersLM
     from llmboard.inference.loading import load_model
-
     from lmeval_oracle import lmeval_model
 
     model, tok, context = load_model(smol_dir, "fp32")
@@ -615,7 +579,7 @@ def test_two_entries_one_checkpoint_in_the_workflow(tmp_path, smol_dir, tokenize
         {"q": f"What is {a} plus {a}?", "options": [str(2 * a), "no", str(a)], "gold": 0}
         for a in range(1, 7)
     ]
-    _jsonl(tasks / "add.jsonl", rows)
+    write_jsonl(tasks / "add.jsonl", rows)
     (tasks / "add.yaml").write_text(
         'task: add\ndataset: {source: add.jsonl}\ndoc_to_text: "Question: {{q}}\\nAnswer:"\n'
         'doc_to_choice: "{{options}}"\ndoc_to_target: gold\nmetrics: [acc]\n'

@@ -20,15 +20,15 @@ import pytest
 import yaml
 
 from llmboard.tasks.definitions import find_task_files, is_group, load_task
-from llmboard.tasks.documents import load_docs
+from llmboard.tasks.documents import fewshot_pool, load_docs
 from llmboard.tasks.errors import ScoreError, TaskError
 from llmboard.tasks.filters import apply_filters
 from llmboard.tasks.metrics import exact_match_hf_evaluate, per_doc_generation_metrics
 from llmboard.tasks.prompts import build_generation_requests, build_requests
 from llmboard.tasks.scoring import SCORING_MODULES, compute_score
+from lmeval_oracle import ORACLE, lmeval_generation_task
 
 from conftest import REPO
-from lmeval_oracle import ORACLE, lmeval_generation_task
 
 TASKS = REPO / "tasks"
 LMEVAL_TASKS = Path(importlib.util.find_spec("lm_eval").submodule_search_locations[0]) / "tasks"
@@ -523,31 +523,31 @@ def _regex_step(**kw):
         ),
         (
             {"generation_kwargs": {"until": "\n"}},
-            r"g\.yaml: generation_kwargs\.until must be a list of non-empty strings, got '\\n'",
+            r"g\.yaml: generation_kwargs\.until: '\\n' is not of type 'array'",
         ),
         (
             {"generation_kwargs": {"until": ["\n", 3]}},
-            r"g\.yaml: generation_kwargs\.until must be a list of non-empty strings",
+            r"g\.yaml: generation_kwargs\.until\.1: 3 is not of type 'string'",
         ),
         (
             {"generation_kwargs": {"until": ["\n"], "max_gen_toks": 0}},
-            r"g\.yaml: generation_kwargs\.max_gen_toks must be a positive integer, got 0",
+            r"g\.yaml: generation_kwargs\.max_gen_toks: 0 is less than the minimum of 1",
         ),
         (
             {"generation_kwargs": {"until": ["\n"], "max_gen_toks": -5}},
-            r"g\.yaml: generation_kwargs\.max_gen_toks must be a positive integer, got -5",
+            r"g\.yaml: generation_kwargs\.max_gen_toks: -5 is less than the minimum of 1",
         ),
         (
             {"generation_kwargs": {"until": ["\n"], "max_gen_toks": "256"}},
-            r"g\.yaml: generation_kwargs\.max_gen_toks must be a positive integer, got '256'",
+            r"g\.yaml: generation_kwargs\.max_gen_toks: '256' is not of type 'integer'",
         ),
         (
             {"generation_kwargs": {"until": ["\n"], "max_gen_toks": 1.5}},
-            r"g\.yaml: generation_kwargs\.max_gen_toks must be a positive integer, got 1\.5",
+            r"g\.yaml: generation_kwargs\.max_gen_toks: 1\.5 is not of type 'integer'",
         ),
         (
             {"generation_kwargs": {"until": ["\n"], "max_new_tokens": 5}},
-            r"g\.yaml: generation_kwargs: unknown key\(s\) \['max_new_tokens'\]",
+            r"g\.yaml: generation_kwargs: unknown field\(s\) \['max_new_tokens'\]",
         ),
         (
             {"generation_kwargs": {"until": ["\n"], "temperature": 0.7}},
@@ -556,7 +556,10 @@ def _regex_step(**kw):
         ({"doc_to_choice": ["a", "b"]}, r"g\.yaml: doc_to_choice is not used by generate_until"),
         ({"metrics": ["acc"]}, r"g\.yaml: metrics is not used by generate_until"),
         ({"primary_metric": "exact_match"}, r"g\.yaml: primary_metric 'exact_match' is not one"),
-        ({"fewshot_config": {"sampler": "balanced"}}, r"g\.yaml: fewshot sampler 'balanced'"),
+        (
+            {"fewshot_config": {"sampler": "balanced"}},
+            r"g\.yaml: fewshot\.sampler \(fewshot_config\.sampler\): 'balanced' is not one of",
+        ),
         (
             {"fewshot_config": {"samples": [{"q": "x", "answers": ["1"]}]}, "num_fewshot": 2},
             r"g\.yaml: num_fewshot 2 but fewshot_config\.samples has 1",
@@ -564,7 +567,7 @@ def _regex_step(**kw):
         ({"num_fewshot": 1, "fewshot": {"n": 1}}, r"g\.yaml: both fewshot and lm-eval's"),
         (
             {"dataset": {"source": "d.jsonl", "feild": "doc"}},
-            r"g\.yaml: dataset: unknown key\(s\) \['feild'\]",
+            r"g\.yaml: dataset: unknown field\(s\) \['feild'\]",
         ),
     ],
 )
@@ -587,7 +590,7 @@ def test_document_without_target_is_named(tmp_path):
         build_generation_requests(task, docs, [0, 1])
     by_field = load_task(_task_file(tmp_path, doc_to_target="answers"))
     with pytest.raises(TaskError, match=r"g\.yaml: doc 7: doc_to_target gave no target"):
-        build_generation_requests(by_field, docs[1:], [7])
+        build_generation_requests(by_field, docs[1:] * 8, [7])
 
 
 def test_dataset_field_and_columns(tmp_path):
@@ -697,7 +700,7 @@ def test_multiple_choice_task_hashes_unchanged():
 
 def test_multiple_choice_requests_keep_description_and_fewshot():
     task = load_task(TASKS / "mmlu" / "mmlu_anatomy.yaml", {"limit": 1, "fewshot": {"n": 1}})
-    ctx = build_requests(task, load_docs(task), [0])[0]["context"]
+    ctx = build_requests(task, load_docs(task), [0], pool=fewshot_pool(task))[0]["context"]
     assert ctx.startswith(
         "The following are multiple choice questions (with answers) about anatomy.\n\n"
         "What is the embryological origin of the hyoid bone?"
@@ -730,5 +733,5 @@ def test_multiple_choice_requests_unchanged():
     index = find_task_files(TASKS)
     for name, overrides, n, want in MC_REQUESTS_A63EB9D:
         task = load_task(index[name], {"limit": n, **overrides})
-        rows = build_requests(task, load_docs(task), list(range(n)))
+        rows = build_requests(task, load_docs(task), list(range(n)), pool=fewshot_pool(task))
         assert sha256_json(rows).startswith(want), (name, overrides)

@@ -1,5 +1,6 @@
-"""bench/gpu_check.py end to end on the CPU (tiny models), with the packages the GPU
-machine lacks hidden: the script that proves the GPU path cannot rot between GPU runs."""
+"""bench/gpu_check end to end on the CPU (tiny models), run as on the GPU machine
+(``python -m bench.gpu_check`` from the repo root) with the packages that machine lacks
+hidden: the check that proves the GPU path cannot rot between GPU runs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from conftest import REPO
 
-SCRIPT = REPO / "bench" / "gpu_check.py"
+GPU_CHECK = [sys.executable, "-m", "bench.gpu_check"]  # from the repo root (cwd=REPO)
 ABSENT = ("polars", "snakemake", "jsonschema", "datasets", "gguf", "bitsandbytes")
 
 # Put first on PYTHONPATH: these packages look uninstalled, as on the GPU machine. A
@@ -50,8 +51,8 @@ def hidden_env(tmp_path_factory) -> dict:
 def kit(tmp_path_factory):
     """The kit as `prepare` writes it here, less the wheels (no network in the tests)."""
     kit = tmp_path_factory.mktemp("kit")
-    cmd = [sys.executable, str(SCRIPT), "prepare", "--out", str(kit), "--no-wheels"]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    cmd = [*GPU_CHECK, "prepare", "--out", str(kit), "--no-wheels"]
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, timeout=300)
     return kit
 
 
@@ -59,8 +60,9 @@ def kit(tmp_path_factory):
 def report(tmp_path_factory, kit, hidden_env) -> dict:
     out = tmp_path_factory.mktemp("gpu_check")
     run = subprocess.run(
-        [sys.executable, str(SCRIPT), "run", "--tiny", "--tokenizer", str(kit / "tokenizer")]
+        [*GPU_CHECK, "run", "--tiny", "--tokenizer", str(kit / "tokenizer")]
         + ["--contexts", "4", "--out", str(out)],  # 16 requests: the plain pass is the cost
+        cwd=REPO,
         env=hidden_env,
         capture_output=True,
         text=True,

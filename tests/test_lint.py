@@ -1,5 +1,6 @@
 """The community standard: `snakemake --lint` is clean, the rules are snakefmt-formatted,
-and the Python is ruff-clean (lint and format; what ruff covers is set in pyproject.toml)."""
+the Python is ruff-clean (lint and format; what ruff covers is set in pyproject.toml), and
+llmboard keeps its layers (import-linter's contracts in pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -34,8 +35,9 @@ def test_snakemake_lint_is_clean():
         ("snakefmt", "--check", "Snakefile", "rules/"),
         ("ruff", "check", "."),
         ("ruff", "format", "--check", "."),
+        ("lint-imports", "--no-cache"),
     ],
-    ids=["snakefmt", "ruff-check", "ruff-format"],
+    ids=["snakefmt", "ruff-check", "ruff-format", "import-linter"],
 )
 def test_formatters_and_linters_are_clean(cmd):
     run = _run(*cmd)

@@ -19,7 +19,6 @@ from llmboard.inference.engine import GenerationRequest, TransformersLM
 from llmboard.inference.loading import load_model
 from llmboard.tasks.metrics import per_doc_generation_metrics
 from llmboard.tasks.prompts import build_generation_requests
-
 from lmeval_oracle import ORACLE, lmeval_generation_task
 
 logging.getLogger("lm_eval").setLevel(logging.ERROR)

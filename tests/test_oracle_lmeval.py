@@ -7,9 +7,9 @@ import pytest
 
 from llmboard.tasks.definitions import find_task_files, load_task
 from llmboard.tasks.metrics import per_doc_metrics
+from lmeval_oracle import per_request_from_samples, run_lmeval
 
 from conftest import REPO, predict_task
-from lmeval_oracle import per_request_from_samples, run_lmeval
 
 pytestmark = pytest.mark.slow
 INDEX = find_task_files(REPO / "tasks")

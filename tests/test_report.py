@@ -9,14 +9,13 @@ import math
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import polars as pl
 import pytest
 
-from conftest import save_tiny
+from conftest import missing_service, save_tiny
 from test_workflow import _make_tasks
 from workspace import Workspace
 
@@ -258,13 +257,16 @@ def chromium() -> str:
     for c in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
         if c and os.access(c, os.X_OK):
             return c
-    pytest.skip("no Chromium found (Debian's `chromium`; `make setup-dev` installs it)")
+    missing_service("no Chromium found (Debian's `chromium`; `make setup-dev` installs it)")
 
 
 @pytest.fixture(scope="module")
 def browser():
     exe = chromium()
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        missing_service("Playwright for Python is not installed (requirements-dev.txt)")
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=exe)
         yield b
@@ -409,10 +411,9 @@ def test_in_a_browser(run, browser):
 def test_ten_thousand_documents_stay_responsive(browser, tmp_path):
     """A 10,000-document task: its page opens at once and its drill-down (loaded on
     demand, paged) shows its first rows within seconds."""
-    sys.path.insert(0, str(REPO / "bench"))
     import time
 
-    from report_scale import build_board, time_report
+    from bench.report_scale import build_board, time_report
 
     work = tmp_path / "work"
     display = build_board(work, n_models=1, n_tasks=1, n_prec=2, n_docs=10_000, n_gen=0)

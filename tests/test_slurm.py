@@ -16,7 +16,7 @@ import time
 import polars as pl
 import pytest
 
-from conftest import REPO, save_tiny, source_key
+from conftest import REPO, missing_service, save_tiny, source_key
 from test_workflow import _make_tasks
 from workspace import Workspace
 
@@ -40,7 +40,7 @@ def _slurm_up() -> str | None:
 def slurm():
     reason = _slurm_up()
     if reason:
-        pytest.skip(reason)
+        missing_service(reason)
 
 
 SLURM_ARGS = (

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from llmboard.tasks.definitions import find_task_files, load_task
-from llmboard.tasks.documents import dataset_fingerprint, load_docs, shard_range
+from llmboard.tasks.documents import dataset_fingerprint, fewshot_pool, load_docs, shard_range
 from llmboard.tasks.errors import TaskError
 from llmboard.tasks.prompts import build_requests, doc_parts
 
@@ -102,7 +102,7 @@ def test_mmlu_prompt_and_description():
 
 def test_fewshot_first_n_from_dev_split():
     task = load_task(TASKS / "mmlu" / "mmlu_anatomy.yaml", {"limit": 1, "fewshot": {"n": 2}})
-    ctx = build_requests(task, load_docs(task), [0])[0]["context"]
+    ctx = build_requests(task, load_docs(task), [0], pool=fewshot_pool(task))[0]["context"]
     # two solved dev examples, then the question
     assert ctx.count("\nAnswer:") == 3
     assert "What is the embryological origin of the hyoid bone?" in ctx  # dev[0]
@@ -176,3 +176,55 @@ def test_unreadable_data_file_is_named(tmp_path):
         TaskError, match=r"t\.yaml: dataset.source 'd.jsonl' \(split 'validation'\) cannot be read"
     ):
         load_docs(load_task(tmp_path / "t.yaml"))
+
+
+# ------------------------------------------------------------------ the task schema
+def _schema_fields(node: dict, at: str = ""):
+    for name, sub in node.get("properties", {}).items():
+        yield f"{at}{name}", sub
+        yield from _schema_fields(sub, f"{at}{name}.")
+
+
+def test_task_schema_documents_every_field_and_is_what_loading_enforces():
+    """schemas/task.schema.yaml names every field a task file may hold, each with a
+    description; its defaults are the ones a loaded task gets."""
+    from llmboard.validation import load_schema
+
+    schema = load_schema("task")
+    undocumented = [f for f, sub in _schema_fields(schema) if not sub.get("description")]
+    assert undocumented == []
+    task = load_task(TASKS / "piqa.yaml")  # writes neither target_delimiter nor fewshot
+    assert "target_delimiter" not in (TASKS / "piqa.yaml").read_text()
+    assert task.spec["target_delimiter"] == schema["properties"]["target_delimiter"]["default"]
+    assert task.spec["fewshot"] == {
+        "n": schema["properties"]["fewshot"]["properties"]["n"]["default"]
+    }
+
+
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("doc_to_target: t\n", r"t\.yaml: missing field\(s\) \['doc_to_choice'\]"),
+        (
+            "doc_to_choice: '{{a}}'\ndoc_to_target: t\noutput_type: multiple_input\n",
+            r"t\.yaml: missing field\(s\) \['doc_to_continuation'\]",
+        ),
+        (
+            "doc_to_choice: '{{a}}'\ndoc_to_target: t\noutput_type: ranking\n",
+            r"t\.yaml: output_type: 'ranking' is not one of",
+        ),
+        ("doc_to_choice: '{{a}}'\ndoc_to_target: t\nlimit: 0\n", r"t\.yaml: limit: 0 is less than"),
+        (
+            "doc_to_choice: '{{a}}'\ndoc_to_target: t\nnum_fewshot: -1\n",
+            r"t\.yaml: fewshot\.n \(num_fewshot\): -1 is less than the minimum of 0",
+        ),
+        (
+            "doc_to_choice: '{{a}}'\ndoc_to_target: t\ndataset: {split: test}\n",
+            r"t\.yaml: dataset: missing field\(s\) \['source'\]",
+        ),
+    ],
+)
+def test_task_file_errors_name_the_file_and_field(tmp_path, text, error):
+    (tmp_path / "t.yaml").write_text("task: t\ndataset: {source: d.jsonl}\ndoc_to_text: q\n" + text)
+    with pytest.raises(TaskError, match=error):
+        load_task(tmp_path / "t.yaml")

@@ -4,7 +4,9 @@ incremental reruns after each kind of config change (with and without .snakemake
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 
 import polars as pl
 import pytest
@@ -317,16 +319,30 @@ def test_killed_run_resumes_without_recomputing_finished_shards(ws):
 
 
 def test_leaderboard_rebuild_is_byte_identical(ws, tmp_path):
-    from llmboard.results.leaderboard import write_leaderboard
-
-    scores = sorted(
-        str(p) for p in (ws.wd / "results/scores").rglob("*.json") if p.parent.name != "_jobs"
-    )
-    groups = {"grp": {"metric": "acc", "subgroups": {"grp_a": ["sub_a"], "grp_b": ["sub_b"]}}}
-    write_leaderboard(scores, str(tmp_path / "a"), ["add", "grp"], groups)
-    write_leaderboard(list(reversed(scores)), str(tmp_path / "b"), ["add", "grp"], groups)
-    for ext in ("parquet", "csv", "md"):
-        assert (tmp_path / f"a.{ext}").read_bytes() == (tmp_path / f"b.{ext}").read_bytes()
+    """The published boards, rebuilt by another process (another hash seed) in another
+    working folder from the same score and prediction files, are the same bytes."""
+    other = tmp_path / "elsewhere"
+    shutil.copytree(ws.wd, other, ignore=shutil.ignore_patterns(".snakemake", "logs"))
+    published = [
+        f"results/{table}{ext}"
+        for table, exts in (
+            ("leaderboard", (".parquet", ".csv", ".md")),
+            ("precision_agreement", (".parquet", ".md")),
+        )
+        for ext in exts
+    ]
+    shutil.rmtree(other / "results" / "boards")
+    for f in published:
+        (other / f).unlink()
+    cmd = [*ws.command("--cores", "1", *published)]
+    cmd[cmd.index("--directory") + 1] = str(other)
+    cmd[cmd.index("--configfile") + 1] = str(other / "config.yaml")
+    env = {**os.environ, "PYTHONHASHSEED": "4321", "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "rule infer" not in run.stdout + run.stderr  # nothing but the boards was rebuilt
+    for f in published:
+        assert (other / f).read_bytes() == (ws.wd / f).read_bytes(), f
 
 
 def test_failing_task_keeps_the_rest_of_its_job(tmp_path, tokenizer_dir):

@@ -1,6 +1,6 @@
 """Parse a model's ``source`` string from config.yaml into a typed spec.
 
-Syntax (documented in the README):
+Syntax (documented in docs/configuration.md):
   hf:<org>/<repo>          Hugging Face hub (``revision`` pins a commit)
   https://... / http://... a single file by URL (``sha256`` required)
   pkg:<package>/<path>     a file or folder inside an installed Python package

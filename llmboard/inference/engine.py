@@ -1,9 +1,6 @@
-"""The inference engine: lm-evaluation-harness' model interface on transformers.
-
-``LM`` is the interface every backend implements and the pipeline calls:
-``loglikelihood`` and ``generate_until``, as in lm-eval, each returning the
-per-request facts that prediction files store. A second backend (vLLM, an API) is a
-subclass; nothing else in the pipeline changes.
+"""The transformers backend: ``TransformersLM`` implements ``api.LM`` (lm-evaluation-
+harness' model interface, ``loglikelihood`` and ``generate_until``) on a transformers
+model, and ``load`` is the backend's loader (``api.BACKENDS["transformers"]``).
 
 Why ``TransformersLM`` is faster than a plain per-request forward pass, with the
 same numbers:
@@ -23,9 +20,17 @@ from __future__ import annotations
 
 import logging
 import time
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from .api import (
+    LM,
+    Generation,
+    GenerationRequest,
+    Loaded,
+    LoadOptions,
+    Loglikelihood,
+    LoglikelihoodRequest,
+)
 from .prefix import (
     MIN_SHARED_TOKENS,
     PrefixOnly,
@@ -38,68 +43,10 @@ from .prefix import (
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class LoglikelihoodRequest:
-    context: str
-    continuation: str
-
-
-@dataclass(frozen=True)
-class Loglikelihood:
-    """log p(continuation | context), and what the prediction file records with it."""
-
-    loglikelihood: float
-    is_greedy: bool  # every continuation token is the argmax (lm-eval's is_greedy)
-    context_tokens: int  # as tokenised, before any left truncation to the model window
-    continuation_tokens: int
-    from_store: bool = False  # answered by the request store, not computed now
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    context: str
-    until: tuple[str, ...]  # stop strings; the text is cut before the first one
-    max_gen_toks: int
-
-
-@dataclass(frozen=True)
-class Generation:
-    text: str  # cut before the first stop string, as lm-eval returns it
-    tokens: int  # tokens generated (before cutting at a stop string)
-    stop_reason: str  # "until", "eos", "max_gen_toks" or "window"
-    context_tokens: int = 0  # the prompt as the model saw it (after left truncation)
-    from_store: bool = False
-
-
 # The engine's numeric form (log-prob formula, head dtype, float32 log-softmax): part of
 # the request store's key with the weights and precision. Bump it when a change to the
 # engine changes numbers, so that stored answers of the old form are not reused.
 NUMERICS = "e1"
-
-
-class LM(ABC):
-    """The interface every backend implements. ``stats`` counts work done (requests,
-    tokens, batches); ``token_budget`` is the batch size in tokens as it stands (halved
-    on out-of-memory); ``numerics`` names the backend's numeric form."""
-
-    stats: dict
-    token_budget: int
-    numerics: str
-
-    def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[Loglikelihood]:
-        return self.loglikelihood_tokens([self.tokenize_pair(r) for r in requests])
-
-    @abstractmethod
-    def tokenize_pair(self, request: LoglikelihoodRequest) -> tuple[list[int], list[int]]:
-        """(context ids, continuation ids) exactly as the model will see them."""
-
-    @abstractmethod
-    def loglikelihood_tokens(
-        self, pairs: list[tuple[list[int], list[int]]]
-    ) -> list[Loglikelihood]: ...
-
-    @abstractmethod
-    def generate_until(self, requests: list[GenerationRequest]) -> list[Generation]: ...
 
 
 def split_pair(tokenizer, context: str, continuation: str, prefix_token_id: int):
@@ -468,3 +415,21 @@ class TransformersLM(LM):
             ]
         out = self._generator.generate(requests, lambda text: encode(self.tokenizer, text))
         return [Generation(text, n, reason, prompt) for text, n, reason, prompt in out]
+
+
+def load(model_dir, precision: str, options: LoadOptions) -> Loaded:
+    """The transformers backend's loader (``api.BACKENDS``): the model on the devices the
+    job holds, at ``precision``, wrapped in the engine."""
+    from .loading import load_model
+
+    model, tokenizer, context = load_model(
+        model_dir,
+        precision,
+        device_map=options.device_map,
+        max_memory=options.max_memory,
+        offload_folder=options.offload_folder,
+        trust_remote_code=options.trust_remote_code,
+    )
+    return Loaded(
+        TransformersLM(model, tokenizer, token_budget=options.token_budget), tokenizer, context
+    )

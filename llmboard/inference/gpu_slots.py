@@ -18,8 +18,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..workflow.layout import GPU_LOCK_DIR
-
 log = logging.getLogger(__name__)
 
 
@@ -84,7 +82,7 @@ def acquire(
         time.sleep(poll)
 
 
-def acquire_for_job(n: int, local_gpus, lock_dir: str | os.PathLike = GPU_LOCK_DIR) -> Slots:
+def acquire_for_job(n: int, local_gpus, lock_dir: str | os.PathLike) -> Slots:
     if n <= 0:
         return Slots([])
     if os.environ.get("SLURM_JOB_ID") and os.environ.get("CUDA_VISIBLE_DEVICES"):

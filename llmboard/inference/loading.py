@@ -5,23 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
 
 from ..checkpoints.manifest import load_manifest
+from .api import ModelContext
 from .precisions import check_precision, hardware_warnings, quantization_config, torch_dtype
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ModelContext:
-    """What a prediction file records about the loaded model that computed it."""
-
-    model_dir: str
-    checkpoint_sha256: str
-    precision: str
-    placement: dict  # module -> device, as accelerate placed it
-    load_seconds: float
 
 
 def load_model(

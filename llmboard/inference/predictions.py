@@ -15,13 +15,12 @@ import time
 
 from ..atomic import atomic_path, write_json
 from ..hashing import sha256_file
-from ..results.provenance import code_provenance, now_utc
+from ..provenance import code_provenance, now_utc
 from ..settings import RAW, Prompting
 from ..tasks.definitions import Task
-from ..tasks.documents import dataset_fingerprint, load_docs, shard_range
+from ..tasks.documents import dataset_fingerprint, fewshot_pool, load_docs, shard_range
 from ..tasks.prompts import build_generation_requests, build_requests
-from .engine import LM, GenerationRequest, LoglikelihoodRequest
-from .loading import ModelContext
+from .api import LM, GenerationRequest, LoglikelihoodRequest, ModelContext
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +95,16 @@ def predict_shard(
 
     torch.manual_seed(seed)
     started = time.time()
-    docs = load_docs(task)
+    docs, pool = load_docs(task), fewshot_pool(task)
     ids = list(shard_range(len(docs), shard, n_shards))
     log.info("task %s (%s) shard %d/%d: %d docs", task.name, task.hash, shard, n_shards, len(ids))
     budget, stats_before = lm.token_budget, dict(lm.stats)
     t1 = time.monotonic()
     if task.output_type == "generate_until":
-        table = _generate(lm, task, ids, docs, prompting, chat)
+        table = _generate(lm, task, ids, docs, pool, prompting, chat)
         n_requests = table.height
     else:
-        table = _loglikelihoods(lm, task, ids, docs, prompting, chat)
+        table = _loglikelihoods(lm, task, ids, docs, pool, prompting, chat)
         n_requests = table.height
     t_infer = time.monotonic() - t1
     with atomic_path(out_parquet) as tmp:
@@ -146,11 +145,11 @@ def predict_shard(
     return info
 
 
-def _loglikelihoods(lm: LM, task: Task, ids: list[int], docs: list[dict], prompting, chat):
+def _loglikelihoods(lm: LM, task: Task, ids: list[int], docs: list[dict], pool, prompting, chat):
     """One row per (document, choice): the request and its log-likelihood."""
     import polars as pl
 
-    rows = build_requests(task, [docs[i] for i in ids], ids, prompting, chat)
+    rows = build_requests(task, docs, ids, prompting, chat, pool=pool)
     results = lm.loglikelihood(
         [LoglikelihoodRequest(r["context"], r["continuation"]) for r in rows]
     )
@@ -173,11 +172,11 @@ def _loglikelihoods(lm: LM, task: Task, ids: list[int], docs: list[dict], prompt
     )
 
 
-def _generate(lm: LM, task: Task, ids: list[int], docs: list[dict], prompting, chat):
+def _generate(lm: LM, task: Task, ids: list[int], docs: list[dict], pool, prompting, chat):
     """One row per document: the prompt, the raw generation and why it stopped."""
     import polars as pl
 
-    rows = build_generation_requests(task, [docs[i] for i in ids], ids, prompting, chat)
+    rows = build_generation_requests(task, docs, ids, prompting, chat, pool=pool)
     results = lm.generate_until(
         [GenerationRequest(r["context"], tuple(r["until"]), r["max_gen_toks"]) for r in rows]
     )

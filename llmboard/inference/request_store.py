@@ -6,7 +6,7 @@ file is written again, but most of its requests are ones already computed. The s
 answers those; only the misses reach the model.
 
 Keyed by what decides an answer: the weights (checkpoint sha256), the precision, the
-engine's numeric form (``engine.NUMERICS``), and the exact token ids of the request.
+engine's numeric form (the backend's ``LM.numerics``), and the exact token ids of the request.
 
 Layout, safe with many writers on a shared filesystem (no locks, no SQLite):
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..hashing import sha256_file, stable_json
-from .engine import LM, Generation, GenerationRequest, Loglikelihood, LoglikelihoodRequest
+from .api import LM, Generation, GenerationRequest, Loglikelihood, LoglikelihoodRequest
 
 log = logging.getLogger(__name__)
 

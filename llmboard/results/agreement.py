@@ -22,17 +22,25 @@ KEYS = ["model", "task", "precision", "reference"]
 def _load(paths: list[str]):
     import polars as pl
 
-    return pl.concat([pl.read_parquet(p, columns=["doc_id", "choice", "gold", "choice_chars",
-                                                  "loglikelihood"]) for p in paths])
+    return pl.concat(
+        [
+            pl.read_parquet(
+                p, columns=["doc_id", "choice", "gold", "choice_chars", "loglikelihood"]
+            )
+            for p in paths
+        ]
+    )
 
 
 def _chosen(df):
     import polars as pl
 
     # argmax per doc, first on ties (as scoring): sort by -ll then choice
-    return (df.sort(["doc_id", "loglikelihood", "choice"], descending=[False, True, False])
-            .group_by("doc_id", maintain_order=True)
-            .agg(pl.col("choice").first().alias("pred"), pl.col("gold").first()))
+    return (
+        df.sort(["doc_id", "loglikelihood", "choice"], descending=[False, True, False])
+        .group_by("doc_id", maintain_order=True)
+        .agg(pl.col("choice").first().alias("pred"), pl.col("gold").first())
+    )
 
 
 def _is_generation(paths: list[str]) -> bool:
@@ -64,13 +72,22 @@ def _compare_generations(ref_paths: list[str], paths: list[str]) -> dict:
     import polars as pl
 
     ref, other = _generation_correct(ref_paths), _generation_correct(paths)
-    d = ref.join(other.select("doc_id", pl.col("generation").alias("gen_p"),
-                              pl.col("correct").alias("correct_p")), on="doc_id")
+    d = ref.join(
+        other.select(
+            "doc_id", pl.col("generation").alias("gen_p"), pl.col("correct").alias("correct_p")
+        ),
+        on="doc_id",
+    )
     if d.height != ref.height or d.height != other.height:
         raise ValueError("predictions cover different documents")
     diffs = (d["correct_p"] - d["correct"]).to_list()
-    return {"n_docs": d.height, "flip_rate": float((d["generation"] != d["gen_p"]).mean()),
-            "mean_abs_dll": None, "max_abs_dll": None, "diffs": diffs}
+    return {
+        "n_docs": d.height,
+        "flip_rate": float((d["generation"] != d["gen_p"]).mean()),
+        "mean_abs_dll": None,
+        "max_abs_dll": None,
+        "diffs": diffs,
+    }
 
 
 def compare(predictions: dict[tuple[str, str, str], list[str]]):
@@ -92,45 +109,94 @@ def compare(predictions: dict[tuple[str, str, str], list[str]]):
                 diffs = g.pop("diffs")
                 n = len(diffs)
                 mean = sum(diffs) / n
-                sd = (math.sqrt(sum((x - mean) ** 2 for x in diffs) / (n - 1)) if n > 1
-                      else float("nan"))
-                rows.append({"model": model, "task": task, "precision": p, "reference": ref_name,
-                             **g, "delta_acc": mean, "delta_acc_stderr": sd / math.sqrt(n)})
+                sd = (
+                    math.sqrt(sum((x - mean) ** 2 for x in diffs) / (n - 1))
+                    if n > 1
+                    else float("nan")
+                )
+                rows.append(
+                    {
+                        "model": model,
+                        "task": task,
+                        "precision": p,
+                        "reference": ref_name,
+                        **g,
+                        "delta_acc": mean,
+                        "delta_acc_stderr": sd / math.sqrt(n),
+                    }
+                )
             continue
         ref = _load(precs[ref_name])
         ref_pred = _chosen(ref)
         for p in ranked[1:]:
             other = _load(precs[p])
-            j = ref.join(other.select("doc_id", "choice", pl.col("loglikelihood").alias("ll_p")),
-                         on=["doc_id", "choice"], how="inner")
+            j = ref.join(
+                other.select("doc_id", "choice", pl.col("loglikelihood").alias("ll_p")),
+                on=["doc_id", "choice"],
+                how="inner",
+            )
             if j.height != ref.height or j.height != other.height:
-                raise ValueError(f"{model}/{task}: {p} and {ref_name} predictions cover different requests")
+                raise ValueError(
+                    f"{model}/{task}: {p} and {ref_name} predictions cover different requests"
+                )
             dll = (j["ll_p"] - j["loglikelihood"]).abs()
             pp = _chosen(other)
             d = ref_pred.join(pp.select("doc_id", pl.col("pred").alias("pred_p")), on="doc_id")
-            diffs = ((d["pred_p"] == d["gold"]).cast(pl.Float64)
-                     - (d["pred"] == d["gold"]).cast(pl.Float64)).to_list()
+            diffs = (
+                (d["pred_p"] == d["gold"]).cast(pl.Float64)
+                - (d["pred"] == d["gold"]).cast(pl.Float64)
+            ).to_list()
             n = len(diffs)
             mean = sum(diffs) / n
             sd = math.sqrt(sum((x - mean) ** 2 for x in diffs) / (n - 1)) if n > 1 else float("nan")
-            rows.append({"model": model, "task": task, "precision": p, "reference": ref_name,
-                         "n_docs": n, "flip_rate": float((d["pred"] != d["pred_p"]).mean()),
-                         "mean_abs_dll": float(dll.mean()), "max_abs_dll": float(dll.max()),
-                         "delta_acc": mean, "delta_acc_stderr": sd / math.sqrt(n)})
-    schema = {"model": pl.String, "task": pl.String, "precision": pl.String, "reference": pl.String,
-              "n_docs": pl.Int64, "flip_rate": pl.Float64, "mean_abs_dll": pl.Float64,
-              "max_abs_dll": pl.Float64, "delta_acc": pl.Float64, "delta_acc_stderr": pl.Float64}
+            rows.append(
+                {
+                    "model": model,
+                    "task": task,
+                    "precision": p,
+                    "reference": ref_name,
+                    "n_docs": n,
+                    "flip_rate": float((d["pred"] != d["pred_p"]).mean()),
+                    "mean_abs_dll": float(dll.mean()),
+                    "max_abs_dll": float(dll.max()),
+                    "delta_acc": mean,
+                    "delta_acc_stderr": sd / math.sqrt(n),
+                }
+            )
+    schema = {
+        "model": pl.String,
+        "task": pl.String,
+        "precision": pl.String,
+        "reference": pl.String,
+        "n_docs": pl.Int64,
+        "flip_rate": pl.Float64,
+        "mean_abs_dll": pl.Float64,
+        "max_abs_dll": pl.Float64,
+        "delta_acc": pl.Float64,
+        "delta_acc_stderr": pl.Float64,
+    }
     return pl.DataFrame(rows, schema=schema).sort(KEYS)
 
 
 def to_markdown(df) -> str:
-    head = ["model", "task", "precision", "vs", "docs", "flipped", "mean abs dLL", "max abs dLL",
-            "d acc (paired se)"]
+    head = [
+        "model",
+        "task",
+        "precision",
+        "vs",
+        "docs",
+        "flipped",
+        "mean abs dLL",
+        "max abs dLL",
+        "d acc (paired se)",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in df.iter_rows(named=True):
-        lines.append(f"| {r['model']} | {r['task']} | {r['precision']} | {r['reference']} | "
-                     f"{r['n_docs']} | {r['flip_rate']:.2%} | {_num(r['mean_abs_dll'])} | "
-                     f"{_num(r['max_abs_dll'])} | {r['delta_acc']:+.4f} ({r['delta_acc_stderr']:.4f}) |")
+        lines.append(
+            f"| {r['model']} | {r['task']} | {r['precision']} | {r['reference']} | "
+            f"{r['n_docs']} | {r['flip_rate']:.2%} | {_num(r['mean_abs_dll'])} | "
+            f"{_num(r['max_abs_dll'])} | {r['delta_acc']:+.4f} ({r['delta_acc_stderr']:.4f}) |"
+        )
     return "\n".join(lines) + "\n"
 
 

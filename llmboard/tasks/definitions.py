@@ -11,7 +11,10 @@ A task file says where the documents come from and how each becomes requests:
     metrics: [acc, acc_norm]
 
 The semantics are lm-evaluation-harness' (same field names, same rendering:
-a template for a list is rendered and ``ast.literal_eval``-ed). This module
+a template for a list is rendered and ``ast.literal_eval``-ed). Every field, its type
+and its default are in ``schemas/task.schema.yaml``; a task file is validated against
+it (``llmboard.validation``, as the config is) after its include and the config's
+overrides are merged. This module
 imports no torch and no ``datasets`` at import time: the Snakefile uses it to
 resolve task hashes.
 
@@ -68,6 +71,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..hashing import sha256_json, short
+from ..validation import problems
 from ..yamlfiles import read_mapping
 from .errors import TaskError
 from .filters import DEFAULT_FILTER_LIST, filter_list_problems
@@ -78,44 +82,14 @@ from .metrics import (
     metric_names,
 )
 
-TASK_FIELDS = {
-    "task",
-    "group",
-    "include",
-    "description",
-    "dataset",
-    "doc_to_text",
-    "doc_to_choice",
-    "doc_to_target",
-    "doc_to_continuation",
-    "target_delimiter",
-    "output_type",
-    "fewshot",
-    "metrics",
-    "primary_metric",
-    "limit",
-    "shards",
-    "metadata",
-    "alias",
-    # generate_until (lm-eval's names)
-    "generation_kwargs",
-    "filter_list",
-    "metric_list",
-    # lm-eval's few-shot names, resolved into `fewshot`
-    "num_fewshot",
-    "fewshot_config",
-    "fewshot_delimiter",
-}
 DEFAULT_SPLIT = "validation"
 # Settings that decide how work is split, not what is computed: kept out of the hash.
 NOT_HASHED = {"shards", "alias", "metadata"}
-OUTPUT_TYPES = {"multiple_choice", "multiple_input", "generate_until"}
 GENERATE = "generate_until"
 # lm-eval: the HFLM's max_gen_toks (lm_eval.defaults.DEFAULT_MAX_GEN_TOKS), and
 # TaskConfig's fewshot_delimiter, the default `until`
 DEFAULT_MAX_GEN_TOKS = 256
 DEFAULT_FEWSHOT_DELIMITER = "\n\n"
-GENERATION_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature"}
 # lm-eval's fewshot_config keys -> llmboard's `fewshot` keys
 FEWSHOT_CONFIG_KEYS = {
     "sampler": "sampler",
@@ -124,10 +98,16 @@ FEWSHOT_CONFIG_KEYS = {
     "fewshot_delimiter": "delimiter",
     "target_delimiter": "target_delimiter",
 }
-SAMPLERS = {"random", "first_n"}
+# llmboard's `fewshot` keys -> how lm-eval's task files spell them (for error messages)
+FOLDED_FROM = {
+    "n": "num_fewshot",
+    "delimiter": "fewshot_delimiter",
+    **{
+        v: f"fewshot_config.{k}" for k, v in FEWSHOT_CONFIG_KEYS.items() if k != "fewshot_delimiter"
+    },
+}
 # how the random sampler draws, part of the hash of a task that samples at random
 RANDOM_DRAWS = "lm-eval 0.4.13: one random.Random(seed) per task, documents in order"
-DATASET_KEYS = {"source", "split", "name", "revision", "field", "columns"}
 
 
 # ----------------------------------------------------------------- loading
@@ -271,6 +251,15 @@ def _fold_fewshot(data: dict, path: Path, where: str) -> dict:
     return data
 
 
+def _lm_eval_names(problem: str) -> str:
+    """A problem with a ``fewshot`` field also names lm-eval's spelling of it."""
+    field, sep, rest = problem.partition(": ")
+    key = field.removeprefix("fewshot.")
+    if sep and field.startswith("fewshot.") and key in FOLDED_FROM:
+        return f"{field} ({FOLDED_FROM[key]}): {rest}"
+    return problem
+
+
 def _default_until(spec: dict) -> dict:
     """lm-eval's TaskConfig: a generate_until task without ``until`` stops at the
     task's ``fewshot_delimiter`` (resolved before the few-shot names are folded)."""
@@ -284,6 +273,8 @@ def _default_until(spec: dict) -> dict:
 
 
 def load_task(path: str | os.PathLike, overrides: dict | None = None) -> Task:
+    """A task file, its include merged and ``overrides`` (the config's) applied, validated
+    against ``schemas/task.schema.yaml`` (its defaults filled in) and resolved."""
     path = Path(path).resolve()
     spec = _read_with_includes(path)
     if "group" in spec and "task" not in spec:
@@ -294,20 +285,10 @@ def load_task(path: str | os.PathLike, overrides: dict | None = None) -> Task:
             spec[k] = {**spec[k], **v}  # `fewshot: {n: 5}` keeps the task's split and sampler
         elif v is not None:
             spec[k] = v
-    unknown = set(spec) - TASK_FIELDS
-    if unknown:
-        raise TaskError(f"{path}: unknown field(s) {sorted(unknown)}; known: {sorted(TASK_FIELDS)}")
-    required = ["task", "dataset", "doc_to_text", "doc_to_target"]
-    if spec.get("output_type") != GENERATE:
-        required.insert(3, "doc_to_choice")
-    for field in required:
-        if field not in spec:
-            raise TaskError(f"{path}: missing field {field!r}")
-    if spec.get("output_type", "multiple_choice") not in OUTPUT_TYPES:
-        raise TaskError(f"{path}: output_type must be one of {sorted(OUTPUT_TYPES)}")
-    if spec.get("output_type") == "multiple_input" and "doc_to_continuation" not in spec:
-        raise TaskError(f"{path}: output_type multiple_input needs doc_to_continuation")
-    if spec.get("output_type") == GENERATE:
+    found = problems(spec, "task")
+    if found:
+        raise TaskError(f"{path}: " + "; ".join(_lm_eval_names(p) for p in found))
+    if spec["output_type"] == GENERATE:
         _resolve_generation(spec, path)
     else:
         for field in ("generation_kwargs", "filter_list", "metric_list"):
@@ -318,27 +299,7 @@ def load_task(path: str | os.PathLike, overrides: dict | None = None) -> Task:
             raise TaskError(
                 f"{path}: unknown metric(s) {sorted(bad)}; known: {sorted(KNOWN_METRICS)}"
             )
-    ds = spec["dataset"]
-    if not isinstance(ds, dict) or "source" not in ds:
-        raise TaskError(f"{path}: dataset.source is required")
-    unknown = set(ds) - DATASET_KEYS
-    if unknown:
-        raise TaskError(
-            f"{path}: dataset: unknown key(s) {sorted(unknown)}; known: {sorted(DATASET_KEYS)}"
-        )
-    cols = ds.get("columns")
-    if cols is not None and not (
-        isinstance(cols, list) and cols and all(isinstance(c, str) for c in cols)
-    ):
-        raise TaskError(f"{path}: dataset.columns must be a list of field names")
-    if ds.get("field") is not None and not isinstance(ds["field"], str):
-        raise TaskError(f"{path}: dataset.field must be a field name")
-    spec["dataset"] = dict(ds)
-    spec.setdefault("target_delimiter", " ")
-    spec.setdefault("output_type", "multiple_choice")
-    fs = dict(spec.get("fewshot") or {})
-    fs.setdefault("n", 0)
-    spec["fewshot"] = fs
+    spec["dataset"] = dict(spec["dataset"])  # not shared with the overrides or a cache
     task = Task(spec["task"], spec, path)
     if task.output_type == GENERATE and task.primary_metric not in task.metrics:
         raise TaskError(
@@ -356,32 +317,11 @@ def _resolve_generation(spec: dict, path: Path) -> None:
     ):
         if field in spec:
             raise TaskError(f"{path}: {field} is not used by generate_until (use {instead})")
-    g = spec.get("generation_kwargs")
-    if not isinstance(g, dict):
-        raise TaskError(f"{path}: generation_kwargs must be a mapping")
-    unknown = set(g) - GENERATION_KWARGS
-    if unknown:
-        raise TaskError(
-            f"{path}: generation_kwargs: unknown key(s) {sorted(unknown)}; "
-            f"known: {sorted(GENERATION_KWARGS)}"
-        )
-    until = g.get("until")
-    if not isinstance(until, list) or not all(isinstance(u, str) and u for u in until):
-        raise TaskError(
-            f"{path}: generation_kwargs.until must be a list of non-empty strings, got {until!r}"
-        )
+    g = spec["generation_kwargs"]  # present: _default_until puts `until` in
+    until = g["until"]
     max_gen_toks = g.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS)
-    if not isinstance(max_gen_toks, int) or isinstance(max_gen_toks, bool) or max_gen_toks <= 0:
-        raise TaskError(
-            f"{path}: generation_kwargs.max_gen_toks must be a positive integer, "
-            f"got {max_gen_toks!r}"
-        )
     temperature = g.get("temperature", 0.0)
     do_sample = g.get("do_sample")
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool):
-        raise TaskError(f"{path}: generation_kwargs.temperature must be a number")
-    if do_sample not in (None, True, False):
-        raise TaskError(f"{path}: generation_kwargs.do_sample must be true or false")
     # lm-eval's normalize_gen_kwargs: do_sample unset samples when temperature > 0
     if do_sample or (do_sample is None and temperature > 0):
         raise TaskError(
@@ -396,36 +336,20 @@ def _resolve_generation(spec: dict, path: Path) -> None:
         "temperature": 0.0,
     }
     spec.setdefault("filter_list", copy.deepcopy(DEFAULT_FILTER_LIST))
-    problems = filter_list_problems(spec["filter_list"])
-    if problems:
-        raise TaskError(f"{path}: filter_list: " + "; ".join(problems))
+    bad = filter_list_problems(spec["filter_list"])
+    if bad:
+        raise TaskError(f"{path}: filter_list: " + "; ".join(bad))
     spec.setdefault("metric_list", copy.deepcopy(DEFAULT_METRIC_LIST))
-    problems = metric_list_problems(spec["metric_list"])
-    if problems:
-        raise TaskError(f"{path}: metric_list: " + "; ".join(problems))
-    fs = dict(spec.get("fewshot") or {})
-    fs.setdefault("n", 0)
+    bad = metric_list_problems(spec["metric_list"])
+    if bad:
+        raise TaskError(f"{path}: metric_list: " + "; ".join(bad))
+    fs = dict(spec["fewshot"])
     fs.setdefault("sampler", "random")
     fs.setdefault("delimiter", DEFAULT_FEWSHOT_DELIMITER)
     n = fs["n"]
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise TaskError(f"{path}: num_fewshot (fewshot.n) must be an integer >= 0, got {n!r}")
-    if fs["sampler"] not in SAMPLERS:
-        raise TaskError(
-            f"{path}: fewshot sampler {fs['sampler']!r} unknown; known: {sorted(SAMPLERS)} "
-            "(lm-eval's default is random)"
-        )
     samples = fs.get("samples")
-    if samples is not None:
-        if not isinstance(samples, list) or not all(isinstance(d, dict) for d in samples):
-            raise TaskError(f"{path}: fewshot_config.samples must be a list of mappings")
-        if fs.get("split") is None and n > len(samples):
-            raise TaskError(
-                f"{path}: num_fewshot {n} but fewshot_config.samples has {len(samples)}"
-            )
-    for key in ("delimiter", "target_delimiter"):
-        if key in fs and not isinstance(fs[key], str):
-            raise TaskError(f"{path}: fewshot {key} must be a string")
+    if samples is not None and fs.get("split") is None and n > len(samples):
+        raise TaskError(f"{path}: num_fewshot {n} but fewshot_config.samples has {len(samples)}")
     spec["fewshot"] = fs
 
 

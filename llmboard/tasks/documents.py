@@ -6,10 +6,13 @@ package's definitions on every parse).
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
+from ..checkpoints.identity import FileHashCache, content_sha256
 from ..hashing import sha256_json
 from .definitions import Task, TaskError
+from .prompts import needs_pool
 
 
 def _resolve_local(source: str, task_path: Path) -> Path:
@@ -133,6 +136,41 @@ def load_docs(task: Task) -> list[dict]:
     limit = task.spec.get("limit")
     n = len(data) if limit is None else min(int(limit), len(data))
     return [data[i] for i in range(n)]
+
+
+def fewshot_pool(task: Task) -> list[dict] | None:
+    """The documents a task draws few-shot examples from, when they come from a split
+    (its ``fewshot.split``, else the evaluated split, whole: no ``limit``); None when the
+    task is zero-shot or its examples are inline ``samples``."""
+    if not needs_pool(task):
+        return None
+    data = load_split(task, task.spec["fewshot"].get("split") or task.split)
+    return [data[i] for i in range(len(data))]
+
+
+def data_identity(task: Task, cache: FileHashCache) -> dict:
+    """What decides a task's documents besides its definition, cheaply (the Snakefile
+    asks on every parse): a local data file or folder is its content (sha256 of its
+    files, cached by size and mtime, as for local checkpoints), so a file corrected in
+    place changes it; a package's data is the package's version; a hub dataset is its
+    ``revision``, already in the definition (``{}``)."""
+    source = task.spec["dataset"]["source"]
+    if source.startswith("hf:"):
+        return {}
+    if source.startswith("pkg:"):
+        package = source[4:].partition("/")[0]
+        return {"package": package, "version": package_version(package)}
+    return {"sha256": content_sha256(_resolve_local(source, task.path), cache)}
+
+
+@cache
+def package_version(package: str) -> str | None:
+    """The installed version of the distribution that ships import package ``package``."""
+    from importlib import metadata
+
+    for dist in metadata.packages_distributions().get(package, []):
+        return metadata.version(dist)
+    return None
 
 
 def dataset_fingerprint(docs: list[dict]) -> str:

@@ -11,6 +11,10 @@ element; an empty target: the text alone), then the document's text. Raw prompts
 concatenate them with the target and few-shot delimiters; a chat template renders
 them (``prompting``, ``chat.renderer``). Few-shot examples are drawn as lm-eval's
 samplers draw them (``_Sampler``).
+
+Pure functions of their inputs: the caller passes the task's evaluated documents
+(``documents.load_docs``) and, for a task whose examples come from a split, the
+few-shot pool (``documents.fewshot_pool``). Nothing here reads a file.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from dataclasses import dataclass
 
 from ..settings import RAW, Prompting
 from .definitions import GENERATE, Task, TaskError
-from .documents import load_split
 from .templates import template
 
 
@@ -109,20 +112,20 @@ class _Sampler:
     ``first_n`` (``FirstNSampler``): the first ``n`` of the pool without the document's
     copies."""
 
-    def __init__(self, task: Task):
+    def __init__(self, task: Task, pool: list[dict], docs: list[dict]):
         fs = task.spec["fewshot"]
         self.task = task
         self.n = int(fs.get("n", 0))
         self.kind = fs.get("sampler", "random")
         self.seed = fs.get("seed", 1234)  # lm-eval's fewshot_random_seed (default 1234)
-        self.pool = _fewshot_pool(task)
+        self.pool = pool
+        self.docs = docs  # the evaluated documents: a draw excludes its own document
         split = fs.get("split") or task.split
         # lm-eval: eval_doc is passed when fewshot_split is the evaluated split; inline
         # samples (fewshot_config.samples) never are
-        self.exclude = split == task.split and not _uses_samples(task)
+        self.exclude = split == task.split and not uses_samples(task)
         self._rnd: random.Random | None = None
         self._next = 0  # the document whose draw comes next
-        self._docs: list[dict] | None = None
 
     def examples(self, doc_id: int, doc: dict) -> list[int]:
         """Pool indices of document ``doc_id``'s few-shot examples, in prompt order."""
@@ -135,7 +138,7 @@ class _Sampler:
         if self._rnd is None or doc_id < self._next:
             self._rnd, self._next = random.Random(self.seed), 0
         while self._next < doc_id:  # replay the documents before this one
-            self._draw(self._eval_doc(self._next) if self.exclude else None)
+            self._draw(self.docs[self._next] if self.exclude else None)
             self._next += 1
         out = self._draw(doc if self.exclude else None)
         self._next = doc_id + 1
@@ -153,13 +156,6 @@ class _Sampler:
                 + (" (the evaluated document is left out)" if self.exclude else "")
             )
 
-    def _eval_doc(self, doc_id: int) -> dict:
-        if self._docs is None:
-            from .documents import load_docs
-
-            self._docs = load_docs(self.task)
-        return self._docs[doc_id]
-
     def _draw(self, doc: dict | None) -> list[int]:
         size, n = len(self.pool), self.n
         if doc is None:
@@ -174,40 +170,38 @@ class _Sampler:
         return out
 
 
-def _uses_samples(task: Task) -> bool:
+def uses_samples(task: Task) -> bool:
     """Few-shot examples from ``samples`` (a split, when also given, wins, as in lm-eval)."""
     fs = task.spec["fewshot"]
     return fs.get("samples") is not None and fs.get("split") is None
 
 
-_POOLS: dict = {}
-_SAMPLERS: dict = {}
+def needs_pool(task: Task) -> bool:
+    """Whether the task draws few-shot examples from a split (``documents.fewshot_pool``)."""
+    return int(task.spec["fewshot"].get("n", 0)) > 0 and not uses_samples(task)
 
 
-def _fewshot_pool(task: Task) -> list[dict]:
-    key = (str(task.path), task.hash)
-    if key not in _POOLS and _uses_samples(task):
-        _POOLS[key] = [dict(d) for d in task.spec["fewshot"]["samples"]]
-    if key not in _POOLS:
-        split = task.spec["fewshot"].get("split") or task.split
-        data = load_split(task, split)
-        _POOLS[key] = [data[i] for i in range(len(data))]
-    return _POOLS[key]
-
-
-def _sampler(task: Task) -> _Sampler:
-    key = (str(task.path), task.hash)
-    if key not in _SAMPLERS:
-        _SAMPLERS[key] = _Sampler(task)
-    return _SAMPLERS[key]
-
-
-def _fewshot_examples(task: Task, doc_id: int, doc: dict) -> list[tuple[int, dict]]:
-    """(pool index, document) of each few-shot example of document ``doc_id``."""
+def _sampler(task: Task, docs: list[dict], pool: list[dict] | None) -> _Sampler | None:
+    """The task's few-shot sampler for one build (None: zero-shot). Built per call: a
+    random sampler replays the draws of the documents before a shard's first."""
     if int(task.spec["fewshot"].get("n", 0)) == 0:
+        return None
+    if uses_samples(task):
+        pool = [dict(d) for d in task.spec["fewshot"]["samples"]]
+    elif pool is None:
+        split = task.spec["fewshot"].get("split") or task.split
+        raise TaskError(
+            f"{task.path}: few-shot examples come from split {split!r}: pass its documents "
+            "as the pool (documents.fewshot_pool)"
+        )
+    return _Sampler(task, pool, docs)
+
+
+def _fewshot_examples(sampler: _Sampler | None, doc_id: int, doc: dict) -> list[tuple[int, dict]]:
+    """(pool index, document) of each few-shot example of document ``doc_id``."""
+    if sampler is None:
         return []
-    s = _sampler(task)
-    return [(i, s.pool[i]) for i in s.examples(doc_id, doc)]
+    return [(i, sampler.pool[i]) for i in sampler.examples(doc_id, doc)]
 
 
 # ------------------------------------------------------------------ messages
@@ -260,14 +254,16 @@ def _single_turn(messages: list[Message]) -> list[dict]:
     return [system.to_dict(), *user] if system else user
 
 
-def _system_and_shots(task: Task, doc: dict, doc_id: int, prompting: Prompting) -> list[Message]:
+def _system_and_shots(
+    task: Task, doc: dict, doc_id: int, prompting: Prompting, sampler: _Sampler | None
+) -> list[Message]:
     """The messages before the document's own turn."""
     fs = task.spec["fewshot"]
     delim = fs.get("delimiter", "\n\n")
     tgt = fs.get("target_delimiter", task.spec["target_delimiter"])  # fewshot_config's
     system = maybe_delimit(prompting.system_instruction, _description(task, doc, doc_id), delim)
     messages = [Message("system", system)] if system else []
-    for i, ex in _fewshot_examples(task, doc_id, doc):
+    for i, ex in _fewshot_examples(sampler, doc_id, doc):
         where = f"fewshot {i}"
         if task.output_type == GENERATE:
             question = str(_render(task.spec["doc_to_text"], ex, "doc_to_text", task, where))
@@ -295,14 +291,27 @@ def _prompt(messages: list[Message], prompting: Prompting, chat) -> str:
     return chat(history, add_generation_prompt=True)
 
 
+def _selected(task: Task, docs: list[dict], doc_ids) -> list[tuple[int, dict]]:
+    ids = range(len(docs)) if doc_ids is None else doc_ids
+    bad = [i for i in ids if not 0 <= i < len(docs)]
+    if bad:
+        raise TaskError(f"{task.path}: document ids {bad[:5]} outside the {len(docs)} documents")
+    return [(int(i), docs[i]) for i in ids]
+
+
 def build_requests(
     task: Task,
     docs: list[dict],
-    doc_ids: list[int],
+    doc_ids: list[int] | range | None = None,
     prompting: Prompting = RAW,
     chat: Callable[..., str] | None = None,
+    *,
+    pool: list[dict] | None = None,
 ) -> list[dict]:
-    """One row per (doc, choice): the request and what scoring needs to know.
+    """One row per (doc, choice) of the documents ``doc_ids`` (default: all): the request
+    and what scoring needs to know. ``docs`` are the task's evaluated documents, indexed
+    by document id (a random few-shot draw depends on the documents before it);
+    ``pool`` the few-shot pool when the task draws examples from a split.
 
     ``prompting`` says how contexts are rendered (lm-eval's ``fewshot_context``), and
     ``chat`` renders messages with the model's chat template (``chat.renderer``). With a
@@ -310,9 +319,10 @@ def build_requests(
     ``construct_requests``: the answer follows the template's generation prompt."""
     rows = []
     delim = "" if prompting.chat_template is not False else task.spec["target_delimiter"]
-    for doc, doc_id in zip(docs, doc_ids):
+    sampler = _sampler(task, docs, pool)
+    for doc_id, doc in _selected(task, docs, doc_ids):
         text, choices, gold, cont = doc_parts(task, doc, doc_id)
-        before = _system_and_shots(task, doc, doc_id, prompting)
+        before = _system_and_shots(task, doc, doc_id, prompting, sampler)
         if task.output_type == "multiple_input":  # one context per choice, one continuation
             contexts = [_prompt([*before, Message("user", c)], prompting, chat) for c in choices]
             continuations = [delim + cont] * len(choices)
@@ -374,21 +384,28 @@ def _shot_answer(task: Task, doc: dict, where: str) -> str | None:
 def build_generation_requests(
     task: Task,
     docs: list[dict],
-    doc_ids: list[int],
+    doc_ids: list[int] | range | None = None,
     prompting: Prompting = RAW,
     chat: Callable[..., str] | None = None,
+    *,
+    pool: list[dict] | None = None,
 ) -> list[dict]:
-    """One row per document: ``doc_id``, ``context`` (lm-eval's prompt, rendered as
+    """One row per document of ``doc_ids`` (default: all; ``docs`` and ``pool`` as for
+    ``build_requests``): ``doc_id``, ``context`` (lm-eval's prompt, rendered as
     ``prompting`` says), ``until`` (the task's stop strings, without EOS: the engine adds
     the tokenizer's), ``max_gen_toks``, ``targets`` (list of str)."""
     if task.output_type != GENERATE:
         raise TaskError(f"{task.path}: output_type {task.output_type}, not generate_until")
     gen = task.generation_kwargs
     rows = []
-    for doc, doc_id in zip(docs, doc_ids):
+    sampler = _sampler(task, docs, pool)
+    for doc_id, doc in _selected(task, docs, doc_ids):
         targets = generation_targets(task, doc, doc_id)
         text = str(_render(task.spec["doc_to_text"], doc, "doc_to_text", task, doc_id))
-        messages = [*_system_and_shots(task, doc, doc_id, prompting), Message("user", text)]
+        messages = [
+            *_system_and_shots(task, doc, doc_id, prompting, sampler),
+            Message("user", text),
+        ]
         rows.append(
             {
                 "doc_id": int(doc_id),

@@ -1,14 +1,18 @@
 """The job contract: what the plan hands a job, as small frozen dataclasses.
 
-Snakemake passes ``params`` to a rule script by pickling them before the script can
-import this package, so rules pass ``as_params(item)`` (plain dicts) and scripts
-rebuild the items with ``from_params``.
+A job is one value (``InferJob``, ``ScoreJob``) built by the plan: adding a setting to
+a job is one field here and one line in the plan. Snakemake passes ``params`` to a
+rule script by pickling them before the script can import this package, so rules pass
+``as_params(job)`` (plain dicts) and scripts rebuild the job with ``Job.from_params``.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
+
+from ..inference.api import LoadOptions
+from ..settings import Prompting
 
 
 class TaskShard(NamedTuple):
@@ -64,9 +68,53 @@ class ScoreItem:
     primary_metric: str
 
 
-def as_params(items) -> list[dict]:
-    return [asdict(it) for it in items]
+@dataclass(frozen=True)
+class InferJob:
+    """Everything one inference job needs: which entry at which precision, the task
+    shards it predicts, how its backend loads the model, and how the job runs."""
+
+    entry: str  # the config's model entry (its name is in log messages and errors)
+    precision: str
+    model_dir: str  # the converted model (the rule's input)
+    backend: str  # api.BACKENDS name
+    load: LoadOptions
+    prompting: Prompting
+    items: tuple[InferItem, ...]
+    workflow_dir: str  # task paths in items are relative to it
+    seed: int
+    request_store: str | None  # its folder; None: off
+    local_gpus: int | tuple[int, ...] | None  # GPUs a local run may lock
+    log_level: str
+
+    @classmethod
+    def from_params(cls, d: dict) -> InferJob:
+        d = dict(d)
+        d["load"] = LoadOptions(**d["load"])
+        d["prompting"] = Prompting(**d["prompting"])
+        d["items"] = tuple(_item(InferItem, i) for i in d["items"])
+        if isinstance(d["local_gpus"], list):
+            d["local_gpus"] = tuple(d["local_gpus"])
+        return cls(**d)
 
 
-def from_params(cls, dicts) -> list:
-    return [cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}) for d in dicts]
+@dataclass(frozen=True)
+class ScoreJob:
+    """One score job: the score files of a model x precision still missing."""
+
+    entry: str
+    precision: str
+    items: tuple[ScoreItem, ...]
+    log_level: str
+
+    @classmethod
+    def from_params(cls, d: dict) -> ScoreJob:
+        return cls(**{**d, "items": tuple(_item(ScoreItem, i) for i in d["items"])})
+
+
+def as_params(job) -> dict:
+    """A job as plain dicts, lists and scalars (what Snakemake can pickle for a script)."""
+    return asdict(job)
+
+
+def _item(cls, d: dict):
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})

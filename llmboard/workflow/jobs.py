@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..atomic import write_json
 from ..tasks.definitions import Task
-from .items import InferItem, ScoreItem
+from .items import InferJob, ScoreItem, ScoreJob
 
 log = logging.getLogger(__name__)
 
@@ -45,37 +45,15 @@ def _run_all(work: list[tuple[str, Callable[[], object]]], receipt) -> None:
     )
 
 
-def run_predictions(
-    model_dir,
-    precision: str,
-    items: list[InferItem],
-    receipt,
-    *,
-    workflow_dir,
-    token_budget: int,
-    seed: int,
-    device_map,
-    max_memory,
-    offload_folder,
-    trust_remote_code: bool,
-    request_store: str | None,
-    prompting: dict | None = None,
-    entry: str = "model",
-) -> None:
-    """Load the model once, then predict every item (a task shard) of the batch.
-    ``prompting`` (``Prompting.as_dict()``) says how the config entry ``entry`` renders
-    its prompts."""
-    from ..inference.engine import TransformersLM
-    from ..inference.loading import load_model
+def run_predictions(job: InferJob, receipt) -> None:
+    """Load the model once (the job's backend), then predict every item (a task shard)."""
+    from ..inference.api import load_backend
     from ..inference.predictions import predict_shard
-    from ..settings import Prompting
     from ..tasks.chat import renderer
 
-    prompts = Prompting(**prompting) if prompting else Prompting()
-
     tasks = []
-    for it in items:
-        path = Path(workflow_dir) / it.task_path  # an absolute path stays as it is
+    for it in job.items:
+        path = Path(job.workflow_dir) / it.task_path  # an absolute path stays as it is
         task = Task(it.spec["task"], it.spec, path)
         if task.hash != it.task_hash:
             raise BatchError(
@@ -86,22 +64,20 @@ def run_predictions(
     if not tasks:  # written meanwhile (a retry after a partial run): nothing to load
         _run_all([], receipt)
         return
-    model, tokenizer, context = load_model(
-        model_dir,
-        precision,
-        device_map=device_map,
-        max_memory=max_memory,
-        offload_folder=offload_folder,
-        trust_remote_code=trust_remote_code,
-    )
+    lm, tokenizer, context = load_backend(job.backend, job.model_dir, job.precision, job.load)
     chat = None
-    if prompts.chat_template is not False:  # before any work: a missing template names the entry
-        chat = renderer(tokenizer, prompts.chat_template, f"models.{entry} ({model_dir})")
-    lm = TransformersLM(model, tokenizer, token_budget=token_budget)
-    if request_store:  # answers computed before (by any job) are reused, request by request
+    if (
+        job.prompting.chat_template is not False
+    ):  # before any work: a missing template names the entry
+        chat = renderer(
+            tokenizer, job.prompting.chat_template, f"models.{job.entry} ({job.model_dir})"
+        )
+    if job.request_store:  # answers computed before (by any job) are reused, request by request
         from ..inference.request_store import RequestStore, StoredLM
 
-        store = RequestStore(request_store, context.checkpoint_sha256, precision, lm.numerics)
+        store = RequestStore(
+            job.request_store, context.checkpoint_sha256, job.precision, lm.numerics
+        )
         lm = StoredLM(lm, store)
     _run_all(
         [
@@ -116,18 +92,18 @@ def run_predictions(
                     it.n_shards,
                     it.parquet,
                     it.info,
-                    seed=seed,
-                    prompting=prompts,
+                    seed=job.seed,
+                    prompting=job.prompting,
                     chat=chat,
                 ),
             )
-            for it, task in zip(items, tasks)
+            for it, task in zip(job.items, tasks)
         ],
         receipt,
     )
 
 
-def run_scores(items: list[ScoreItem], receipt, *, model: str) -> None:
+def run_scores(job: ScoreJob, receipt) -> None:
     from ..tasks.scoring import score
 
     def one(it: ScoreItem):
@@ -135,10 +111,10 @@ def run_scores(items: list[ScoreItem], receipt, *, model: str) -> None:
             list(it.parquets),
             list(it.infos),
             it.out,
-            model=model,
+            model=job.entry,
             metrics=list(it.metrics),
             primary_metric=it.primary_metric,
         )
         log.info("%s: %s", it.task, {k: round(v["value"], 4) for k, v in r["metrics"].items()})
 
-    _run_all([(it.task, partial(one, it)) for it in items], receipt)
+    _run_all([(it.task, partial(one, it)) for it in job.items], receipt)

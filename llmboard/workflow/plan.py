@@ -26,13 +26,14 @@ from pathlib import Path
 from ..checkpoints.identity import FileHashCache, content_sha256
 from ..checkpoints.sources import SourceError, parse_source
 from ..hashing import sha256_json, short
+from ..inference.api import LoadOptions, check_backend
 from ..settings import ModelEntry, Settings
 from ..tasks.chat import choose, templates_of
 from ..tasks.definitions import Task, find_task_files, group_spec, is_group, load_task
 from ..tasks.errors import TaskError
 from ..tasks.scoring import scorer_version
 from . import layout
-from .items import InferBatch, InferItem, ScoreBatch, ScoreItem, TaskShard
+from .items import InferBatch, InferItem, InferJob, ScoreBatch, ScoreItem, ScoreJob, TaskShard
 
 
 def coverage_key(score_files: list[str]) -> str:
@@ -49,6 +50,7 @@ class WorkflowPlan:
     groups: dict = field(default_factory=dict)
     tasks_per_job: int = 0  # 0: every missing task of a model x precision in one job
     root: str = "."  # the workflow's working directory: what is on disk decides the jobs
+    settings: Settings | None = None  # how jobs run (None: a plan that only lists files)
     _exists: dict = field(default_factory=dict, repr=False, compare=False)  # path -> on disk
 
     def __post_init__(self):
@@ -290,6 +292,36 @@ class WorkflowPlan:
             )
         return out
 
+    def infer_job(self, model: str, precision: str, part: str, workflow_dir: str) -> InferJob:
+        """The whole of one inference job, as the rule hands it to its script."""
+        s, inf = self.settings, self.settings.inference
+        entry = self.models[model]
+        return InferJob(
+            entry=model,
+            precision=precision,
+            model_dir=self.model_dir(model),
+            backend=inf.backend,
+            load=LoadOptions(
+                token_budget=inf.token_budget,
+                device_map=inf.device_map,
+                max_memory=inf.max_memory,
+                offload_folder=inf.offload_folder,
+                trust_remote_code=entry.trust_remote_code,
+            ),
+            prompting=entry.prompting,
+            items=tuple(self.infer_items(model, precision, part, workflow_dir)),
+            workflow_dir=str(workflow_dir),
+            seed=s.seed,
+            request_store=s.request_store,
+            local_gpus=s.resources.local_gpus,
+            log_level=s.log_level,
+        )
+
+    def score_job(self, model: str, precision: str) -> ScoreJob:
+        return ScoreJob(
+            model, precision, tuple(self.score_items(model, precision)), self.settings.log_level
+        )
+
     def score_tasks(self, model: str, precision: str) -> tuple[str, ...]:
         b = self.score_jobs.get((model, precision))
         return b.items if b else ()
@@ -331,6 +363,7 @@ def build_plan(
     settings: Settings, tasks_dir: str | os.PathLike, root: str | os.PathLike = "."
 ) -> WorkflowPlan:
     index = find_task_files(tasks_dir)
+    check_backend(settings.inference.backend, "config: inference.backend")
     keys = source_keys(settings, root)
     tasks: dict[str, Task] = {}
     groups: dict = {}
@@ -359,6 +392,7 @@ def build_plan(
         groups,
         settings.inference.tasks_per_job,
         str(root),
+        settings,
     )
     check_chat_templates(plan, root)
     return plan

@@ -9,7 +9,8 @@ verdict per score). Tables are itables (DataTables), plots Vega-Altair rendered 
 by vl-convert; every script and style sits beside the pages, nothing is fetched.
 """
 
-from .build import VERIFY_MODES, build_report, publish_report
+from .build import build_report, publish_report
 from .collect import ReportError
+from .data import VERIFY_MODES
 
 __all__ = ["VERIFY_MODES", "ReportError", "build_report", "publish_report"]

@@ -34,6 +34,13 @@ class ReportError(ValueError):
     """An input the report cannot be built from; the message names the file."""
 
 
+def precision_key(precision: str) -> tuple:
+    """Sort key of precisions: the reference order (fp32 first), then any other by name."""
+    if precision in REFERENCE_ORDER:
+        return (REFERENCE_ORDER.index(precision), precision)
+    return (len(REFERENCE_ORDER), precision)
+
+
 @dataclass
 class Run:
     """One score of the board: a model x precision x task and the files behind it."""
@@ -288,6 +295,84 @@ def task_prompts(task: TaskInfo, run: Run):
         .group_by("doc_id", maintain_order=True)
         .agg(pl.col("context"), pl.col("continuation"))
     )
+
+
+def instances_payload(task, runs, ids: list[int], ans, prompts) -> dict:
+    """The drill-down of one task: every document with its prompt and choices (or
+    targets), and per run its answer, 0/1 and log-likelihoods (or generation)."""
+    import polars as pl
+
+    order = sorted(ids, key=lambda i: (runs[i].model, precision_key(runs[i].precision)))
+    pos = {i: k for k, i in enumerate(order)}
+    meta = pl.DataFrame(
+        {
+            "run": order,
+            "model": [runs[i].model for i in order],
+            "precision": [runs[i].precision for i in order],
+        },
+        schema={"run": pl.Int32, "model": pl.String, "precision": pl.String},
+    )
+    a = ans.join(meta, on="run")
+    prec_dis = (
+        a.group_by("doc_id", "model")
+        .agg(d=pl.col("answer").n_unique() > 1)
+        .group_by("doc_id")
+        .agg(pd=pl.col("d").any())
+    )
+    model_dis = (
+        a.group_by("doc_id", "precision")
+        .agg(d=pl.col("answer").n_unique() > 1)
+        .group_by("doc_id")
+        .agg(md=pl.col("d").any())
+    )
+    gen = task.kind == GENERATE
+    detail = pl.col("generation") if gen else pl.col("ll").list.eval(pl.element().round(4))
+    answer = pl.col("answer") if gen else pl.col("pick")
+    per_doc = (
+        a.sort("doc_id", "run")
+        .group_by("doc_id", maintain_order=True)
+        .agg(pl.col("run"), answer.alias("answer"), pl.col("correct"), detail.alias("detail"))
+        .join(prompts, on="doc_id", how="left")
+        .join(prec_dis, on="doc_id", how="left")
+        .join(model_dis, on="doc_id", how="left")
+        .sort("doc_id")
+    )
+    if not gen:
+        gold = a.group_by("doc_id").agg(pl.col("gold").first())
+        per_doc = per_doc.join(gold, on="doc_id", how="left").sort("doc_id")
+    n = len(order)
+    docs = []
+    for r in per_doc.iter_rows(named=True):
+        answers, oks, details = [None] * n, [None] * n, [None] * n
+        for i, x, ok, d in zip(r["run"], r["answer"], r["correct"], r["detail"]):
+            k = pos[i]
+            answers[k], oks[k], details[k] = x, ok, d
+        if gen:
+            prompt, choices, gold = r["context"], list(r["targets"] or []), None
+        elif task.kind == "multiple_input":
+            prompt, choices, gold = r["continuation"][0], list(r["context"]), r["gold"]
+        else:
+            prompt, choices, gold = r["context"][0], list(r["continuation"]), r["gold"]
+        docs.append(
+            [
+                r["doc_id"],
+                prompt,
+                choices,
+                gold,
+                answers,
+                oks,
+                details,
+                bool(r["pd"]),
+                bool(r["md"]),
+            ]
+        )
+    return {
+        "task": task.name,
+        "kind": task.kind,
+        "metric": task.primary_metric,
+        "runs": [[runs[i].model, runs[i].precision] for i in order],
+        "docs": docs,
+    }
 
 
 # ---------------------------------------------------------------- precision comparison

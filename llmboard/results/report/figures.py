@@ -4,11 +4,42 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ...workflow import layout
 from .collect import BITS
+
+if TYPE_CHECKING:
+    from .data import ReportData
 
 FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
 TEXT_CELLS_MAX = 600  # heatmaps with more cells than this show colours only
 TASK_LINES_MAX = 10  # precision plots with more tasks show their range instead
+
+
+def heatmap_files(precisions: list[str]) -> list[tuple[str, str]]:
+    """(precision, its heatmap's path in the report), one per precision."""
+    return [(p, f"{layout.REPORT_HEATMAPS}/{p}.svg") for p in precisions]
+
+
+def precision_plot_files(models: list[str]) -> list[tuple[str, str]]:
+    """(model, its precision plot's path in the report), one per model."""
+    return [(m, f"{layout.REPORT_PRECISION_PLOTS}/{m}.svg") for m in models]
+
+
+def write_figures(out: Path, data: ReportData, threads: int) -> None:
+    """Every figure the pages show, rendered on ``threads`` threads (vl-convert works
+    outside the GIL)."""
+    (out / layout.REPORT_HEATMAPS).mkdir(parents=True)
+    (out / layout.REPORT_PRECISION_PLOTS).mkdir(parents=True)
+    work = [(heatmap, p, f) for p, f in heatmap_files(data.precisions)]
+    work += [(precision_plot, m, f) for m, f in precision_plot_files(data.models)]
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        svgs = pool.map(lambda w: w[0](data.wide, data.display, w[1]), work)
+        for (_, _, f), svg in zip(work, svgs):
+            (out / f).write_text(svg, encoding="utf-8")
 
 
 def _svg(chart) -> str:

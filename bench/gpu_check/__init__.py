@@ -1,0 +1,43 @@
+"""GPU check (issue #17): prove llmboard's GPU path in one short call, without downloads.
+
+Models are random weights in real shapes, with SmolLM2's real tokenizer (49,152 tokens):
+SmolLM2-135M's Llama shape (tied head) and Qwen2-1.5B's shape with an untied head (as
+Qwen2-7B and Llama-3-8B have), so both head layouts meet the device map. Each check gives
+rows (pass / fail / skipped) in a printed table and in ``gpu_check.json`` under ``--out``;
+the exit code is 1 when a row fails.
+
+  1 engine     TransformersLM vs a plain forward pass per request (lm-eval's way): speed,
+               and log-likelihood agreement (fp32 exactly; bf16 no worse than plain's)
+  2 precision  bf16 / fp16 (int8 / nf4 when bitsandbytes imports) against fp32
+  3 split      a device_map spilling layers off the GPU gives the one-device numbers
+  4 oom        a capped GPU makes the engine halve its token budget; same numbers
+  5 plan       the memory plan's GPU bytes against torch's measured peak
+  6 slots      two processes locking the one GPU slot run one after the other
+  7 prefix     few-shot prompts (MMLU 5-shot's shape: ~600 shared tokens, then a short
+               question and four answers): the engine computing each shared prefix once
+               against the same engine without sharing and a plain forward per request
+  8 generation greedy ``generate_until`` (shared exemplars, refilled slots, cascade
+               attention) against transformers' ``generate`` per prompt: same texts
+
+Without CUDA (the test suite) the same code runs on tiny models: 4 and 5 are skipped and
+3 splits between CPU and disk, so the code cannot rot between GPU runs.
+
+Here (SmolLM2's GGUF is installed, PyPI is reachable), write the kit that travels:
+    .venv/bin/python -m bench.gpu_check prepare --out bench/out/gpu_kit
+On the GPU machine, from the repo root (llmboard is not installed there: ``python3 -m``
+puts the repo root on sys.path), with bench/out/gpu_kit carried along:
+    python3 -m bench.gpu_check run --tokenizer bench/out/gpu_kit/tokenizer \\
+        --wheels bench/out/gpu_kit/wheels --out "$OUT"
+Here, on the CPU (tiny models):
+    .venv/bin/python -m bench.gpu_check run --tokenizer bench/out/gpu_kit/tokenizer \\
+        --out bench/out/gpu_check
+
+The package: ``__main__`` (the command line), ``runner`` (``run``), ``kit`` (the kit and
+its wheels), ``common`` (model shapes, rows, setup, comparisons), ``models`` (random
+models, engine and plain runs), ``workload`` (the requests), ``report`` (table,
+environment), and one module per check: ``engine`` (1), ``precision`` (2, quant
+included), ``split`` (3), ``oom`` (4), ``plan`` (5), ``slots`` (6), ``prefix`` (7),
+``generation`` (8). The GPU machine's Python has torch, transformers and accelerate but
+not polars, pytest or lm-eval: the package imports only the standard library at import
+time, llmboard and torch inside functions.
+"""

