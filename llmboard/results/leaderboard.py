@@ -7,6 +7,14 @@ columns, and no build timestamp is written):
   ``prompting`` (how the model entry's prompts were rendered: ``raw``, ``chat``, ...).
 - leaderboard.csv / leaderboard.md: wide, one row per model x precision, its
   prompting, one column per displayed task (its primary metric), an average and a rank.
+
+A row with a score for every displayed task is complete: ``average`` is the unweighted
+mean of its task columns, and complete rows are ranked by that average as the CSV
+publishes it (6 decimals), equal averages sharing a rank (1, 1, 3). A row that lacks any
+displayed task is incomplete: an average over fewer tasks is not comparable, so its
+``average`` and ``rank`` are empty and it comes after every complete row (by model,
+precision). The markdown marks it: ``—`` for rank, ``— (k/N tasks)`` for the average,
+``missing`` in each task cell it lacks.
 """
 
 from __future__ import annotations
@@ -20,10 +28,21 @@ from ..tasks.metrics import pooled_stderr
 
 KEYS = ["model", "precision", "task", "metric"]
 RAW_LABEL = "raw"  # settings.Prompting().label: prompts without a chat template
-PROVENANCE = ["checkpoint_sha256", "dataset_fingerprint", "task_hash", "llmboard_version",
-              "git_commit", "torch", "transformers", "accelerate", "bitsandbytes",
-              "token_budget", "seed", "run_finished",
-              "score_file"]  # what `llmboard verify` checks each row against (null: a group)
+PROVENANCE = [
+    "checkpoint_sha256",
+    "dataset_fingerprint",
+    "task_hash",
+    "llmboard_version",
+    "git_commit",
+    "torch",
+    "transformers",
+    "accelerate",
+    "bitsandbytes",
+    "token_budget",
+    "seed",
+    "run_finished",
+    "score_file",
+]  # what `llmboard verify` checks each row against (null: a group)
 
 
 class LeaderboardError(ValueError):
@@ -39,8 +58,7 @@ def read_score(path: str | Path) -> dict:
         raise LeaderboardError(f"{path}: score file not readable: {e}") from None
     if SEAL not in s:
         raise LeaderboardError(
-            f"{path}: has no {SEAL} (written by an older llmboard); delete it and rerun "
-            "to re-score"
+            f"{path}: has no {SEAL} (written by an older llmboard); delete it and rerun to re-score"
         )
     if not is_sealed(s):
         raise LeaderboardError(
@@ -57,37 +75,56 @@ def _score_rows(paths: list[str]) -> list[dict]:
         prov = s["provenance"]
         libs = prov.get("libraries", {})
         for metric, v in sorted(s["metrics"].items()):
-            rows.append({
-                "model": s["model"], "precision": s["precision"], "task": s["task"],
-                "metric": metric, "value": float(v["value"]), "stderr": float(v["stderr"]),
-                "n": int(s["n"]), "is_group": False,
-                "primary": metric == s["primary_metric"],
-                "checkpoint_sha256": prov["checkpoint_sha256"],
-                "dataset_fingerprint": prov["dataset_fingerprint"],
-                "task_hash": prov["task_hash"],
-                "llmboard_version": prov["llmboard_version"], "git_commit": prov["git_commit"],
-                "torch": libs.get("torch"), "transformers": libs.get("transformers"),
-                "accelerate": libs.get("accelerate"), "bitsandbytes": libs.get("bitsandbytes"),
-                "token_budget": ",".join(str(b) for b in prov["token_budget"]),
-                "seed": int(prov["seed"]), "run_finished": prov["run_finished"],
-                "score_file": str(p),
-            })
+            rows.append(
+                {
+                    "model": s["model"],
+                    "precision": s["precision"],
+                    "task": s["task"],
+                    "metric": metric,
+                    "value": float(v["value"]),
+                    "stderr": float(v["stderr"]),
+                    "n": int(s["n"]),
+                    "is_group": False,
+                    "primary": metric == s["primary_metric"],
+                    "checkpoint_sha256": prov["checkpoint_sha256"],
+                    "dataset_fingerprint": prov["dataset_fingerprint"],
+                    "task_hash": prov["task_hash"],
+                    "llmboard_version": prov["llmboard_version"],
+                    "git_commit": prov["git_commit"],
+                    "torch": libs.get("torch"),
+                    "transformers": libs.get("transformers"),
+                    "accelerate": libs.get("accelerate"),
+                    "bitsandbytes": libs.get("bitsandbytes"),
+                    "token_budget": ",".join(str(b) for b in prov["token_budget"]),
+                    "seed": int(prov["seed"]),
+                    "run_finished": prov["run_finished"],
+                    "score_file": str(p),
+                }
+            )
     return rows
 
 
 def _group_frame(long, name: str, members: list[str], metric: str):
-    """Size-weighted mean of members' ``metric`` with lm-eval's pooled stderr."""
+    """Size-weighted mean of members' ``metric`` with lm-eval's pooled stderr, for the
+    runs that scored every member: a group over fewer members is not the group (a
+    model with 50 of 57 MMLU subjects has no ``mmlu``, so its row is incomplete)."""
     import polars as pl
 
     sub = long.filter(pl.col("task").is_in(members) & (pl.col("metric") == metric))
     n = pl.col("n")
-    return (sub.group_by(["model", "precision"]).agg(
-        value=(pl.col("value") * n).sum() / n.sum(),
-        stderr=pooled_stderr(pl.col("stderr"), n),
-        n=n.sum(),
-        members=pl.len(),
-    ).with_columns(task=pl.lit(name), metric=pl.lit(metric), is_group=pl.lit(True),
-                   primary=pl.lit(True)))
+    return (
+        sub.group_by(["model", "precision"])
+        .agg(
+            value=(pl.col("value") * n).sum() / n.sum(),
+            stderr=pooled_stderr(pl.col("stderr"), n),
+            n=n.sum(),
+            members=pl.col("task").n_unique(),
+        )
+        .filter(pl.col("members") == len(set(members)))
+        .with_columns(
+            task=pl.lit(name), metric=pl.lit(metric), is_group=pl.lit(True), primary=pl.lit(True)
+        )
+    )
 
 
 def build_long(
@@ -127,8 +164,33 @@ def build_long(
     return out.select(cols).sort([*KEYS, "score_file"], nulls_last=True, maintain_order=True)
 
 
+AVERAGE_DECIMALS = 6  # the CSV's precision: rows equal there share a rank
+MISSING = "missing"  # a markdown cell with no score
+UNRANKED = "—"  # the markdown's rank and average of an incomplete row
+
+
+def average_of(columns: list[str]):
+    """The unweighted mean of ``columns`` where a row has every one of them, else null
+    (a mean over fewer columns is not comparable): a polars expression."""
+    import polars as pl
+
+    complete = pl.all_horizontal([pl.col(c).is_not_null() for c in columns])
+    return pl.when(complete).then(pl.mean_horizontal([pl.col(c) for c in columns]))
+
+
+def rank_of(average):
+    """1 for the highest ``average`` (an expression), equal ones to the CSV's precision
+    sharing a rank (1, 1, 3); null where the average is null."""
+    import polars as pl
+
+    return average.round(AVERAGE_DECIMALS).rank("min", descending=True).cast(pl.Int64)
+
+
 def build_wide(long, display: list[str]):
-    """One row per model x precision; primary metric of each displayed task; average; rank."""
+    """One row per model x precision; primary metric of each displayed task; average; rank.
+
+    Complete rows first, by average (descending), then model and precision; incomplete
+    rows (a displayed task missing) after them, with no average and no rank."""
     import polars as pl
 
     prim = long.filter(pl.col("primary") & pl.col("task").is_in(display))
@@ -136,15 +198,20 @@ def build_wide(long, display: list[str]):
     wide = models
     for t in display:
         col = prim.filter(pl.col("task") == t).select(
-            "model", "precision", pl.col("value").alias(t), pl.col("stderr").alias(f"{t}_stderr"))
+            "model", "precision", pl.col("value").alias(t), pl.col("stderr").alias(f"{t}_stderr")
+        )
         wide = wide.join(col, on=["model", "precision"], how="left")
-    wide = wide.with_columns(average=pl.mean_horizontal([pl.col(t) for t in display]))
-    wide = wide.sort(["average", "model", "precision"], descending=[True, False, False],
-                     nulls_last=True)
-    wide = wide.with_columns(rank=pl.int_range(1, pl.len() + 1)).select(
-        ["rank", "model", "precision", "average"] +
-        [c for t in display for c in (t, f"{t}_stderr")])
+    wide = wide.with_columns(average=average_of(display))
+    wide = wide.with_columns(rank=rank_of(pl.col("average")))
+    wide = wide.sort(["rank", "model", "precision"], nulls_last=True).select(
+        ["rank", "model", "precision", "average"] + [c for t in display for c in (t, f"{t}_stderr")]
+    )
     return wide
+
+
+def tasks_present(row: dict, display: list[str]) -> int:
+    """How many of the displayed tasks a wide row has a score for."""
+    return sum(row[t] is not None for t in display)
 
 
 def with_prompting(wide, long):
@@ -169,25 +236,49 @@ def to_markdown(wide, display: list[str]) -> str:
     head = ["rank", "model", *(["prompting"] if prompting else []), "precision", "average"]
     head += display
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    incomplete = False
     for r in wide.iter_rows(named=True):
-        cells = [str(r["rank"]), r["model"], *([r["prompting"]] if prompting else [])]
-        cells += [r["precision"], _fmt(r["average"])]
+        have = tasks_present(r, display)
+        if have == len(display):
+            rank, average = str(r["rank"]), _fmt(r["average"])
+        else:
+            incomplete = True
+            rank, average = UNRANKED, f"{UNRANKED} ({have}/{len(display)} tasks)"
+        cells = [rank, r["model"], *([r["prompting"]] if prompting else [])]
+        cells += [r["precision"], average]
         for t in display:
-            cells.append("" if r[t] is None else f"{_fmt(r[t])} ± {_fmt(r[f'{t}_stderr'])}")
+            cells.append(MISSING if r[t] is None else f"{_fmt(r[t])} ± {_fmt(r[f'{t}_stderr'])}")
         lines.append("| " + " | ".join(cells) + " |")
+    if incomplete:
+        lines += [
+            "",
+            f"{UNRANKED}: not ranked, a task is {MISSING}; an average over fewer "
+            "tasks is not comparable.",
+        ]
     return "\n".join(lines) + "\n"
 
 
-def write_leaderboard(score_paths: list[str], out_prefix: str, display: list[str],
-                      groups: dict | None = None, prompting: dict[str, str] | None = None) -> None:
-    """``prompting``: model -> label (``WorkflowPlan.prompting_labels``); ``raw`` if not given."""
+def render_wide(long, display: list[str]) -> tuple[str, str]:
+    """The texts of leaderboard.csv and leaderboard.md for the long board ``long``
+    (``llmboard verify`` rebuilds the published ones with this)."""
     import polars as pl
 
-    long = build_long(sorted(score_paths), groups, prompting)
     wide = with_prompting(build_wide(long, display), long)
+    csv = wide.with_columns(pl.col(pl.Float64).round(AVERAGE_DECIMALS))
+    return csv.write_csv(float_precision=AVERAGE_DECIMALS), to_markdown(wide, display)
+
+
+def write_leaderboard(
+    score_paths: list[str],
+    out_prefix: str,
+    display: list[str],
+    groups: dict | None = None,
+    prompting: dict[str, str] | None = None,
+) -> None:
+    """``prompting``: model -> label (``WorkflowPlan.prompting_labels``); ``raw`` if not given."""
+    long = build_long(sorted(score_paths), groups, prompting)
+    csv, md = render_wide(long, display)
     with atomic_path(f"{out_prefix}.parquet") as tmp:
         long.write_parquet(tmp, statistics=False)
-    csv = wide.with_columns(pl.col(pl.Float64).round(6))
-    with atomic_path(f"{out_prefix}.csv") as tmp:
-        csv.write_csv(tmp, float_precision=6)
-    write_text(f"{out_prefix}.md", to_markdown(wide, display))
+    write_text(f"{out_prefix}.csv", csv)
+    write_text(f"{out_prefix}.md", md)

@@ -6,15 +6,20 @@ The chain, checked link by link, every failing file named:
       -> prediction shards (each sidecar records its parquet's sha256 and the weights')
       -> score file (sealed with its own content hash; names its prediction files)
       -> leaderboard rows (each names its score file)
+      -> the wide board beside it (.csv, .md: what ``make leaderboard`` prints), rebuilt
+         from those rows and compared cell by cell
 
 The full check recomputes every score from its predictions, re-hashes weights and
 checkpoints, and re-renders task files and documents. ``fast`` checks file sizes and
 hashes only: score seals, prediction files against their sidecars, leaderboard rows
-against score files, weight files present; nothing recomputed or re-read in full.
+against score files, the wide board against those rows, weight files present; nothing
+recomputed or re-read in full.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import time
@@ -45,6 +50,64 @@ def score_files(results: Path) -> list[Path]:
 
 def _same(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
+
+
+WIDE_FIXED = ("rank", "model", "prompting", "precision", "average")  # not task columns
+MAX_CELLS = 10  # differing cells named per wide board file
+
+
+def _csv_rows(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text)))
+
+
+def _md_rows(text: str) -> list[list[str]]:
+    """Table lines as their cells; any other line as one cell."""
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("| ") and line.endswith(" |"):
+            rows.append(line[2:-2].split(" | "))
+        else:
+            rows.append([line])
+    return rows
+
+
+def _display_of(head: list[str]) -> list[str]:
+    """A wide board's task columns, from its header."""
+    return [c for c in head if c not in WIDE_FIXED and not c.endswith("_stderr")]
+
+
+def _table_problems(path: Path, got: list[list[str]], want: list[list[str]]) -> list[str]:
+    """Each cell of the published table ``got`` that differs from the rebuilt ``want``,
+    named by file, row (line, model/precision) and column."""
+    out = []
+    head = want[0] if want else []
+    if got[:1] != want[:1]:
+        return [f"{path}: header {got[0] if got else []} differs, its score files give {head}"]
+    where = {c: head.index(c) for c in ("model", "precision") if c in head}
+
+    def row_name(i: int, row: list[str]) -> str:
+        key = "/".join(row[j] for j in where.values() if j < len(row))
+        return f"line {i + 1}" + (f" ({key})" if key else "")
+
+    for i, (g, w) in enumerate(zip(got, want)):
+        if g == w:
+            continue
+        if len(g) != len(w):
+            out.append(
+                f"{path}: {row_name(i, g)} has {len(g)} cells, its score files give {len(w)}: {w}"
+            )
+            continue
+        for col, a, b in zip(head if len(w) == len(head) else [""] * len(w), g, w):
+            if a != b:
+                out.append(
+                    f"{path}: {row_name(i, g)}{', column ' + col if col else ''}: "
+                    f"{a!r}, its score files give {b!r}"
+                )
+    if len(got) != len(want):
+        out.append(f"{path}: {len(got)} lines, its score files give {len(want)}")
+    if len(out) > MAX_CELLS:
+        out = out[:MAX_CELLS] + [f"{path}: and {len(out) - MAX_CELLS} more differences"]
+    return out
 
 
 def _read_json(path: Path, what: str, report: Report) -> dict | None:
@@ -83,8 +146,10 @@ class _Checker:
             return
         named = s.get("predictions")
         if not named:
-            report.add(f"{sp}: names no prediction files (written by an older llmboard); "
-                       "delete it and rerun to re-score")
+            report.add(
+                f"{sp}: names no prediction files (written by an older llmboard); "
+                "delete it and rerun to re-score"
+            )
             return
         parquets = [self.path(p) for p in named["parquets"]]
         infos = [self.path(p) for p in named["infos"]]
@@ -125,9 +190,13 @@ class _Checker:
         from ..tasks.scoring import compute_score, scorer_version
 
         try:
-            again = compute_score([str(p) for p in parquets], [str(p) for p in infos],
-                                  model=s["model"], metrics=list(s["metrics"]),
-                                  primary_metric=s["primary_metric"])
+            again = compute_score(
+                [str(p) for p in parquets],
+                [str(p) for p in infos],
+                model=s["model"],
+                metrics=list(s["metrics"]),
+                primary_metric=s["primary_metric"],
+            )
         except ScoreError as e:
             self.report.add(f"{sp}: cannot be recomputed: {e}")
             return
@@ -135,10 +204,15 @@ class _Checker:
         for metric, v in s["metrics"].items():
             got = again["metrics"][metric]
             if not (_same(got["value"], v["value"]) and _same(got["stderr"], v["stderr"])):
-                note = "" if scored_by == scorer_version() else (
-                    f" (scored by scorer {scored_by}, this is {scorer_version()})")
-                self.report.add(f"{sp}: {metric} = {v['value']!r} ± {v['stderr']!r}, recomputed "
-                                f"from its predictions: {got['value']!r} ± {got['stderr']!r}{note}")
+                note = (
+                    ""
+                    if scored_by == scorer_version()
+                    else (f" (scored by scorer {scored_by}, this is {scorer_version()})")
+                )
+                self.report.add(
+                    f"{sp}: {metric} = {v['value']!r} ± {v['stderr']!r}, recomputed "
+                    f"from its predictions: {got['value']!r} ± {got['stderr']!r}{note}"
+                )
         if again["n"] != s["n"]:
             self.report.add(f"{sp}: n = {s['n']}, recomputed: {again['n']}")
 
@@ -149,8 +223,10 @@ class _Checker:
             self.report.models += 1
         manifest = self.manifests[model_dir]
         if manifest and manifest["checkpoint_sha256"] != checkpoint_sha256:
-            self.report.add(f"{sp}: scored with weights {checkpoint_sha256}, "
-                            f"{model_dir} now holds {manifest['checkpoint_sha256']}")
+            self.report.add(
+                f"{sp}: scored with weights {checkpoint_sha256}, "
+                f"{model_dir} now holds {manifest['checkpoint_sha256']}"
+            )
 
     def _check_files(self, folder: Path, recorded: dict[str, str], record: str) -> None:
         """Every file ``record`` lists is there and (full check) still has its sha256."""
@@ -170,8 +246,9 @@ class _Checker:
             return None
         self._check_files(model_dir, manifest["files"], "its manifest")
         # resources/models/{model}/{key} was converted from resources/checkpoints/{model}/{key}
-        ckpt = self.workdir / layout.fill(layout.CHECKPOINT_DIR, model=model_dir.parent.name,
-                                          key=model_dir.name)
+        ckpt = self.workdir / layout.fill(
+            layout.CHECKPOINT_DIR, model=model_dir.parent.name, key=model_dir.name
+        )
         self._checkpoint_chain(ckpt)
         return manifest
 
@@ -205,8 +282,10 @@ class _Checker:
             elif sha256_file(f) != recorded[name]:
                 changed.append(name)
         if changed:
-            self.report.add(f"{path}: local source changed since it was fetched into {ckpt} "
-                            f"({', '.join(changed[:5])}); the next run evaluates it again")
+            self.report.add(
+                f"{path}: local source changed since it was fetched into {ckpt} "
+                f"({', '.join(changed[:5])}); the next run evaluates it again"
+            )
 
     # ------------------------------------------------------------ tasks and documents
     def check_task(self, sp: Path, info: dict, prov: dict) -> None:
@@ -219,8 +298,10 @@ class _Checker:
         task_file = self.index.get(info["task"])
         task = Task(info["task"], info["task_definition"], task_file or Path("."))
         if task.hash != prov["task_hash"]:
-            report.add(f"{sp}: task definition in predictions hashes to {task.hash}, "
-                       f"score says {prov['task_hash']}")
+            report.add(
+                f"{sp}: task definition in predictions hashes to {task.hash}, "
+                f"score says {prov['task_hash']}"
+            )
         if task_file is not None:
             overrides = {k: info["task_definition"].get(k) for k in task_override_fields()}
             try:
@@ -229,8 +310,10 @@ class _Checker:
                 report.add(f"{sp}: {e}")
             else:
                 if current.hash != prov["task_hash"]:
-                    report.add(f"{sp}: stale: {task_file} now hashes to {current.hash}, "
-                               f"scored with {prov['task_hash']}")
+                    report.add(
+                        f"{sp}: stale: {task_file} now hashes to {current.hash}, "
+                        f"scored with {prov['task_hash']}"
+                    )
         key = (task_file, task.hash)
         try:
             if key not in self.fingerprints:
@@ -239,8 +322,10 @@ class _Checker:
             report.add(f"{sp}: dataset not readable: {e}")
             return
         if self.fingerprints[key] != prov["dataset_fingerprint"]:
-            report.add(f"{sp}: stale: dataset fingerprint is now {self.fingerprints[key]}, "
-                       f"scored with {prov['dataset_fingerprint']}")
+            report.add(
+                f"{sp}: stale: dataset fingerprint is now {self.fingerprints[key]}, "
+                f"scored with {prov['dataset_fingerprint']}"
+            )
 
     # ------------------------------------------------------------ leaderboards
     def check_board(self, board: Path) -> None:
@@ -264,29 +349,103 @@ class _Checker:
             if str(self.path(f).resolve()) not in self.scores:
                 report.add(f"{board}: built from {f}, which is missing or fails the checks")
         names = set(long.filter(pl.col("is_group"))["task"].to_list())
-        groups = {name: group_spec(path) for name, path in self.index.items()
-                  if name in names and is_group(path)}
+        groups = {
+            name: group_spec(path)
+            for name, path in self.index.items()
+            if name in names and is_group(path)
+        }
+        prompting = None
+        if "prompting" in long.columns:
+            prompting = dict(long.select("model", "prompting").unique().iter_rows())
         try:
-            again = build_long([str(self.path(f)) for f in files], groups)
+            again = build_long([str(self.path(f)) for f in files], groups, prompting)
         except (LeaderboardError, ValueError) as e:
             report.add(f"{board}: cannot be rebuilt from its score files: {e}")
             return
+        self.check_wide(board, long, again, groups)
         if not groups:  # without the group files, only the task rows can be proven
             long = long.filter(~pl.col("is_group"))
         cols = [*KEYS, "value", "stderr", "n"]
-        joined = long.select(cols).join(again.select(cols), on=KEYS, how="full",
-                                        suffix="_proven", nulls_equal=True)
+        joined = long.select(cols).join(
+            again.select(cols), on=KEYS, how="full", suffix="_proven", nulls_equal=True
+        )
         for r in joined.iter_rows(named=True):
             if r["value"] is None or r["value_proven"] is None:
                 what = "not in its score files" if r["value_proven"] is None else "missing"
-                report.add(f"{board}: row {r['model']}/{r['precision']}/{r['task']}/"
-                           f"{r['metric']} {what}")
-            elif not (_same(r["value"], r["value_proven"]) and _same(r["stderr"],
-                                                                     r["stderr_proven"])
-                      and r["n"] == r["n_proven"]):
-                report.add(f"{board}: row {r['model']}/{r['precision']}/{r['task']}/"
-                           f"{r['metric']} = {r['value']!r}, its score files give "
-                           f"{r['value_proven']!r}")
+                report.add(
+                    f"{board}: row {r['model']}/{r['precision']}/{r['task']}/{r['metric']} {what}"
+                )
+            elif not (
+                _same(r["value"], r["value_proven"])
+                and _same(r["stderr"], r["stderr_proven"])
+                and r["n"] == r["n_proven"]
+            ):
+                report.add(
+                    f"{board}: row {r['model']}/{r['precision']}/{r['task']}/"
+                    f"{r['metric']} = {r['value']!r}, its score files give "
+                    f"{r['value_proven']!r}"
+                )
+
+    def check_wide(self, board: Path, published, proven, groups: dict) -> None:
+        """The board's .csv and .md, rebuilt from its proven rows (``proven``: rebuilt from
+        the score files; group rows from ``published`` when the group files are not
+        known), equal cell by cell; the task columns are those of the published header,
+        and every top-level task of the board must be one of them."""
+        import polars as pl
+
+        from ..results.leaderboard import render_wide
+
+        texts = {}
+        for ext in (".csv", ".md"):
+            f = board.with_suffix(ext)
+            if f.exists():
+                try:
+                    texts[ext] = f.read_text(encoding="utf-8")
+                except (OSError, ValueError) as e:
+                    self.report.add(f"{f}: not readable: {e}")
+        if not texts:
+            return
+        tables = {}
+        for ext, text in texts.items():
+            try:
+                tables[ext] = _csv_rows(text) if ext == ".csv" else _md_rows(text)
+            except csv.Error as e:
+                self.report.add(f"{board.with_suffix(ext)}: not readable: {e}")
+        if not tables:
+            return
+        first = next(iter(tables))
+        display = _display_of(tables[first][0] if tables[first] else [])
+        if not display or len(set(display)) != len(display):
+            self.report.add(
+                f"{board.with_suffix(first)}: task columns {display}: none, or one twice"
+            )
+            return
+        if not groups:
+            proven = pl.concat(
+                [proven, published.filter(pl.col("is_group"))], how="vertical_relaxed"
+            )
+        tasks = set(proven["task"].to_list())
+        for t in display:
+            if t not in tasks:
+                self.report.add(f"{board.with_suffix(first)}: column {t} is no task of {board}")
+        # a task column dropped from both files would hide a missing task; the top-level
+        # tasks are known where the group files are, or where the board has no group
+        if groups or not published["is_group"].any():
+            inner = {s for g in groups.values() for s in g["subgroups"]}
+            inner |= {t for g in groups.values() for ms in g["subgroups"].values() for t in ms}
+            for t in sorted(tasks - inner - set(display)):
+                self.report.add(
+                    f"{board.with_suffix(first)}: has no column for {t}, a task of {board}"
+                )
+        try:
+            csv_text, md_text = render_wide(proven, display)
+        except Exception as e:  # noqa: BLE001 - named with the file, like any other finding
+            self.report.add(f"{board.with_suffix(first)}: cannot be rebuilt: {e}")
+            return
+        want = {".csv": _csv_rows(csv_text), ".md": _md_rows(md_text)}
+        for ext, got in tables.items():
+            for problem in _table_problems(board.with_suffix(ext), got, want[ext]):
+                self.report.add(problem)
 
 
 def _board_score_files(board: Path, workdir: Path) -> list[Path] | None:
@@ -301,8 +460,9 @@ def _board_score_files(board: Path, workdir: Path) -> list[Path] | None:
     return sorted(workdir / f for f in names if f)
 
 
-def verify(results: Path, tasks_dir: Path | None = None, *, fast: bool = False,
-           everything: bool = False) -> Report:
+def verify(
+    results: Path, tasks_dir: Path | None = None, *, fast: bool = False, everything: bool = False
+) -> Report:
     """Every problem found, one line each naming the file; none when all is proven.
 
     By default the published board (``results/leaderboard.parquet``) and the chain of

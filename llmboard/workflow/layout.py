@@ -14,11 +14,12 @@ MODEL_DIR = "resources/models/{model}/{key}"  # converted safetensors, with mani
 PARTIAL_DIR = "resources/.partial"  # resumable downloads
 
 # ---------------------------------------------------------------- predictions and scores
-# one task shard's raw outputs ({ext}: parquet rows, json sidecar)
+# one task shard's raw outputs ({ext}: parquet rows, json sidecar); {task_key} hashes the
+# task's definition and its data's identity (plan.task_key)
 PREDICTION = (
-    "results/predictions/{model}/{key}/{precision}/{task}/{task_hash}/{shard}-of-{n_shards}.{ext}"
+    "results/predictions/{model}/{key}/{precision}/{task}/{task_key}/{shard}-of-{n_shards}.{ext}"
 )
-SCORE = "results/scores/{model}/{key}/{precision}/{task}/{task_hash}-{scorer}.json"
+SCORE = "results/scores/{model}/{key}/{precision}/{task}/{task_key}-{scorer}.json"
 # a job's Snakemake output (temp): the work of one batch is done
 INFER_RECEIPT = "results/predictions/{model}/{precision}/_jobs/{part}-{batch}.json"
 SCORE_RECEIPT = "results/scores/{model}/{precision}/_jobs/{part}-{batch}.json"
@@ -28,6 +29,7 @@ RECEIPT_FOLDER = "_jobs"  # receipts sit in such folders: never a score or a pre
 # a board's folder is named by the exact set of scores it covers
 BOARD = "results/boards/{coverage}/{table}"
 PUBLISHED = "results/{table}"  # the current board, copied
+COVERAGE = "results/.coverage"  # the coverage of the board to publish (plan.record_coverage)
 LEADERBOARD_TABLE = "leaderboard"
 AGREEMENT_TABLE = "precision_agreement"
 LEADERBOARD_EXTS = (".parquet", ".csv", ".md")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
+from ..atomic import atomic_path
 from ..checkpoints.identity import FileHashCache, content_sha256
 from ..checkpoints.sources import SourceError, parse_source
 from ..hashing import sha256_json, short
@@ -30,6 +31,7 @@ from ..inference.api import LoadOptions, check_backend
 from ..settings import ModelEntry, Settings
 from ..tasks.chat import choose, templates_of
 from ..tasks.definitions import Task, find_task_files, group_spec, is_group, load_task
+from ..tasks.documents import data_identity
 from ..tasks.errors import TaskError
 from ..tasks.scoring import scorer_version
 from . import layout
@@ -51,6 +53,9 @@ class WorkflowPlan:
     tasks_per_job: int = 0  # 0: every missing task of a model x precision in one job
     root: str = "."  # the workflow's working directory: what is on disk decides the jobs
     settings: Settings | None = None  # how jobs run (None: a plan that only lists files)
+    # task -> its key in prediction and score paths: the definition's hash and what its
+    # documents are (documents.data_identity), so corrected data re-runs the task
+    task_keys: dict[str, str] = field(default_factory=dict)
     _exists: dict = field(default_factory=dict, repr=False, compare=False)  # path -> on disk
 
     def __post_init__(self):
@@ -98,7 +103,7 @@ class WorkflowPlan:
             key=self.run_keys[model],
             precision=precision,
             task=task,
-            task_hash=t.hash,
+            task_key=self.task_keys[task],
             shard=shard,
             n_shards=t.shards,
             ext=ext,
@@ -119,7 +124,7 @@ class WorkflowPlan:
             key=self.run_keys[model],
             precision=precision,
             task=task,
-            task_hash=self.tasks[task].hash,
+            task_key=self.task_keys[task],
             scorer=scorer_version(),
         )
 
@@ -148,6 +153,22 @@ class WorkflowPlan:
     def board_files(self, table: str, exts) -> list[str]:
         prefix = layout.fill(layout.BOARD, coverage=self.coverage, table=table)
         return [prefix + ext for ext in exts]
+
+    def record_coverage(self) -> str:
+        """The file that names the board now published (``layout.COVERAGE``), rewritten
+        only when the plan's coverage differs from it. The published copies depend on it:
+        going back to a board built before (a task removed again, say) has boards older
+        than the published copies, and Snakemake, triggered by modification times, would
+        leave the other board published."""
+        path = os.path.join(self.root, layout.COVERAGE)
+        try:
+            current = Path(path).read_text().strip()
+        except OSError:
+            current = None
+        if current != self.coverage:
+            with atomic_path(path) as tmp:
+                tmp.write_text(self.coverage + "\n")
+        return layout.COVERAGE
 
     @staticmethod
     def published_files(table: str, exts) -> list[str]:
@@ -340,11 +361,12 @@ class WorkflowPlan:
         ]
 
 
-def source_keys(settings: Settings, root: str | os.PathLike) -> dict[str, str]:
+def source_keys(
+    settings: Settings, root: str | os.PathLike, cache: FileHashCache
+) -> dict[str, str]:
     """model -> source key. A local (or package) checkpoint is keyed by its content too,
     so a changed file under the same path is fetched, converted and evaluated again;
     file hashes are cached by size and mtime, so an unchanged source costs a stat."""
-    cache = FileHashCache(Path(root) / layout.FILE_HASH_CACHE)
     keys = {}
     for name, m in settings.models.items():
         src = parse_source(m.source_fields(), name)
@@ -355,8 +377,12 @@ def source_keys(settings: Settings, root: str | os.PathLike) -> dict[str, str]:
                 raise SourceError(f"config: models.{name}.source: {e}") from None
             src = replace(src, content=content_sha256(path, cache))
         keys[name] = src.key()
-    cache.save()
     return keys
+
+
+def task_key(task: Task, data: dict) -> str:
+    """A task's key in result paths: its definition's hash and its data's identity."""
+    return short(sha256_json({"task": task.hash, "data": data}))
 
 
 def build_plan(
@@ -364,7 +390,8 @@ def build_plan(
 ) -> WorkflowPlan:
     index = find_task_files(tasks_dir)
     check_backend(settings.inference.backend, "config: inference.backend")
-    keys = source_keys(settings, root)
+    cache = FileHashCache(Path(root) / layout.FILE_HASH_CACHE)
+    keys = source_keys(settings, root, cache)
     tasks: dict[str, Task] = {}
     groups: dict = {}
     display = []
@@ -393,7 +420,9 @@ def build_plan(
         settings.inference.tasks_per_job,
         str(root),
         settings,
+        {t: task_key(task, data_identity(task, cache)) for t, task in tasks.items()},
     )
+    cache.save()
     check_chat_templates(plan, root)
     return plan
 

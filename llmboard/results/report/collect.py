@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...inference.precisions import REFERENCE_ORDER
+from ..leaderboard import average_of, rank_of
 from .stats import mcnemar_exact
 
 # bits per weight of each precision (the x axis of the precision plot)
@@ -511,12 +512,11 @@ def wide_board(long, display: list[str], tasks: dict[str, TaskInfo], parameters:
             ((pl.col(t) - ch) * k).alias(f"{t}_norm"),
             (pl.col(f"{t}_stderr") * k).alias(f"{t}_norm_stderr"),
         ]
+    # the board's rules: no average (and no rank) for a row missing a task
     wide = wide.with_columns(norm).with_columns(
-        average_norm=pl.mean_horizontal([pl.col(f"{t}_norm") for t in display])
+        average_norm=average_of([f"{t}_norm" for t in display])
     )
-    wide = wide.with_columns(
-        rank_norm=pl.col("average_norm").rank("ordinal", descending=True).cast(pl.Int64)
-    )
+    wide = wide.with_columns(rank_norm=rank_of(pl.col("average_norm")))
     return wide
 
 

@@ -60,7 +60,9 @@ def heatmap(wide, display: list[str], precision: str) -> str:
     import altair as alt
     import polars as pl
 
-    sub = wide.filter(pl.col("precision") == precision).sort("average", descending=True)
+    sub = wide.filter(pl.col("precision") == precision).sort(
+        "average", descending=True, nulls_last=True
+    )
     cols = [*display, "average"]
     values = []
     for r in sub.iter_rows(named=True):

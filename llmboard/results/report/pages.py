@@ -138,7 +138,8 @@ def _leaderboard_table(wide, display: list[str]) -> tuple[str, list[dict]]:
         add(pl.col(f"{t}_stderr"), f"{t} stderr", hidden=True)
     for t in display:
         add(pl.col(f"{t}_norm_stderr"), f"{t} (norm.) stderr", hidden=True)
-    df = wide.select(cols).sort("rank")
+    # complete rows by rank, then the incomplete ones (no average, no rank), as the board
+    df = wide.select(cols).sort("rank", nulls_last=True, maintain_order=True)
     names = df.columns
     defs = []
     for t in display:
@@ -155,7 +156,8 @@ def _leaderboard_table(wide, display: list[str]) -> tuple[str, list[dict]]:
     defs += markup.number_columns(df, {"average": 4, "average (norm.)": 4, "parameters (M)": 1})
     hidden = [i for i, m in enumerate(meta) if m["hidden"] or m["mode"] == "norm"]
     defs.append({"targets": hidden, "visible": False})
-    html = markup.datatable(df, "leaderboard", page_length=50, order=[[0, "asc"]], column_defs=defs)
+    # order=[]: the board's own order (DataTables would put empty ranks first)
+    html = markup.datatable(df, "leaderboard", page_length=50, order=[], column_defs=defs)
     return html, meta
 
 
