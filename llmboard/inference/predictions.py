@@ -17,9 +17,14 @@ from ..atomic import atomic_path, write_json
 from ..hashing import sha256_file
 from ..provenance import code_provenance, now_utc
 from ..settings import RAW, Prompting
-from ..tasks.definitions import Task
+from ..tasks.definitions import LOGLIKELIHOOD, ROLLING, Task
 from ..tasks.documents import dataset_fingerprint, fewshot_pool, load_docs, shard_range
-from ..tasks.prompts import build_generation_requests, build_requests
+from ..tasks.prompts import (
+    build_generation_requests,
+    build_loglikelihood_requests,
+    build_requests,
+    build_rolling_requests,
+)
 from .api import LM, GenerationRequest, LoglikelihoodRequest, ModelContext
 
 log = logging.getLogger(__name__)
@@ -50,6 +55,16 @@ GENERATION_COLUMNS = {
     "gen_tokens": "Int32",
     "stop_reason": "String",  # until, eos, max_gen_toks or window
     "targets": "List(String)",
+    "from_store": "Boolean",
+}
+# loglikelihood_rolling: one row per document; words and bytes are counted at scoring time
+ROLLING_COLUMNS = {
+    "doc_id": "Int64",
+    "text": "String",  # the scored text (doc_to_target)
+    "tokens": "Int32",  # tokens scored (all of the text's)
+    "windows": "Int32",  # lm-eval's disjoint rolling windows
+    "max_length": "Int32",  # the window size used: min(task max_length, the model's)
+    "loglikelihood": "Float64",  # summed over the windows
     "from_store": "Boolean",
 }
 
@@ -102,10 +117,11 @@ def predict_shard(
     t1 = time.monotonic()
     if task.output_type == "generate_until":
         table = _generate(lm, task, ids, docs, pool, prompting, chat)
-        n_requests = table.height
+    elif task.output_type == ROLLING:
+        table = _rolling(lm, task, ids, docs)
     else:
         table = _loglikelihoods(lm, task, ids, docs, pool, prompting, chat)
-        n_requests = table.height
+    n_requests = table.height
     t_infer = time.monotonic() - t1
     with atomic_path(out_parquet) as tmp:
         table.write_parquet(tmp)
@@ -149,7 +165,8 @@ def _loglikelihoods(lm: LM, task: Task, ids: list[int], docs: list[dict], pool, 
     """One row per (document, choice): the request and its log-likelihood."""
     import polars as pl
 
-    rows = build_requests(task, docs, ids, prompting, chat, pool=pool)
+    build = build_loglikelihood_requests if task.output_type == LOGLIKELIHOOD else build_requests
+    rows = build(task, docs, ids, prompting, chat, pool=pool)
     results = lm.loglikelihood(
         [LoglikelihoodRequest(r["context"], r["continuation"]) for r in rows]
     )
@@ -169,6 +186,27 @@ def _loglikelihoods(lm: LM, task: Task, ids: list[int], docs: list[dict], pool, 
             "from_store": [x.from_store for x in results],
         },
         schema=_polars_schema(PREDICTION_COLUMNS),
+    )
+
+
+def _rolling(lm: LM, task: Task, ids: list[int], docs: list[dict]):
+    """One row per document: the text and its log-likelihood over lm-eval's windows."""
+    import polars as pl
+
+    rows = build_rolling_requests(task, docs, ids)
+    window = lm.window(task.max_length)
+    results = lm.loglikelihood_rolling([r["text"] for r in rows], task.max_length)
+    return pl.DataFrame(
+        {
+            "doc_id": [r["doc_id"] for r in rows],
+            "text": [r["text"] for r in rows],
+            "tokens": [x.tokens for x in results],
+            "windows": [x.windows for x in results],
+            "max_length": [window] * len(rows),
+            "loglikelihood": [x.loglikelihood for x in results],
+            "from_store": [x.from_store for x in results],
+        },
+        schema=_polars_schema(ROLLING_COLUMNS),
     )
 
 

@@ -29,7 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..hashing import sha256_file, stable_json
-from .api import LM, Generation, GenerationRequest, Loglikelihood, LoglikelihoodRequest
+from .api import (
+    LM,
+    Generation,
+    GenerationRequest,
+    Loglikelihood,
+    LoglikelihoodRequest,
+    RollingLoglikelihood,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,15 @@ COLUMNS = ("key", "loglikelihood", "is_greedy", "context_tokens", "continuation_
 
 def request_key(context_ids: list[int], continuation_ids: list[int]) -> str:
     return hashlib.sha256(stable_json([context_ids, continuation_ids]).encode()).hexdigest()
+
+
+def rolling_key(token_ids: list[int], window: int) -> str:
+    """A ``loglikelihood_rolling`` request: the text's token ids and the window size (the
+    windows are lm-eval's, a function of both). Stored in the same columns as a pair:
+    ``loglikelihood`` the total, ``context_tokens`` the number of windows,
+    ``continuation_tokens`` the tokens scored, ``is_greedy`` false."""
+    payload = stable_json(["loglikelihood_rolling", int(window), token_ids])
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 @dataclass
@@ -208,6 +224,41 @@ class StoredLM(LM):
         hits = sum(k not in new for k in keys)
         self.hits += hits
         self.misses += len(pairs) - hits
+        return out  # type: ignore[return-value]
+
+    @property
+    def max_length(self) -> int:
+        return self.inner.max_length
+
+    def tokenize_text(self, text: str) -> list[int]:
+        return self.inner.tokenize_text(text)
+
+    def loglikelihood_rolling_tokens(self, token_lists, window: int) -> list[RollingLoglikelihood]:
+        """As ``loglikelihood_tokens``: stored totals are reused, the rest computed by
+        ``inner`` and stored (keyed by ``rolling_key``)."""
+        self.store.refresh()
+        keys = [rolling_key(list(t), window) for t in token_lists]
+        out: list[RollingLoglikelihood | None] = [None] * len(keys)
+        todo: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            hit = self.store.get(k)
+            if hit is not None:
+                ll, _greedy, windows, tokens = hit
+                out[i] = RollingLoglikelihood(ll, tokens, windows, from_store=True)
+            else:
+                todo.setdefault(k, i)
+        computed = self.inner.loglikelihood_rolling_tokens(
+            [token_lists[i] for i in todo.values()], window
+        )
+        new = {k: (r.loglikelihood, False, r.windows, r.tokens) for k, r in zip(todo, computed)}
+        for i, k in enumerate(keys):
+            if out[i] is None:
+                ll, _greedy, windows, tokens = new[k]
+                out[i] = RollingLoglikelihood(ll, tokens, windows)
+        self.store.add(new)
+        hits = sum(k not in new for k in keys)
+        self.hits += hits
+        self.misses += len(keys) - hits
         return out  # type: ignore[return-value]
 
     def generate_until(self, requests: list[GenerationRequest]) -> list[Generation]:

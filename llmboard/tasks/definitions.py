@@ -86,6 +86,21 @@ DEFAULT_SPLIT = "validation"
 # Settings that decide how work is split, not what is computed: kept out of the hash.
 NOT_HASHED = {"shards", "alias", "metadata"}
 GENERATE = "generate_until"
+LOGLIKELIHOOD = "loglikelihood"  # one context, one continuation (lm-eval's lambada_openai)
+ROLLING = "loglikelihood_rolling"  # perplexity of a whole text over rolling windows
+# the metrics each log-likelihood output type computes (``metrics.py``), in lm-eval's order:
+# the default ``metrics`` and what a task may ask for
+OUTPUT_METRICS = {
+    "multiple_choice": ("acc",),
+    "multiple_input": ("acc",),
+    LOGLIKELIHOOD: ("perplexity", "acc"),
+    ROLLING: ("word_perplexity", "byte_perplexity", "bits_per_byte"),
+}
+# how the rolling windows are cut, part of the hash of a loglikelihood_rolling task
+ROLLING_WINDOWS = (
+    "lm-eval 0.4.13: get_rolling_token_windows(context_len=1) + make_disjoint_window "
+    "at min(max_length, the model's)"
+)
 # lm-eval: the HFLM's max_gen_toks (lm_eval.defaults.DEFAULT_MAX_GEN_TOKS), and
 # TaskConfig's fewshot_delimiter, the default `until`
 DEFAULT_MAX_GEN_TOKS = 256
@@ -169,6 +184,8 @@ class Task:
             # random few-shot prompts are lm-eval's draws (one generator per task) since
             # this key; the earlier per-document draws had the same spec
             hashed["fewshot_draws"] = RANDOM_DRAWS
+        if self.output_type == ROLLING:
+            hashed["rolling_windows"] = ROLLING_WINDOWS
         return short(sha256_json(hashed))
 
     @property
@@ -177,7 +194,7 @@ class Task:
         ``{metric},{filter}`` for generate_until (``exact_match,strict-match``, ...)."""
         if self.output_type == GENERATE:
             return metric_names(self.spec)
-        return list(self.spec.get("metrics") or ["acc"])
+        return list(self.spec.get("metrics") or OUTPUT_METRICS[self.output_type])
 
     @property
     def primary_metric(self) -> str:
@@ -188,6 +205,11 @@ class Task:
     @property
     def output_type(self) -> str:
         return self.spec.get("output_type", "multiple_choice")
+
+    @property
+    def max_length(self) -> int | None:
+        """loglikelihood_rolling: the task's cap on the rolling window (None: the model's)."""
+        return self.spec.get("max_length")
 
     @property
     def generation_kwargs(self) -> dict:
@@ -294,18 +316,56 @@ def load_task(path: str | os.PathLike, overrides: dict | None = None) -> Task:
         for field in ("generation_kwargs", "filter_list", "metric_list"):
             if field in spec:
                 raise TaskError(f"{path}: {field} is for output_type generate_until only")
-        bad = set(spec.get("metrics") or []) - KNOWN_METRICS
-        if bad:
-            raise TaskError(
-                f"{path}: unknown metric(s) {sorted(bad)}; known: {sorted(KNOWN_METRICS)}"
-            )
+        _check_loglikelihood(spec, path)
     spec["dataset"] = dict(spec["dataset"])  # not shared with the overrides or a cache
     task = Task(spec["task"], spec, path)
-    if task.output_type == GENERATE and task.primary_metric not in task.metrics:
+    if (
+        task.output_type in (GENERATE, LOGLIKELIHOOD, ROLLING)
+        and task.primary_metric not in task.metrics
+    ):
         raise TaskError(
             f"{path}: primary_metric {task.primary_metric!r} is not one of {task.metrics}"
         )
     return task
+
+
+def _check_loglikelihood(spec: dict, path: Path) -> None:
+    """The fields a log-likelihood task (multiple choice, loglikelihood, rolling) may hold,
+    and its metrics, checked before any model loads."""
+    kind = spec["output_type"]
+    known = set(OUTPUT_METRICS[kind]) | (
+        KNOWN_METRICS if kind in ("multiple_choice", "multiple_input") else set()
+    )
+    bad = set(spec.get("metrics") or []) - known
+    if bad:
+        raise TaskError(
+            f"{path}: metrics: unknown metric(s) {sorted(bad)} for output_type {kind}; "
+            f"known: {sorted(known)}"
+        )
+    if "max_length" in spec and kind != ROLLING:
+        raise TaskError(f"{path}: max_length is for output_type {ROLLING} only")
+    if kind not in (LOGLIKELIHOOD, ROLLING):
+        return
+    for field, why in (
+        ("doc_to_choice", "has no choices"),
+        ("doc_to_continuation", "has no continuation besides doc_to_target"),
+    ):
+        if field in spec:
+            raise TaskError(f"{path}: {field}: output_type {kind} {why}; remove it")
+    if kind == LOGLIKELIHOOD:
+        if "doc_to_text" not in spec:
+            raise TaskError(f"{path}: doc_to_text: output_type {kind} needs the context")
+        return
+    # loglikelihood_rolling: lm-eval scores doc_to_target alone; no context is built
+    if spec.get("doc_to_text"):
+        raise TaskError(
+            f"{path}: doc_to_text: output_type {ROLLING} scores doc_to_target alone (no "
+            "context); leave doc_to_text out or empty"
+        )
+    if spec.get("description"):
+        raise TaskError(f"{path}: description: output_type {ROLLING} builds no prompt")
+    if (spec.get("fewshot") or {}).get("n"):
+        raise TaskError(f"{path}: fewshot.n (num_fewshot): output_type {ROLLING} is zero-shot")
 
 
 def _resolve_generation(spec: dict, path: Path) -> None:

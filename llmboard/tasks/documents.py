@@ -44,7 +44,14 @@ def load_split(task: Task, split: str | None = None):
         ) from None
 
 
-DATA_FILE_KINDS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+DATA_FILE_KINDS = {
+    ".jsonl": "json",
+    ".json": "json",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".txt": "text",
+}
+TEXT_SAMPLE_BY = "paragraph"  # a .txt file's documents when dataset.sample_by is absent
 
 
 def _file_kind(p: Path) -> str | None:
@@ -76,6 +83,27 @@ def _read_field(task: Task, p: Path, field: str):
                 )
             rows.append(doc)
     return datasets.Dataset.from_list(rows)
+
+
+def _read_text(task: Task, p: Path):
+    """A ``.txt`` file as documents ``{"text": ...}``, cut as ``dataset.sample_by`` says:
+    ``paragraph`` (the default: text between blank lines, stripped), ``line`` (each
+    non-empty line, without its line break) or ``document`` (the whole file)."""
+    import re
+
+    import datasets
+
+    content = p.read_text(encoding="utf-8")
+    how = task.spec["dataset"].get("sample_by") or TEXT_SAMPLE_BY
+    if how == "document":
+        texts = [content]
+    elif how == "line":
+        texts = [line for line in content.splitlines() if line.strip()]
+    else:
+        texts = [t.strip() for t in re.split(r"\n[ \t\r\f\v]*\n", content) if t.strip()]
+    if not texts:
+        raise TaskError(f"{task.path}: dataset.source {p.name}: no text (empty file)")
+    return datasets.Dataset.from_dict({"text": texts})
 
 
 def _load_split(task: Task, split: str | None):
@@ -110,13 +138,17 @@ def _load_source(task: Task, split: str | None):
                 f"not {p.name}"
             )
         return _read_field(task, p, ds["field"])
+    if ds.get("sample_by") is not None and not (p.is_file() and _file_kind(p) == "text"):
+        raise TaskError(f"{task.path}: dataset.sample_by is for a .txt file, not {p.name}")
     if p.is_file():
         kind = _file_kind(p)
         if kind is None:
             raise TaskError(
-                f"{task.path}: dataset.source {p.name}: use .jsonl, .json, .csv or .parquet "
-                "(.jsonl.gz and .json.gz too)"
+                f"{task.path}: dataset.source {p.name}: use .jsonl, .json, .csv, .parquet "
+                "or .txt (.jsonl.gz and .json.gz too)"
             )
+        if kind == "text":
+            return _read_text(task, p)
         return datasets.load_dataset(kind, data_files=str(p), split="train")
     if (p / split / "state.json").exists() or (p / split / "dataset_info.json").exists():
         return datasets.load_from_disk(str(p / split))

@@ -1,4 +1,4 @@
-"""Metrics as lm-evaluation-harness computes them.
+r"""Metrics as lm-evaluation-harness computes them.
 
 acc: argmax of the log-likelihoods equals the gold index (ties: first choice).
 acc_norm: the same on loglikelihood / len(choice in characters).
@@ -7,6 +7,15 @@ answer; a document with several targets (TriviaQA's aliases) counts as correct w
 any target matches, as lm-eval's ``process_results`` does.
 stderr: sample standard deviation / sqrt(n). Groups (MMLU): the mean of member
 scores weighted by their sizes, with lm-eval's pooled stderr.
+
+loglikelihood (lambada_openai): ``perplexity`` is lm-eval's aggregation
+``exp(-mean(ll))`` over documents, ``acc`` the mean of is_greedy.
+loglikelihood_rolling: ``word_perplexity`` and ``byte_perplexity`` are lm-eval's
+``weighted_perplexity``, ``exp(-sum(ll) / sum(weight))``, ``bits_per_byte``
+``-sum(ll) / sum(bytes) / ln 2``, the weights counted as lm-eval's ``count_words``
+(``len(re.split(r"\s+", text))``) and ``count_bytes`` (UTF-8 bytes) of the scored text.
+Their standard errors are not lm-eval's (it reports none for the weighted ones and a
+100,000-draw bootstrap for ``perplexity``): the delta method, ``aggregate`` says how.
 """
 
 from __future__ import annotations
@@ -19,6 +28,15 @@ from .errors import ScoreError
 
 # what per_doc_metrics computes, and so what a multiple-choice task may ask for
 KNOWN_METRICS = frozenset({"acc", "acc_norm"})
+# the metrics that are not a mean of per-document values: lm-eval's aggregation of each
+# (lm_eval/api/metrics.py); all of them are lower-is-better (higher_is_better: false)
+AGGREGATIONS = {
+    "perplexity": "perplexity",
+    "word_perplexity": "weighted_perplexity",
+    "byte_perplexity": "weighted_perplexity",
+    "bits_per_byte": "bits_per_byte",
+}
+LOWER_IS_BETTER = frozenset(AGGREGATIONS)
 # what a generate_until task's metric_list may name, with the options lm-eval passes on
 GENERATION_METRICS = {
     "exact_match": {"ignore_case", "ignore_punctuation", "ignore_numbers", "regexes_to_ignore"}
@@ -62,6 +80,92 @@ def per_doc_metrics(predictions) -> dict[str, list[float]]:
         acc.append(float(int(np.argmax(lls)) == gold))
         acc_norm.append(float(int(np.argmax(lls / chars)) == gold))
     return {"doc_id": docs["doc_id"].to_list(), "acc": acc, "acc_norm": acc_norm}
+
+
+def _one_row_per_doc(df) -> None:
+    ids = df["doc_id"].to_list()
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ScoreError(f"doc {dup}: more than one prediction row")
+
+
+def per_doc_loglikelihood_metrics(predictions) -> dict[str, list]:
+    """loglikelihood (one row per document): per document the log-likelihood (what
+    ``perplexity`` aggregates, as lm-eval's ``process_results`` passes it on) and acc
+    (is_greedy, 0/1)."""
+    df = predictions.sort("doc_id")
+    _one_row_per_doc(df)
+    return {
+        "doc_id": df["doc_id"].to_list(),
+        "perplexity": [float(x) for x in df["loglikelihood"]],
+        "acc": [float(bool(g)) for g in df["is_greedy"]],
+    }
+
+
+def count_words(text: str) -> int:
+    r"""lm-eval's ``Task.count_words`` (and wikitext's): ``len(re.split(r"\s+", text))``."""
+    return len(re.split(r"\s+", text))
+
+
+def count_bytes(text: str) -> int:
+    """lm-eval's ``Task.count_bytes``: UTF-8 bytes."""
+    return len(text.encode("utf-8"))
+
+
+def per_doc_rolling_metrics(predictions) -> dict[str, list]:
+    """loglikelihood_rolling (one row per document: ``text``, ``loglikelihood``): per
+    document the (log-likelihood, weight) pairs lm-eval's ``process_results`` gives:
+    words for word_perplexity, UTF-8 bytes for byte_perplexity and bits_per_byte."""
+    df = predictions.sort("doc_id")
+    _one_row_per_doc(df)
+    lls = [float(x) for x in df["loglikelihood"]]
+    texts = df["text"].to_list()
+    words = [count_words(t) for t in texts]
+    nbytes = [count_bytes(t) for t in texts]
+    return {
+        "doc_id": df["doc_id"].to_list(),
+        "word_perplexity": list(zip(lls, words)),
+        "byte_perplexity": list(zip(lls, nbytes)),
+        "bits_per_byte": list(zip(lls, nbytes)),
+    }
+
+
+def _ratio_stderr(items: list[tuple[float, float]], ratio: float) -> float:
+    """Delta-method standard error of the ratio estimator sum(ll) / sum(w) over documents:
+    sqrt(sum((ll_i - ratio w_i)^2) / (n (n - 1))) / mean(w)."""
+    n = len(items)
+    if n < 2:
+        return float("nan")
+    w_mean = sum(w for _, w in items) / n
+    resid = sum((ll - ratio * w) ** 2 for ll, w in items)
+    return math.sqrt(resid / (n * (n - 1))) / w_mean
+
+
+def aggregate(metric: str, items: list) -> tuple[float, float]:
+    """(value, stderr) of a metric over its per-document items. A mean metric: the mean
+    and sample sd / sqrt(n). The others, lm-eval's aggregation (``AGGREGATIONS``) and a
+    delta-method stderr: ``perplexity`` = exp(-m), m the mean log-likelihood, stderr
+    exp(-m) x se(m); ``weighted_perplexity`` = exp(-R), R = sum(ll) / sum(w), stderr
+    exp(-R) x se(R) (``_ratio_stderr``); ``bits_per_byte`` = -R / ln 2, stderr
+    se(R) / ln 2."""
+    kind = AGGREGATIONS.get(metric, "mean")
+    if not items:
+        raise ScoreError(f"{metric}: no documents")
+    if kind == "mean":
+        return sum(items) / len(items), mean_stderr(items)
+    if kind == "perplexity":
+        m = sum(items) / len(items)  # lm-eval's mean
+        value = math.exp(-m)
+        return value, value * mean_stderr(items)
+    total_w = sum(w for _, w in items)
+    if total_w == 0:
+        raise ScoreError(f"{metric}: the documents hold no words or bytes")
+    ratio = sum(ll for ll, _ in items) / total_w  # lm-eval's weighted_mean
+    se = _ratio_stderr(items, ratio)
+    if kind == "weighted_perplexity":
+        value = math.exp(-ratio)
+        return value, value * se
+    return -ratio / math.log(2), se / math.log(2)
 
 
 def pooled_stderr(stderr, n):

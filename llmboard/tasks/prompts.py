@@ -3,6 +3,9 @@ few-shot examples, raw or with the model's chat template.
 
 ``build_requests``: multiple choice, one row per (document, choice).
 ``build_generation_requests``: generate_until, one row per document.
+``build_loglikelihood_requests``: loglikelihood (lambada_openai), one row per document,
+in ``build_requests``' form (one "choice": the target).
+``build_rolling_requests``: loglikelihood_rolling, one row per document: the text.
 
 Both build lm-eval's messages (``ConfigurableTask.fewshot_context``): the system
 instruction and the description as a system message, each few-shot example as a user
@@ -25,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..settings import RAW, Prompting
-from .definitions import GENERATE, Task, TaskError
+from .definitions import GENERATE, LOGLIKELIHOOD, ROLLING, Task, TaskError
 from .templates import template
 
 
@@ -265,7 +268,7 @@ def _system_and_shots(
     messages = [Message("system", system)] if system else []
     for i, ex in _fewshot_examples(sampler, doc_id, doc):
         where = f"fewshot {i}"
-        if task.output_type == GENERATE:
+        if task.output_type in (GENERATE, LOGLIKELIHOOD):
             question = str(_render(task.spec["doc_to_text"], ex, "doc_to_text", task, where))
             answer = _shot_answer(task, ex, where)
         else:
@@ -416,3 +419,66 @@ def build_generation_requests(
             }
         )
     return rows
+
+
+# ------------------------------------------------------------------ loglikelihood
+def _single_target(task: Task, doc: dict, doc_id) -> str:
+    t = _target(task, doc, doc_id)
+    if isinstance(t, (list, tuple)) or t is None:
+        raise TaskError(
+            f"{task.path}: doc_to_target on doc {doc_id} gave {t!r}; output_type "
+            f"{task.output_type} needs one string"
+        )
+    return str(t)
+
+
+def build_loglikelihood_requests(
+    task: Task,
+    docs: list[dict],
+    doc_ids: list[int] | range | None = None,
+    prompting: Prompting = RAW,
+    chat: Callable[..., str] | None = None,
+    *,
+    pool: list[dict] | None = None,
+) -> list[dict]:
+    """loglikelihood (lm-eval's ``construct_requests``: ``(ctx, doc_to_target(doc))``):
+    one row per document in ``build_requests``' form, the target as the only "choice"
+    (``choice`` 0, ``n_choices`` 1, ``gold`` 0). No target delimiter is added: the
+    target carries its own (lambada_openai's ``' ' + last word``)."""
+    if task.output_type != LOGLIKELIHOOD:
+        raise TaskError(f"{task.path}: output_type {task.output_type}, not {LOGLIKELIHOOD}")
+    rows = []
+    sampler = _sampler(task, docs, pool)
+    for doc_id, doc in _selected(task, docs, doc_ids):
+        target = _single_target(task, doc, doc_id)
+        text = str(_render(task.spec["doc_to_text"], doc, "doc_to_text", task, doc_id))
+        messages = [
+            *_system_and_shots(task, doc, doc_id, prompting, sampler),
+            Message("user", text),
+        ]
+        rows.append(
+            {
+                "doc_id": int(doc_id),
+                "choice": 0,
+                "n_choices": 1,
+                "gold": 0,
+                "choice_chars": len(target),
+                "context": _prompt(messages, prompting, chat),
+                "continuation": target,
+            }
+        )
+    return rows
+
+
+def build_rolling_requests(
+    task: Task, docs: list[dict], doc_ids: list[int] | range | None = None
+) -> list[dict]:
+    """loglikelihood_rolling (lm-eval's ``construct_requests``: ``(doc_to_target(doc),)``):
+    one row per document, ``doc_id`` and ``text``, the whole text scored. No prompt is
+    built, so a chat template changes nothing (as in lm-eval)."""
+    if task.output_type != ROLLING:
+        raise TaskError(f"{task.path}: output_type {task.output_type}, not {ROLLING}")
+    return [
+        {"doc_id": int(doc_id), "text": _single_target(task, doc, doc_id)}
+        for doc_id, doc in _selected(task, docs, doc_ids)
+    ]

@@ -13,6 +13,14 @@ Two kinds of prediction files, told apart by their columns:
   ``metrics.per_doc_generation_metrics`` with the task's ``filter_list`` and
   ``metric_list`` read from the sidecar's ``task_definition`` (the resolved task, part
   of the task hash), one metric per filter x metric (``exact_match,strict-match``).
+- loglikelihood (lambada_openai): the multiple-choice columns, one row per document (the
+  target as its one choice); scored by ``metrics.per_doc_loglikelihood_metrics``
+  (perplexity, acc), told apart by the sidecar's ``task_definition.output_type``.
+- loglikelihood_rolling: one row per document, ``doc_id, text, tokens, windows,
+  max_length, loglikelihood, from_store``; scored by ``metrics.per_doc_rolling_metrics``.
+
+A metric's value and stderr: ``metrics.aggregate`` (a mean, or lm-eval's perplexity
+aggregations).
 """
 
 from __future__ import annotations
@@ -24,11 +32,18 @@ from pathlib import Path
 from ..atomic import write_json
 from ..hashing import seal, sha256_file, sha256_json, short
 from .errors import ScoreError
-from .metrics import mean_stderr, per_doc_generation_metrics, per_doc_metrics
+from .metrics import (
+    aggregate,
+    per_doc_generation_metrics,
+    per_doc_loglikelihood_metrics,
+    per_doc_metrics,
+    per_doc_rolling_metrics,
+)
 
 SCORING_MODULES = ("metrics.py", "scoring.py", "filters.py")
 # the columns a generate_until prediction file must have (one row per document)
 GENERATION_COLUMNS = ("doc_id", "generation", "targets")
+ROLLING_COLUMNS = ("doc_id", "text", "loglikelihood")
 
 
 def scorer_version_of(folder: Path) -> str:
@@ -121,8 +136,23 @@ def is_generation(df, meta: dict) -> bool:
 
 
 def score_rows(df, meta: dict, info: str = "") -> dict[str, list]:
-    """Per document scores, ``{"doc_id": [...], metric: [0/1, ...]}``, of a prediction
-    frame of either kind (``meta``: a shard's sidecar)."""
+    """Per document items, ``{"doc_id": [...], metric: [...]}``, of a prediction frame of
+    any kind (``meta``: a shard's sidecar): 0/1 for acc, acc_norm and exact_match, the
+    log-likelihood for perplexity, (log-likelihood, words or bytes) for the rolling ones."""
+    kind = (meta.get("task_definition") or {}).get("output_type")
+    if kind == "loglikelihood_rolling" or "text" in df.columns and "tokens" in df.columns:
+        missing = [c for c in ROLLING_COLUMNS if c not in df.columns]
+        if missing:
+            raise ScoreError(f"{info}: rolling predictions lack column(s) {missing}")
+        try:
+            return per_doc_rolling_metrics(df)
+        except ScoreError as e:
+            raise ScoreError(f"{info}: {e}") from None
+    if kind == "loglikelihood":
+        try:
+            return per_doc_loglikelihood_metrics(df)
+        except ScoreError as e:
+            raise ScoreError(f"{info}: {e}") from None
     if not is_generation(df, meta):
         return per_doc_metrics(df)
     missing = [c for c in GENERATION_COLUMNS if c not in df.columns]
@@ -160,8 +190,7 @@ def compute_score(
             "n": len(per_doc["doc_id"]),
             "primary_metric": primary_metric,
             "metrics": {
-                k: {"value": sum(per_doc[k]) / len(per_doc[k]), "stderr": mean_stderr(per_doc[k])}
-                for k in metrics
+                k: dict(zip(("value", "stderr"), aggregate(k, per_doc[k]))) for k in metrics
             },
             "provenance": {
                 "checkpoint_sha256": m0["checkpoint_sha256"],
