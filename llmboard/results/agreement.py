@@ -7,6 +7,10 @@ and delta accuracy with its paired standard error (sd of per-document difference
 / sqrt(n)), which is much tighter than comparing two independent stderrs.
 Generation tasks: a flip is a document whose generated text differs, the accuracy is
 the task's primary metric per document, and there is no log-likelihood to compare.
+loglikelihood tasks (one target per document, lambada_openai): the answer is is_greedy
+(every target token the arg-max), a flip a document whose is_greedy changes.
+loglikelihood_rolling tasks: the per-document log-likelihoods are compared; there is
+no answer to flip and no accuracy.
 """
 
 from __future__ import annotations
@@ -25,7 +29,16 @@ def _load(paths: list[str]):
     return pl.concat(
         [
             pl.read_parquet(
-                p, columns=["doc_id", "choice", "gold", "choice_chars", "loglikelihood"]
+                p,
+                columns=[
+                    "doc_id",
+                    "choice",
+                    "n_choices",
+                    "gold",
+                    "choice_chars",
+                    "loglikelihood",
+                    "is_greedy",
+                ],
             )
             for p in paths
         ]
@@ -33,14 +46,51 @@ def _load(paths: list[str]):
 
 
 def _chosen(df):
+    """doc_id, the answer and whether it is right: the arg-max choice, first on ties
+    (as scoring), against gold; with one target per document (loglikelihood tasks),
+    is_greedy (lm-eval's acc there)."""
     import polars as pl
 
-    # argmax per doc, first on ties (as scoring): sort by -ll then choice
+    if df["n_choices"].max() == 1:
+        return df.sort("doc_id").select(
+            "doc_id", pl.col("is_greedy").alias("pred"), pl.col("is_greedy").alias("right")
+        )
     return (
         df.sort(["doc_id", "loglikelihood", "choice"], descending=[False, True, False])
         .group_by("doc_id", maintain_order=True)
         .agg(pl.col("choice").first().alias("pred"), pl.col("gold").first())
+        .with_columns(right=pl.col("pred") == pl.col("gold"))
+        .drop("gold")
     )
+
+
+def _is_rolling(paths: list[str]) -> bool:
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(paths[0]).names
+    return "tokens" in names and "windows" in names
+
+
+def _compare_rolling(ref_paths: list[str], paths: list[str]) -> dict:
+    """Per-document log-likelihoods of a rolling task: no answer, no accuracy."""
+    import polars as pl
+
+    def load(ps):
+        return pl.concat([pl.read_parquet(p, columns=["doc_id", "loglikelihood"]) for p in ps])
+
+    ref, other = load(ref_paths), load(paths)
+    j = ref.join(other.rename({"loglikelihood": "ll_p"}), on="doc_id")
+    if j.height != ref.height or j.height != other.height:
+        raise ValueError("predictions cover different documents")
+    dll = (j["ll_p"] - j["loglikelihood"]).abs()
+    return {
+        "n_docs": j.height,
+        "flip_rate": None,
+        "mean_abs_dll": float(dll.mean()),
+        "max_abs_dll": float(dll.max()),
+        "delta_acc": None,
+        "delta_acc_stderr": None,
+    }
 
 
 def _is_generation(paths: list[str]) -> bool:
@@ -103,6 +153,18 @@ def compare(predictions: dict[tuple[str, str, str], list[str]]):
         if len(ranked) < 2:
             continue
         ref_name = ranked[0]
+        if _is_rolling(precs[ref_name]):
+            for p in ranked[1:]:
+                rows.append(
+                    {
+                        "model": model,
+                        "task": task,
+                        "precision": p,
+                        "reference": ref_name,
+                        **_compare_rolling(precs[ref_name], precs[p]),
+                    }
+                )
+            continue
         if _is_generation(precs[ref_name]):
             for p in ranked[1:]:
                 g = _compare_generations(precs[ref_name], precs[p])
@@ -141,11 +203,13 @@ def compare(predictions: dict[tuple[str, str, str], list[str]]):
                 )
             dll = (j["ll_p"] - j["loglikelihood"]).abs()
             pp = _chosen(other)
-            d = ref_pred.join(pp.select("doc_id", pl.col("pred").alias("pred_p")), on="doc_id")
-            diffs = (
-                (d["pred_p"] == d["gold"]).cast(pl.Float64)
-                - (d["pred"] == d["gold"]).cast(pl.Float64)
-            ).to_list()
+            d = ref_pred.join(
+                pp.select(
+                    "doc_id", pl.col("pred").alias("pred_p"), pl.col("right").alias("right_p")
+                ),
+                on="doc_id",
+            )
+            diffs = (d["right_p"].cast(pl.Float64) - d["right"].cast(pl.Float64)).to_list()
             n = len(diffs)
             mean = sum(diffs) / n
             sd = math.sqrt(sum((x - mean) ** 2 for x in diffs) / (n - 1)) if n > 1 else float("nan")
@@ -194,14 +258,22 @@ def to_markdown(df) -> str:
     for r in df.iter_rows(named=True):
         lines.append(
             f"| {r['model']} | {r['task']} | {r['precision']} | {r['reference']} | "
-            f"{r['n_docs']} | {r['flip_rate']:.2%} | {_num(r['mean_abs_dll'])} | "
-            f"{_num(r['max_abs_dll'])} | {r['delta_acc']:+.4f} ({r['delta_acc_stderr']:.4f}) |"
+            f"{r['n_docs']} | {_share(r['flip_rate'])} | {_num(r['mean_abs_dll'])} | "
+            f"{_num(r['max_abs_dll'])} | {_delta(r['delta_acc'], r['delta_acc_stderr'])} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def _num(x) -> str:
     return "-" if x is None else f"{x:.4f}"
+
+
+def _share(x) -> str:
+    return "-" if x is None else f"{x:.2%}"
+
+
+def _delta(x, se) -> str:
+    return "-" if x is None else f"{x:+.4f} ({se:.4f})"
 
 
 def write_agreement(predictions: dict, out_prefix: str) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..atomic import atomic_path, write_text
 from ..hashing import SEAL, is_sealed
-from ..tasks.metrics import pooled_stderr
+from ..tasks.metrics import LOWER_IS_BETTER, pooled_stderr
 
 KEYS = ["model", "precision", "task", "metric"]
 RAW_LABEL = "raw"  # settings.Prompting().label: prompts without a chat template
@@ -169,13 +169,28 @@ MISSING = "missing"  # a markdown cell with no score
 UNRANKED = "—"  # the markdown's rank and average of an incomplete row
 
 
-def average_of(columns: list[str]):
-    """The unweighted mean of ``columns`` where a row has every one of them, else null
-    (a mean over fewer columns is not comparable): a polars expression."""
+def average_of(columns: list[str], averaged: list[str] | None = None):
+    """The unweighted mean of ``averaged`` (default: all ``columns``) where a row has
+    every one of ``columns``, else null (a mean over fewer tasks is not comparable): a
+    polars expression. Null for every row when nothing is averaged."""
     import polars as pl
 
+    averaged = columns if averaged is None else averaged
+    if not averaged:
+        return pl.lit(None, dtype=pl.Float64)
     complete = pl.all_horizontal([pl.col(c).is_not_null() for c in columns])
-    return pl.when(complete).then(pl.mean_horizontal([pl.col(c) for c in columns]))
+    return pl.when(complete).then(pl.mean_horizontal([pl.col(c) for c in averaged]))
+
+
+def averaged_tasks(long, display: list[str]) -> list[str]:
+    """The displayed tasks the average takes: those whose primary metric is higher-is-
+    better (a perplexity is shown, never averaged with accuracies)."""
+    import polars as pl
+
+    lower = set(
+        long.filter(pl.col("primary") & pl.col("metric").is_in(list(LOWER_IS_BETTER)))["task"]
+    )
+    return [t for t in display if t not in lower]
 
 
 def rank_of(average):
@@ -187,7 +202,8 @@ def rank_of(average):
 
 
 def build_wide(long, display: list[str]):
-    """One row per model x precision; primary metric of each displayed task; average; rank.
+    """One row per model x precision; primary metric of each displayed task; average (of
+    the higher-is-better ones, ``averaged_tasks``); rank.
 
     Complete rows first, by average (descending), then model and precision; incomplete
     rows (a displayed task missing) after them, with no average and no rank."""
@@ -201,7 +217,7 @@ def build_wide(long, display: list[str]):
             "model", "precision", pl.col("value").alias(t), pl.col("stderr").alias(f"{t}_stderr")
         )
         wide = wide.join(col, on=["model", "precision"], how="left")
-    wide = wide.with_columns(average=average_of(display))
+    wide = wide.with_columns(average=average_of(display, averaged_tasks(long, display)))
     wide = wide.with_columns(rank=rank_of(pl.col("average")))
     wide = wide.sort(["rank", "model", "precision"], nulls_last=True).select(
         ["rank", "model", "precision", "average"] + [c for t in display for c in (t, f"{t}_stderr")]

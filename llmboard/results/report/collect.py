@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...inference.precisions import REFERENCE_ORDER
-from ..leaderboard import average_of, rank_of
+from ...tasks.definitions import GENERATE, ROLLING
+from ..leaderboard import average_of, averaged_tasks, rank_of
 from .stats import mcnemar_exact
 
 # bits per weight of each precision (the x axis of the precision plot)
 BITS = {"fp32": 32, "bf16": 16, "fp16": 16, "int8": 8, "nf4": 4}
-GENERATE = "generate_until"
 
 
 class ReportError(ValueError):
@@ -207,7 +207,7 @@ def _mc_answers(run_ids: list[int], runs: list[Run], norm: bool):
     """doc-level frame for multiple-choice runs: run, doc_id, pick, correct, ll, gold."""
     import polars as pl
 
-    cols = ["doc_id", "choice", "n_choices", "gold", "choice_chars", "loglikelihood"]
+    cols = ["doc_id", "choice", "n_choices", "gold", "choice_chars", "loglikelihood", "is_greedy"]
     paths = [p for i in run_ids for p in runs[i].parquets]
     run_of = pl.DataFrame(
         {"file": [str(p) for p in paths], "run": [i for i in run_ids for _ in runs[i].parquets]},
@@ -222,15 +222,49 @@ def _mc_answers(run_ids: list[int], runs: list[Run], norm: bool):
             chars=pl.col("choice_chars"),
             gold=pl.col("gold").first(),
             n_choices=pl.col("n_choices").first(),
+            greedy=pl.col("is_greedy").first(),
         )
     )
     # lm-eval: acc takes the arg-max log-likelihood, acc_norm the arg-max per character
-    # (first choice on ties, as metrics.per_doc_metrics)
+    # (first choice on ties, as metrics.per_doc_metrics); one target per document
+    # (output_type loglikelihood): acc is is_greedy
     key = pl.col("ll") / pl.col("chars") if norm else pl.col("ll")
-    return g.with_columns(pick=key.list.arg_max().cast(pl.Int32)).with_columns(
-        correct=(pl.col("pick") == pl.col("gold")).cast(pl.Int8),
-        answer=pl.col("pick").cast(pl.String),
+    single = pl.col("n_choices") == 1
+    return (
+        g.with_columns(pick=key.list.arg_max().cast(pl.Int32))
+        .with_columns(
+            correct=pl.when(single)
+            .then(pl.col("greedy"))
+            .otherwise(pl.col("pick") == pl.col("gold"))
+            .cast(pl.Int8),
+        )
+        .with_columns(
+            answer=pl.when(single)
+            .then(pl.col("correct").cast(pl.String))
+            .otherwise(pl.col("pick").cast(pl.String))
+        )
+        .drop("greedy")
     )
+
+
+def _rolling_answers(run_ids: list[int], runs: list[Run]):
+    """doc-level frame for loglikelihood_rolling runs: each document's log-likelihood
+    (the drill-down's detail); there is no answer and nothing right or wrong."""
+    import polars as pl
+
+    frames = []
+    for i in run_ids:
+        df = read_predictions(runs[i].parquets, ["doc_id", "loglikelihood"]).drop("file")
+        frames.append(
+            df.select(
+                pl.lit(i, pl.Int32).alias("run"),
+                "doc_id",
+                pl.col("loglikelihood").round(4).cast(pl.String).alias("answer"),
+                pl.lit(None, pl.Int8).alias("correct"),
+                pl.concat_list("loglikelihood").alias("ll"),
+            )
+        )
+    return pl.concat(frames)
 
 
 def _generation_answers(run_ids: list[int], runs: list[Run], primary: str):
@@ -279,6 +313,8 @@ def task_answers(task: TaskInfo, runs: list[Run], run_ids: list[int]):
     """Per run and document of one task: the primary metric's answer and 0/1."""
     if task.kind == GENERATE:
         return _generation_answers(run_ids, runs, task.primary_metric)
+    if task.kind == ROLLING:
+        return _rolling_answers(run_ids, runs)
     return _mc_answers(run_ids, runs, task.primary_metric == "acc_norm")
 
 
@@ -290,6 +326,9 @@ def task_prompts(task: TaskInfo, run: Run):
     if task.kind == GENERATE:
         df = read_predictions(run.parquets, ["doc_id", "context", "targets"]).drop("file")
         return df.sort("doc_id")
+    if task.kind == ROLLING:  # the scored text is the whole prompt
+        df = read_predictions(run.parquets, ["doc_id", "text"]).drop("file")
+        return df.rename({"text": "context"}).sort("doc_id")
     df = read_predictions(run.parquets, ["doc_id", "choice", "context", "continuation"])
     return (
         df.sort("doc_id", "choice")
@@ -326,9 +365,9 @@ def instances_payload(task, runs, ids: list[int], ans, prompts) -> dict:
         .group_by("doc_id")
         .agg(md=pl.col("d").any())
     )
-    gen = task.kind == GENERATE
+    gen, rolling = task.kind == GENERATE, task.kind == ROLLING
     detail = pl.col("generation") if gen else pl.col("ll").list.eval(pl.element().round(4))
-    answer = pl.col("answer") if gen else pl.col("pick")
+    answer = pl.col("answer") if gen or rolling else pl.col("pick")
     per_doc = (
         a.sort("doc_id", "run")
         .group_by("doc_id", maintain_order=True)
@@ -338,7 +377,7 @@ def instances_payload(task, runs, ids: list[int], ans, prompts) -> dict:
         .join(model_dis, on="doc_id", how="left")
         .sort("doc_id")
     )
-    if not gen:
+    if not gen and not rolling:
         gold = a.group_by("doc_id").agg(pl.col("gold").first())
         per_doc = per_doc.join(gold, on="doc_id", how="left").sort("doc_id")
     n = len(order)
@@ -350,6 +389,8 @@ def instances_payload(task, runs, ids: list[int], ans, prompts) -> dict:
             answers[k], oks[k], details[k] = x, ok, d
         if gen:
             prompt, choices, gold = r["context"], list(r["targets"] or []), None
+        elif rolling:
+            prompt, choices, gold = r["context"], [], None
         elif task.kind == "multiple_input":
             prompt, choices, gold = r["continuation"][0], list(r["context"]), r["gold"]
         else:
@@ -397,6 +438,8 @@ def compare_precisions(answers_by_task: dict, runs: list[Run], agreement):
     # the reference of each model x task: its best-ranked precision
     parts = []
     for task, ans in sorted(answers_by_task.items()):
+        if ans["correct"].null_count() == ans.height:  # rolling: no answers to compare
+            continue
         a = ans.select("run", "doc_id", "answer", "correct").join(meta, on="run")
         ref_prec = a.group_by("model").agg(
             reference=pl.col("precision").sort_by("prank", "precision").first()
@@ -469,7 +512,7 @@ def chances(tasks: dict[str, TaskInfo], answers_by_task: dict, runs: list[Run]) 
 
     for name, ans in answers_by_task.items():
         t = tasks[name]
-        if t.kind == GENERATE:
+        if t.kind in (GENERATE, ROLLING):  # no choices (a perplexity is not normalised)
             t.chance = 0.0
             continue
         first = ans.filter(pl.col("run") == ans["run"].min())
@@ -514,7 +557,10 @@ def wide_board(long, display: list[str], tasks: dict[str, TaskInfo], parameters:
         ]
     # the board's rules: no average (and no rank) for a row missing a task
     wide = wide.with_columns(norm).with_columns(
-        average_norm=average_of([f"{t}_norm" for t in display])
+        average_norm=average_of(
+            [f"{t}_norm" for t in display],
+            [f"{t}_norm" for t in averaged_tasks(long, display)],
+        )
     )
     wide = wide.with_columns(rank_norm=rank_of(pl.col("average_norm")))
     return wide

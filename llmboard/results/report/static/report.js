@@ -94,6 +94,10 @@
   function runTable(payload, doc) {
     const [, , choices, gold, answers, oks, details] = doc;
     const gen = payload.kind === "generate_until";
+    if (payload.kind === "loglikelihood_rolling") {  // perplexity: a log-likelihood per run
+      const rows = payload.runs.map((run, r) => [run[0], run[1], answers[r] === null ? "" : answers[r]]);
+      return { rows, cols: [{ title: "model" }, { title: "precision" }, { title: "log-likelihood", className: "num" }] };
+    }
     const rows = payload.runs.map((run, r) => {
       const ok = oks[r];
       const base = [run[0], run[1], ok === null ? "" : ok ? "✓" : "✗"];
@@ -127,8 +131,9 @@
       html += "<h4>choices (each its own context)</h4><ol start=\"0\">" + choices.map((c, k) =>
         '<li class="' + (k === gold ? "gold" : "") + '"><pre>' + esc(c) + "</pre></li>").join("") + "</ol>";
     } else {
-      html += "<h4>prompt (doc " + id + ")</h4><pre>" + esc(prompt) + "</pre>";
-      if (gen) html += "<h4>target" + (choices.length > 1 ? "s (any)" : "") + "</h4><pre>" + choices.map(esc).join("\n") + "</pre>";
+      html += "<h4>" + (payload.kind === "loglikelihood_rolling" ? "text" : "prompt") + " (doc " + id + ")</h4><pre>" + esc(prompt) + "</pre>";
+      if (payload.kind === "loglikelihood_rolling") html += "";
+      else if (gen) html += "<h4>target" + (choices.length > 1 ? "s (any)" : "") + "</h4><pre>" + choices.map(esc).join("\n") + "</pre>";
       else html += "<h4>choices (★ gold)</h4><ol start=\"0\">" + choices.map((c, k) =>
         '<li class="' + (k === gold ? "gold" : "") + '">' + (k === gold ? "★ " : "") + esc(c) + "</li>").join("") + "</ol>";
     }
