@@ -233,11 +233,7 @@ class TransformersLM(LM):
                 except torch.OutOfMemoryError:
                     if self.token_budget <= width:
                         raise
-                    self.token_budget //= 2  # halve and retry the same trees
-                    self.stats["oom_retries"] += 1
-                    log.warning("out of memory: token budget halved to %d", self.token_budget)
-                    if self.device.type == "cuda":
-                        torch.cuda.empty_cache()
+                    self._halve_budget()  # and retry the same trees
                     continue
                 i += batch
                 done += sum(len(t.req_ids) for row in rows for t in row)
@@ -251,6 +247,14 @@ class TransformersLM(LM):
                         now - t0,
                     )
                     last = now
+
+    def _halve_budget(self) -> None:
+        """After an out-of-memory error: half the token budget (recorded), memory freed."""
+        self.token_budget //= 2
+        self.stats["oom_retries"] += 1
+        log.warning("out of memory: token budget halved to %d", self.token_budget)
+        if self.device.type == "cuda":
+            self._torch.cuda.empty_cache()
 
     def _pack(self, trees: list[_Tree], start: int) -> tuple[int, list[list[_Tree]], int]:
         """Pack trees (sorted longest first) into rows of the first tree's length, first fit,
@@ -434,11 +438,7 @@ class TransformersLM(LM):
                 except torch.OutOfMemoryError:
                     if n == 1:
                         raise
-                    self.token_budget //= 2
-                    self.stats["oom_retries"] += 1
-                    log.warning("out of memory: token budget halved to %d", self.token_budget)
-                    if self.device.type == "cuda":
-                        torch.cuda.empty_cache()
+                    self._halve_budget()  # and retry the same windows
                     continue
                 for (i, _, _), ll in zip(batch, lls):
                     sums[i].append(ll)

@@ -23,26 +23,23 @@ from ..inference.precisions import REFERENCE_ORDER
 KEYS = ["model", "task", "precision", "reference"]
 
 
+# what a comparison reads of a choice prediction file; n_choices and is_greedy only
+# matter for loglikelihood tasks (one target per document), so a file without them
+# is compared as multiple choice
+CHOICE_COLUMNS = ["doc_id", "choice", "gold", "choice_chars", "loglikelihood"]
+SINGLE_TARGET_COLUMNS = ["n_choices", "is_greedy"]
+
+
 def _load(paths: list[str]):
     import polars as pl
 
-    return pl.concat(
-        [
-            pl.read_parquet(
-                p,
-                columns=[
-                    "doc_id",
-                    "choice",
-                    "n_choices",
-                    "gold",
-                    "choice_chars",
-                    "loglikelihood",
-                    "is_greedy",
-                ],
-            )
-            for p in paths
-        ]
-    )
+    frames = []
+    for p in paths:
+        scan = pl.scan_parquet(p)
+        names = scan.collect_schema().names()
+        wanted = CHOICE_COLUMNS + [c for c in SINGLE_TARGET_COLUMNS if c in names]
+        frames.append(scan.select(wanted).collect())
+    return pl.concat(frames, how="diagonal_relaxed")
 
 
 def _chosen(df):
@@ -51,7 +48,7 @@ def _chosen(df):
     is_greedy (lm-eval's acc there)."""
     import polars as pl
 
-    if df["n_choices"].max() == 1:
+    if "n_choices" in df.columns and df["n_choices"].max() == 1:
         return df.sort("doc_id").select(
             "doc_id", pl.col("is_greedy").alias("pred"), pl.col("is_greedy").alias("right")
         )
@@ -62,13 +59,6 @@ def _chosen(df):
         .with_columns(right=pl.col("pred") == pl.col("gold"))
         .drop("gold")
     )
-
-
-def _is_rolling(paths: list[str]) -> bool:
-    import pyarrow.parquet as pq
-
-    names = pq.read_schema(paths[0]).names
-    return "tokens" in names and "windows" in names
 
 
 def _compare_rolling(ref_paths: list[str], paths: list[str]) -> dict:
@@ -93,10 +83,15 @@ def _compare_rolling(ref_paths: list[str], paths: list[str]) -> dict:
     }
 
 
-def _is_generation(paths: list[str]) -> bool:
+def _kind(paths: list[str]) -> str:
+    """Which predictions these are, from the first file's columns (one schema read):
+    ``rolling``, ``generation`` or ``choices`` (multiple choice and loglikelihood)."""
     import pyarrow.parquet as pq
 
-    return "generation" in pq.read_schema(paths[0]).names
+    names = pq.read_schema(paths[0]).names
+    if "tokens" in names and "windows" in names:
+        return "rolling"
+    return "generation" if "generation" in names else "choices"
 
 
 def _generation_correct(paths: list[str]):
@@ -153,7 +148,8 @@ def compare(predictions: dict[tuple[str, str, str], list[str]]):
         if len(ranked) < 2:
             continue
         ref_name = ranked[0]
-        if _is_rolling(precs[ref_name]):
+        kind = _kind(precs[ref_name])
+        if kind == "rolling":
             for p in ranked[1:]:
                 rows.append(
                     {
@@ -165,7 +161,7 @@ def compare(predictions: dict[tuple[str, str, str], list[str]]):
                     }
                 )
             continue
-        if _is_generation(precs[ref_name]):
+        if kind == "generation":
             for p in ranked[1:]:
                 g = _compare_generations(precs[ref_name], precs[p])
                 diffs = g.pop("diffs")

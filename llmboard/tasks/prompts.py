@@ -294,6 +294,16 @@ def _prompt(messages: list[Message], prompting: Prompting, chat) -> str:
     return chat(history, add_generation_prompt=True)
 
 
+def _document_prompt(
+    task: Task, doc: dict, doc_id, prompting: Prompting, chat, sampler: _Sampler | None
+) -> str:
+    """A document's one prompt (generate_until, loglikelihood): the system message and
+    few-shot turns, then its ``doc_to_text`` as the user turn, rendered."""
+    text = str(_render(task.spec["doc_to_text"], doc, "doc_to_text", task, doc_id))
+    messages = [*_system_and_shots(task, doc, doc_id, prompting, sampler), Message("user", text)]
+    return _prompt(messages, prompting, chat)
+
+
 def _selected(task: Task, docs: list[dict], doc_ids) -> list[tuple[int, dict]]:
     ids = range(len(docs)) if doc_ids is None else doc_ids
     bad = [i for i in ids if not 0 <= i < len(docs)]
@@ -404,15 +414,10 @@ def build_generation_requests(
     sampler = _sampler(task, docs, pool)
     for doc_id, doc in _selected(task, docs, doc_ids):
         targets = generation_targets(task, doc, doc_id)
-        text = str(_render(task.spec["doc_to_text"], doc, "doc_to_text", task, doc_id))
-        messages = [
-            *_system_and_shots(task, doc, doc_id, prompting, sampler),
-            Message("user", text),
-        ]
         rows.append(
             {
                 "doc_id": int(doc_id),
-                "context": _prompt(messages, prompting, chat),
+                "context": _document_prompt(task, doc, doc_id, prompting, chat, sampler),
                 "until": list(gen["until"]),
                 "max_gen_toks": gen["max_gen_toks"],
                 "targets": targets,
@@ -451,11 +456,6 @@ def build_loglikelihood_requests(
     sampler = _sampler(task, docs, pool)
     for doc_id, doc in _selected(task, docs, doc_ids):
         target = _single_target(task, doc, doc_id)
-        text = str(_render(task.spec["doc_to_text"], doc, "doc_to_text", task, doc_id))
-        messages = [
-            *_system_and_shots(task, doc, doc_id, prompting, sampler),
-            Message("user", text),
-        ]
         rows.append(
             {
                 "doc_id": int(doc_id),
@@ -463,7 +463,7 @@ def build_loglikelihood_requests(
                 "n_choices": 1,
                 "gold": 0,
                 "choice_chars": len(target),
-                "context": _prompt(messages, prompting, chat),
+                "context": _document_prompt(task, doc, doc_id, prompting, chat, sampler),
                 "continuation": target,
             }
         )
