@@ -23,4 +23,5 @@ rule all:
         BOARD_FILES,
         LEADERBOARD_FILES,
         AGREEMENT_FILES,
+        COMPARISON_FILES,
         REPORT_INDEX_FILE,

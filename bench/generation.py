@@ -1,4 +1,5 @@
-"""Benchmark: llmboard's generate_until vs lm-eval's ``hf`` model on gsm8k_cot.
+"""Benchmark: llmboard's generate_until vs lm-eval's ``hf`` model on a generation task
+(gsm8k_cot, triviaqa, nq_open, minerva_math_algebra, humaneval, mbpp).
 
 Same model (the converted SmolLM2-135M-Instruct), same documents, same dtype, same
 prompts (lm-eval's own gsm8k-cot task on our documents), both in this process. This
@@ -10,6 +11,7 @@ tokens/s counts the tokens of the kept generations (llmboard's count: the texts 
 the same), not the tokens lm-eval computes past a row's stop while its batch finishes.
 
     .venv/bin/python -m bench.generation --limit 32 --rounds 3
+    .venv/bin/python -m bench.generation --task minerva_math_algebra --limit 16
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import time
 from pathlib import Path
 
 from bench.engine_vs_lmeval import PRECISION, ensure_model
-from lmeval_oracle import lmeval_generation_task
+from lmeval_oracle import ORACLE, ORACLE_MATH_CODE, lmeval_generation_task
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,7 +53,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--task", default="gsm8k_cot", choices=["gsm8k_cot", "triviaqa", "nq_open"])
+    ap.add_argument("--task", default="gsm8k_cot", choices=[*ORACLE, *ORACLE_MATH_CODE])
     ap.add_argument("--limit", type=int, default=32)
     ap.add_argument("--dtype", default="fp32", choices=sorted(PRECISION))
     ap.add_argument("--lmeval-batch-sizes", nargs="+", type=int, default=[8, 16, 32])
@@ -59,7 +61,7 @@ def main() -> None:
     ap.add_argument("--token-budget", type=int, default=schema_default("inference", "token_budget"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(REPO / "bench" / "out"))
-    ap.add_argument("--json", default=str(REPO / "bench" / "results" / "generation.json"))
+    ap.add_argument("--json", default=None, help="default: bench/results/generation-TASK.json")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
@@ -133,8 +135,9 @@ def main() -> None:
         f"ratio: {result['ratio_min']:.2f}x (minima), {result['ratio_median']:.2f}x (medians); "
         f"outputs identical: {identical}"
     )
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1))
+    out = Path(args.json or REPO / "bench" / "results" / f"generation-{args.task}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

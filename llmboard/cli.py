@@ -179,6 +179,60 @@ def cmd_verify(args) -> int:
     return 1 if r.problems else 0
 
 
+def _row(spec: str, known: list[tuple[str, str]]) -> tuple[str, str]:
+    """``model`` or ``model:precision`` -> the board row it names (one precision: itself)."""
+    from .results.board_statistics import StatisticsError
+
+    model, _, precision = spec.partition(":")
+    found = [r for r in known if r[0] == model and (not precision or r[1] == precision)]
+    if len(found) != 1:
+        rows = ", ".join(f"{m}:{p}" for m, p in known)
+        why = "no such row" if not found else "several precisions: name one"
+        raise StatisticsError(f"compare: {spec!r}: {why}; the board's ranked rows: {rows}")
+    return found[0]
+
+
+def cmd_compare(args) -> int:
+    """Every task's paired difference between two rows of the published board."""
+    import polars as pl
+
+    from .results.board_statistics import StatisticsError
+    from .workflow import layout
+
+    path = Path(args.results) / (
+        Path(layout.fill(layout.PUBLISHED, table=layout.COMPARISONS_TABLE)).name + ".parquet"
+    )
+    if not path.exists():
+        raise StatisticsError(f"{path}: no comparisons (run the workflow first)")
+    c = pl.read_parquet(path)
+    known = sorted(
+        set(zip(c["model_a"], c["precision_a"])) | set(zip(c["model_b"], c["precision_b"]))
+    )
+    a, b = _row(args.a, known), _row(args.b, known)
+    if a == b:
+        raise StatisticsError(f"compare: {args.a!r} and {args.b!r} are the same row")
+    fwd = c.filter((pl.col("model_a") == a[0]) & (pl.col("precision_a") == a[1]))
+    fwd = fwd.filter((pl.col("model_b") == b[0]) & (pl.col("precision_b") == b[1]))
+    rev = c.filter((pl.col("model_a") == b[0]) & (pl.col("precision_a") == b[1]))
+    rev = rev.filter((pl.col("model_b") == a[0]) & (pl.col("precision_b") == a[1]))
+    # stored once per pair as b - a: the other order flips the sign and the interval
+    rev = rev.with_columns(
+        diff=-pl.col("diff"), ci_low=-pl.col("ci_high"), ci_high=-pl.col("ci_low")
+    )
+    rows = pl.concat([fwd, rev]).with_columns(first=pl.col("task") != "average")
+    print(f"{b[0]} · {b[1]}  minus  {a[0]} · {a[1]}  (paired, on the documents both scored)")
+    print(f"{'task':32} {'diff':>8} {'95 % interval':>20} {'p':>9} {'p adj':>9}  test")
+    for r in rows.sort("first", "task").iter_rows(named=True):
+        star = "*" if r["significant"] else " "
+        print(
+            f"{r['task']:32} {r['diff']:+8.4f}{star} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] "
+            f"{r['p']:9.3g} {r['p_adjusted']:9.3g}  {r['test']}"
+        )
+    adjust = c["adjust"][0] if c.height else "holm"
+    print(f"* significant after the board's {adjust} adjustment")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="llmboard")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -228,6 +282,11 @@ def main(argv=None) -> int:
         help="every score file and board on disk, not only the published board's",
     )
     v.set_defaults(fn=cmd_verify)
+    c = sub.add_parser("compare", help="two rows of the board, task by task, paired")
+    c.add_argument("a", help="model or model:precision")
+    c.add_argument("b", help="model or model:precision")
+    c.add_argument("--results", default="results")
+    c.set_defaults(fn=cmd_compare)
     args = ap.parse_args(argv)
     try:
         return args.fn(args)

@@ -4,7 +4,8 @@ without a Python stack; anything else is a bug and keeps its traceback."""
 
 from .checkpoints.sources import SourceError
 from .inference.memory_plan import PlanDoesNotFit
+from .results.board_statistics import StatisticsError
 from .settings import SettingsError
 from .tasks.errors import TaskError
 
-USER_ERRORS = (SettingsError, TaskError, SourceError, PlanDoesNotFit)
+USER_ERRORS = (SettingsError, TaskError, SourceError, PlanDoesNotFit, StatisticsError)

@@ -154,6 +154,8 @@ class Settings:
     convert_shard_gb: float
     resources: ResourceSettings
     request_store: str | None  # its folder; None when turned off
+    code_execution: dict  # the config's code_execution mapping, defaults filled in
+    statistics: dict  # the config's statistics mapping (and its seed), defaults filled in
 
 
 def load_settings(config: dict, origin: str = "config") -> Settings:
@@ -198,6 +200,8 @@ def load_settings(config: dict, origin: str = "config") -> Settings:
         resources=ResourceSettings(
             **{**res, "local_gpus": tuple(local) if isinstance(local, list) else local}
         ),
+        code_execution=dict(data["code_execution"]),
+        statistics={**data["statistics"], "seed": data["seed"]},
     )
 
 

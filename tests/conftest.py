@@ -189,6 +189,25 @@ def predict_task(
     return predict_shard(lm, context, task, shard, n_shards, out_parquet, out_json, seed=seed)
 
 
+def generation_task_file(folder, doc: dict, **fields) -> Path:
+    """A generate_until task file ``t.yaml`` over one document (``doc``, in docs.jsonl)
+    with ``fields`` added or replaced: the base for tests of bad task fields."""
+    import yaml
+
+    spec = {
+        "task": "t",
+        "dataset": {"source": "docs.jsonl", "split": "test"},
+        "output_type": "generate_until",
+        "doc_to_text": "{{" + next(iter(doc)) + "}}",
+        "doc_to_target": "{{" + list(doc)[1] + "}}",
+        **fields,
+    }
+    (Path(folder) / "docs.jsonl").write_text(json.dumps(doc) + "\n")
+    path = Path(folder) / "t.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
 def source_key(path) -> str:
     """The key (folder name under resources/) of a local checkpoint, content included."""
     from dataclasses import replace

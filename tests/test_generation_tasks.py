@@ -550,8 +550,8 @@ def _regex_step(**kw):
             r"g\.yaml: generation_kwargs: unknown field\(s\) \['max_new_tokens'\]",
         ),
         (
-            {"generation_kwargs": {"until": ["\n"], "temperature": 0.7}},
-            r"g\.yaml: generation_kwargs: sampling .* is not supported",
+            {"generation_kwargs": {"until": ["\n"], "do_sample": True, "temperature": 0}},
+            r"g\.yaml: generation_kwargs: do_sample: true needs temperature > 0",
         ),
         ({"doc_to_choice": ["a", "b"]}, r"g\.yaml: doc_to_choice is not used by generate_until"),
         ({"metrics": ["acc"]}, r"g\.yaml: metrics is not used by generate_until"),

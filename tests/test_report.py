@@ -130,9 +130,10 @@ def test_numbers_match_the_board(run):
             assert r[t] == pytest.approx(want["value"], abs=1e-6)
             assert r[f"{t}_stderr"] == pytest.approx(want["stderr"], abs=1e-6)
         # chance: 3 choices in add and mul (and the group's members), 0 for generation
-        assert r["add_norm"] == pytest.approx((r["add"] - 1 / 3) / (2 / 3), abs=1e-5)
-        assert r["grp_norm"] == pytest.approx((r["grp"] - 1 / 3) / (2 / 3), abs=1e-5)
-        assert r["gen_add_norm"] == pytest.approx(r["gen_add"], abs=1e-6)
+        # the Open LLM Leaderboard v2's normalisation: points, below chance clipped to 0
+        assert r["add_norm"] == pytest.approx(max(0, (r["add"] - 1 / 3) / (2 / 3)) * 100, abs=1e-3)
+        assert r["grp_norm"] == pytest.approx(max(0, (r["grp"] - 1 / 3) / (2 / 3)) * 100, abs=1e-3)
+        assert r["gen_add_norm"] == pytest.approx(r["gen_add"] * 100, abs=1e-4)
         assert r["prompting"] == "raw"
         assert r["parameters"] > 0
 
@@ -311,8 +312,17 @@ def test_in_a_browser(run, browser):
     # every model x precision row of the board, with the same numbers
     prim = board(run).filter(pl.col("primary"))
     heads = p.headers("#leaderboard")
-    assert heads[:6] == ["rank", "model", "prompting", "precision", "parameters (M)", "average"]
-    assert heads[6:] == DISPLAY
+    assert heads[:8] == [
+        "rank",
+        "rank interval",
+        "tied",
+        "model",
+        "prompting",
+        "precision",
+        "parameters (M)",
+        "average",
+    ]
+    assert heads[8:] == DISPLAY
     rows = p.rows("#leaderboard")
     assert len(rows) == prim.select("model", "precision").unique().height == 4
     for cells in rows:
@@ -326,23 +336,27 @@ def test_in_a_browser(run, browser):
             assert r[t] == f"{want['value']:.4f} ± {want['stderr']:.4f}"
     # ranked as the published board ranks (equal averages share a rank), in its order
     published = pl.read_csv(run.wd / "results/leaderboard.csv")
-    assert [(int(c[0]), c[1], c[3]) for c in rows] == list(
+    assert [(int(c[0]), c[3], c[5]) for c in rows] == list(
         zip(published["rank"], published["model"], published["precision"])
     )
+    # the rank interval and tie group are the published board's
+    for c, r in zip(rows, published.iter_rows(named=True)):
+        low, high = r["rank_low"], r["rank_high"]
+        assert c[1] == (str(low) if low == high else f"{low}–{high}")
     page.screenshot(path=str(shots / "leaderboard.png"), full_page=True)
 
     # sort by a column: the model column, then descending
-    title = page.locator("#leaderboard thead th").nth(1)
+    title = page.locator("#leaderboard thead th").nth(3)
 
     def models_after_redraw(want):  # the table redraws asynchronously after a click
         for _ in range(50):
-            got = [c[1] for c in p.rows("#leaderboard")]
+            got = [c[3] for c in p.rows("#leaderboard")]
             if got == want:
                 break
             page.wait_for_timeout(100)
         return got
 
-    names = sorted(c[1] for c in p.rows("#leaderboard"))
+    names = sorted(c[3] for c in p.rows("#leaderboard"))
     title.click()
     assert models_after_redraw(names) == names
     title.click()
@@ -367,7 +381,7 @@ def test_in_a_browser(run, browser):
             & (pl.col("task") == "mul")
         )["value"][0]
         assert float(r["mul (norm.)"].split(" ± ")[0]) == pytest.approx(
-            (raw - 1 / 3) / (2 / 3), abs=1e-4
+            max(0.0, (raw - 1 / 3) / (2 / 3)) * 100, abs=1e-2
         )
 
     # the drill-down: a task's page, its instances loaded on demand
@@ -400,6 +414,41 @@ def test_in_a_browser(run, browser):
     page.locator("#instances-table tbody td.dt-control").first.click()
     heads = p.headers("#instances-table table.runs")
     assert heads == ["model", "precision", "correct", "extracted answer", "generation"]
+
+    # compare two rows: each task and the average, as comparisons.parquet says
+    page.goto((rep / "compare.html").as_uri())
+    page.wait_for_selector("#compare-table tbody tr")
+    comp = pl.read_parquet(run.wd / "results/comparisons.parquet")
+    a = page.locator("#compare-a").input_value()
+    b = page.locator("#compare-b").input_value()
+    assert a != b
+    shown = p.rows("#compare-table")
+    assert [c[0] for c in shown] == ["average", *sorted(DISPLAY)]
+    assert page.locator("#compare-forest svg circle").count() == len(DISPLAY) + 1
+
+    def kept(task, x, y):
+        r = comp.filter(
+            (pl.col("task") == task)
+            & (pl.format("{} · {}", "model_a", "precision_a") == x)
+            & (pl.format("{} · {}", "model_b", "precision_b") == y)
+        )
+        return r.row(0, named=True) if r.height else None
+
+    for c in shown:
+        r = kept(c[0], a, b)
+        sign = 1
+        if r is None:
+            r, sign = kept(c[0], b, a), -1
+        assert float(c[1].rstrip(" *")) == pytest.approx(sign * r["diff"], abs=5e-5)
+        assert c[1].endswith("*") == r["significant"]
+        assert float(c[4]) == pytest.approx(r["p_adjusted"], rel=1e-2)
+    # the other order flips every difference
+    page.select_option("#compare-a", b)
+    page.select_option("#compare-b", a)
+    flipped = p.rows("#compare-table")
+    for c, f in zip(shown, flipped):
+        assert float(f[1].rstrip(" *")) == pytest.approx(-float(c[1].rstrip(" *")), abs=1e-4)
+    page.screenshot(path=str(shots / "compare.png"), full_page=True)
 
     for other in ("precision.html", "tasks.html", "cost.html", "provenance.html"):
         page.goto((rep / other).as_uri())

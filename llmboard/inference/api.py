@@ -75,10 +75,34 @@ def rolling_windows(
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """How a request samples instead of decoding greedily, as HF ``generate`` with
+    ``do_sample`` warps the logits (temperature, then top_k, then top_p). ``seed`` seeds
+    the request's own generator: its samples depend on its own logits only, never on the
+    other requests of the batch or their order, so a rerun draws the same text."""
+
+    temperature: float
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    seed: int = 0
+
+
+def sample_seed(seed: int, doc_id: int, repeat: int) -> int:
+    """The seed of one (document, repeat)'s samples: from the task's sampling seed, so
+    that a rerun, another shard layout or a larger limit draws the same texts, and each
+    repeat its own."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}/{doc_id}/{repeat}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     context: str
     until: tuple[str, ...]  # stop strings; the text is cut before the first one
     max_gen_toks: int
+    sampling: Sampling | None = None  # None: greedy
 
 
 @dataclass(frozen=True)

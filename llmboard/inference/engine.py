@@ -506,7 +506,7 @@ class TransformersLM(LM):
             requests = [
                 r
                 if eos_text in r.until
-                else GenerationRequest(r.context, (*r.until, eos_text), r.max_gen_toks)
+                else GenerationRequest(r.context, (*r.until, eos_text), r.max_gen_toks, r.sampling)
                 for r in requests
             ]
         out = self._generator.generate(requests, lambda text: encode(self.tokenizer, text))

@@ -104,10 +104,51 @@ class _Row:
     written: int = 0  # columns of this row's buffer filled
     generated: list[int] = field(default_factory=list)
     prompt_tokens: int = 0  # the whole prompt, prefix included, after truncation
+    sampling: object = None  # api.Sampling, None: greedy
+    rng: object = None  # the row's own torch.Generator, seeded by sampling.seed
+
+
+def _generator(seed: int, device):
+    import torch
+
+    g = torch.Generator(device=device if str(device).startswith("cuda") else "cpu")
+    g.manual_seed(int(seed))
+    return g
+
+
+def warp(logits, sampling):
+    """A row's float32 logits as HF ``generate`` warps them when sampling: temperature,
+    then top-k, then top-p (the smallest set of tokens whose probability reaches top_p,
+    at least one kept); the others set to -inf."""
+    import torch
+
+    x = logits.float() / sampling.temperature
+    if sampling.top_k and sampling.top_k < x.shape[-1]:
+        kth = torch.topk(x, sampling.top_k).values[..., -1:]
+        x = x.masked_fill(x < kth, float("-inf"))
+    if sampling.top_p < 1.0:
+        sorted_x, order = torch.sort(x, descending=False)
+        cum = sorted_x.softmax(-1).cumsum(-1)
+        drop = cum <= 1 - sampling.top_p
+        drop[..., -1] = False
+        x = x.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return x
+
+
+def sample(logits, sampling, rng) -> int:
+    """One token from a row's logits, warped (``warp``), drawn from the row's own
+    generator."""
+    import torch
+
+    probs = warp(logits, sampling).softmax(-1)
+    if probs.device.type != rng.device.type:
+        probs = probs.to(rng.device)
+    return int(torch.multinomial(probs, 1, generator=rng).item())
 
 
 class Generator:
-    """Greedy ``generate_until`` for one loaded transformers model."""
+    """``generate_until`` (greedy, or seeded sampling per request) for one loaded
+    transformers model."""
 
     def __init__(self, lm):
         self.lm = lm
@@ -192,6 +233,9 @@ class Generator:
                     r = requests[i]
                     slots[s] = _Row(i, own[i], r.max_gen_toks, tuple(r.until))
                     slots[s].prompt_tokens = len(prompts[i])
+                    if r.sampling is not None:
+                        slots[s].sampling = r.sampling
+                        slots[s].rng = _generator(r.sampling.seed, lm.device)
                     new.append(s)
             if new:
                 self._prefill(cache, new, slots, P)
@@ -284,8 +328,11 @@ class Generator:
 
     def _append(self, slots, slot_ids, logits) -> None:
         picks = logits.argmax(dim=-1).tolist()
-        for s, t in zip(slot_ids, picks):
-            slots[s].generated.append(int(t))
+        for k, (s, t) in enumerate(zip(slot_ids, picks)):
+            row = slots[s]
+            if row.sampling is not None:
+                t = sample(logits[k], row.sampling, row.rng)
+            row.generated.append(int(t))
 
     def _finish_rows(self, slots, slot_ids, P, results) -> None:
         lm = self.lm

@@ -25,7 +25,7 @@ from ..tasks.prompts import (
     build_requests,
     build_rolling_requests,
 )
-from .api import LM, GenerationRequest, LoglikelihoodRequest, ModelContext
+from .api import LM, GenerationRequest, LoglikelihoodRequest, ModelContext, Sampling, sample_seed
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,12 @@ GENERATION_COLUMNS = {
     "stop_reason": "String",  # until, eos, max_gen_toks or window
     "targets": "List(String)",
     "from_store": "Boolean",
+    # JSON of the document fields the scoring reads (math's solution, code's prompt);
+    # only in the files of tasks that need it
+    "doc_fields": "String",
+    # a sampling task: one row per (document, repeat); only in such tasks' files
+    "repeat": "Int32",
+    "seed": "Int64",  # the (document, repeat)'s sampling seed (api.sample_seed)
 }
 # loglikelihood_rolling: one row per document; words and bytes are counted at scoring time
 ROLLING_COLUMNS = {
@@ -214,22 +220,43 @@ def _generate(lm: LM, task: Task, ids: list[int], docs: list[dict], pool, prompt
     """One row per document: the prompt, the raw generation and why it stopped."""
     import polars as pl
 
-    rows = build_generation_requests(task, docs, ids, prompting, chat, pool=pool)
+    base = build_generation_requests(task, docs, ids, prompting, chat, pool=pool)
+    sampling = task.sampling
+    if sampling is None:
+        rows = [{**r, "sampling": None} for r in base]
+    else:  # one request per (document, repeat), each with its own seed
+        params = {k: v for k, v in sampling.items() if k != "seed"}
+        rows = [
+            {
+                **r,
+                "repeat": k,
+                "sampling": Sampling(**params, seed=sample_seed(sampling["seed"], r["doc_id"], k)),
+            }
+            for r in base
+            for k in range(task.repeats)
+        ]
     results = lm.generate_until(
-        [GenerationRequest(r["context"], tuple(r["until"]), r["max_gen_toks"]) for r in rows]
+        [
+            GenerationRequest(r["context"], tuple(r["until"]), r["max_gen_toks"], r["sampling"])
+            for r in rows
+        ]
     )
-    return pl.DataFrame(
-        {
-            "doc_id": [r["doc_id"] for r in rows],
-            "context": [r["context"] for r in rows],
-            "until": [list(r["until"]) for r in rows],
-            "max_gen_toks": [r["max_gen_toks"] for r in rows],
-            "ctx_tokens": [g.context_tokens for g in results],
-            "generation": [g.text for g in results],
-            "gen_tokens": [g.tokens for g in results],
-            "stop_reason": [g.stop_reason for g in results],
-            "targets": [list(r["targets"]) for r in rows],
-            "from_store": [g.from_store for g in results],
-        },
-        schema=_polars_schema(GENERATION_COLUMNS),
-    )
+    columns = {
+        "doc_id": [r["doc_id"] for r in rows],
+        "context": [r["context"] for r in rows],
+        "until": [list(r["until"]) for r in rows],
+        "max_gen_toks": [r["max_gen_toks"] for r in rows],
+        "ctx_tokens": [g.context_tokens for g in results],
+        "generation": [g.text for g in results],
+        "gen_tokens": [g.tokens for g in results],
+        "stop_reason": [g.stop_reason for g in results],
+        "targets": [list(r["targets"]) for r in rows],
+        "from_store": [g.from_store for g in results],
+    }
+    if rows and "doc_fields" in rows[0]:
+        columns["doc_fields"] = [r["doc_fields"] for r in rows]
+    if sampling is not None:
+        columns["repeat"] = [r["repeat"] for r in rows]
+        columns["seed"] = [r["sampling"].seed for r in rows]
+    schema = _polars_schema(GENERATION_COLUMNS)
+    return pl.DataFrame(columns, schema={k: schema[k] for k in columns})

@@ -94,7 +94,19 @@ def _kind(paths: list[str]) -> str:
     return "generation" if "generation" in names else "choices"
 
 
-def _generation_correct(paths: list[str]):
+def _recorded(score_file: str | None) -> dict | None:
+    """A score's record of what decided each document (math checks, program outcomes):
+    agreement reuses it rather than checking answers or running programs again."""
+    import json
+    from pathlib import Path
+
+    if score_file is None or not Path(score_file).exists():
+        return None
+    details = json.loads(Path(score_file).read_text()).get("details")
+    return {k: v for k, v in details.items() if k != "doc_id"} if details else None
+
+
+def _generation_correct(paths: list[str], score_file: str | None = None):
     """doc_id, the generated text and the primary metric's 0/1 per document."""
     import json
     from pathlib import Path
@@ -108,15 +120,19 @@ def _generation_correct(paths: list[str]):
     meta = json.loads(Path(paths[0]).with_suffix(".json").read_text())
     spec = meta["task_definition"]
     primary = Task(spec["task"], spec, Path(meta.get("task_path", "."))).primary_metric
-    scored = score_rows(df, meta, paths[0])
+    scored = score_rows(df, meta, paths[0], recorded=_recorded(score_file))
     right = pl.DataFrame({"doc_id": scored["doc_id"], "correct": scored[primary]})
+    if "repeat" in df.columns:  # a sampling task: its first sample's text is compared
+        df = df.filter(pl.col("repeat") == 0)
     return df.select("doc_id", "generation").join(right, on="doc_id").sort("doc_id")
 
 
-def _compare_generations(ref_paths: list[str], paths: list[str]) -> dict:
+def _compare_generations(
+    ref_paths: list[str], paths: list[str], ref_score: str | None, score: str | None
+) -> dict:
     import polars as pl
 
-    ref, other = _generation_correct(ref_paths), _generation_correct(paths)
+    ref, other = _generation_correct(ref_paths, ref_score), _generation_correct(paths, score)
     d = ref.join(
         other.select(
             "doc_id", pl.col("generation").alias("gen_p"), pl.col("correct").alias("correct_p")
@@ -135,7 +151,37 @@ def _compare_generations(ref_paths: list[str], paths: list[str]) -> dict:
     }
 
 
-def compare(predictions: dict[tuple[str, str, str], list[str]]):
+def _equivalence(diffs: list[float], margin: float, alpha: float) -> dict:
+    """Is the precision within +-``margin`` of the reference on this task? Two one-sided
+    tests on the per-document differences of the primary metric (``statistics.tost``):
+    ``equivalent``, ``different`` (the difference is significant and not within the
+    margin) or ``not shown equivalent``."""
+    import numpy as np
+
+    from .statistics import tost
+
+    if len(diffs) < 2:
+        return {"tost_p": None, "equivalence": None}
+    d = np.asarray(diffs, dtype=np.float64)
+    if not d.any():
+        # no document changed: the t statistic is infinite at any n, which would call 4
+        # documents "equivalent". The exact test instead: if the share of documents
+        # whose outcome changes (which bounds |difference|) were the margin, none of n
+        # would change with probability (1 - margin)^n: that is the p-value (at alpha
+        # 0.05 and a 1-point margin, equivalence needs n >= 299 documents)
+        p = float((1.0 - margin) ** len(d))
+        return {"tost_p": p, "equivalence": "equivalent" if p < alpha else "not shown equivalent"}
+    # the paired t version (statsmodels' ttost_paired) on the differences themselves
+    r = tost(np.zeros_like(d), d, margin, alpha, binary=False)
+    return {"tost_p": float(r["p"]), "equivalence": str(r["verdict"])}
+
+
+def compare(
+    predictions: dict[tuple[str, str, str], list[str]],
+    scores: dict[tuple[str, str, str], str] | None = None,
+    margin: float = 0.01,
+    alpha: float = 0.05,
+):
     """``predictions``: (model, precision, task) -> prediction parquet paths."""
     import polars as pl
 
@@ -163,7 +209,12 @@ def compare(predictions: dict[tuple[str, str, str], list[str]]):
             continue
         if kind == "generation":
             for p in ranked[1:]:
-                g = _compare_generations(precs[ref_name], precs[p])
+                g = _compare_generations(
+                    precs[ref_name],
+                    precs[p],
+                    (scores or {}).get((model, ref_name, task)),
+                    (scores or {}).get((model, p, task)),
+                )
                 diffs = g.pop("diffs")
                 n = len(diffs)
                 mean = sum(diffs) / n
@@ -181,6 +232,7 @@ def compare(predictions: dict[tuple[str, str, str], list[str]]):
                         **g,
                         "delta_acc": mean,
                         "delta_acc_stderr": sd / math.sqrt(n),
+                        **_equivalence(diffs, margin, alpha),
                     }
                 )
             continue
@@ -221,6 +273,7 @@ def compare(predictions: dict[tuple[str, str, str], list[str]]):
                     "max_abs_dll": float(dll.max()),
                     "delta_acc": mean,
                     "delta_acc_stderr": sd / math.sqrt(n),
+                    **_equivalence(diffs, margin, alpha),
                 }
             )
     schema = {
@@ -234,7 +287,11 @@ def compare(predictions: dict[tuple[str, str, str], list[str]]):
         "max_abs_dll": pl.Float64,
         "delta_acc": pl.Float64,
         "delta_acc_stderr": pl.Float64,
+        "tost_p": pl.Float64,
+        "equivalence": pl.String,
+        "margin": pl.Float64,
     }
+    rows = [{"tost_p": None, "equivalence": None, **r, "margin": margin} for r in rows]
     return pl.DataFrame(rows, schema=schema).sort(KEYS)
 
 
@@ -249,14 +306,25 @@ def to_markdown(df) -> str:
         "mean abs dLL",
         "max abs dLL",
         "d acc (paired se)",
+        "equivalence (TOST p)",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in df.iter_rows(named=True):
+        verdict = "-" if r.get("equivalence") is None else f"{r['equivalence']} ({r['tost_p']:.3g})"
         lines.append(
             f"| {r['model']} | {r['task']} | {r['precision']} | {r['reference']} | "
             f"{r['n_docs']} | {_share(r['flip_rate'])} | {_num(r['mean_abs_dll'])} | "
-            f"{_num(r['max_abs_dll'])} | {_delta(r['delta_acc'], r['delta_acc_stderr'])} |"
+            f"{_num(r['max_abs_dll'])} | {_delta(r['delta_acc'], r['delta_acc_stderr'])} | "
+            f"{verdict} |"
         )
+    if df.height:
+        lines += [
+            "",
+            f"equivalence: two one-sided tests of the primary metric's per-document "
+            f"difference against +-{df['margin'][0]:g} (statistics.equivalence_margin): "
+            "equivalent, different (significant and not within the margin), or not shown "
+            "equivalent.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -272,8 +340,16 @@ def _delta(x, se) -> str:
     return "-" if x is None else f"{x:+.4f} ({se:.4f})"
 
 
-def write_agreement(predictions: dict, out_prefix: str) -> None:
-    df = compare(predictions)
+def write_agreement(
+    predictions: dict,
+    out_prefix: str,
+    scores: dict | None = None,
+    margin: float = 0.01,
+    alpha: float = 0.05,
+) -> None:
+    """``scores``: (model, precision, task) -> score file, whose record of math checks and
+    program outcomes a generation task's comparison reuses (a code task needs it)."""
+    df = compare(predictions, scores, margin, alpha)
     with atomic_path(f"{out_prefix}.parquet") as tmp:
         df.write_parquet(tmp, statistics=False)
     write_text(f"{out_prefix}.md", to_markdown(df))

@@ -247,12 +247,22 @@ def _fmt(x) -> str:
     return "" if x is None or x != x else f"{x:.4f}"
 
 
+def _rank_interval(r: dict) -> str:
+    low, high = r.get("rank_low"), r.get("rank_high")
+    if low is None:
+        return ""
+    return str(low) if low == high else f"{low}–{high}"
+
+
 def to_markdown(wide, display: list[str]) -> str:
     prompting = "prompting" in wide.columns
-    head = ["rank", "model", *(["prompting"] if prompting else []), "precision", "average"]
+    intervals = "rank_low" in wide.columns
+    head = ["rank"] + (["rank interval", "tied"] if intervals else [])
+    head += ["model", *(["prompting"] if prompting else []), "precision", "average"]
     head += display
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     incomplete = False
+    tied = _tied_groups(wide) if intervals else set()
     for r in wide.iter_rows(named=True):
         have = tasks_present(r, display)
         if have == len(display):
@@ -260,11 +270,22 @@ def to_markdown(wide, display: list[str]) -> str:
         else:
             incomplete = True
             rank, average = UNRANKED, f"{UNRANKED} ({have}/{len(display)} tasks)"
-        cells = [rank, r["model"], *([r["prompting"]] if prompting else [])]
+        cells = [rank]
+        if intervals:
+            group = r["tie_group"]
+            cells += [_rank_interval(r), f"={group}" if group in tied else ""]
+        cells += [r["model"], *([r["prompting"]] if prompting else [])]
         cells += [r["precision"], average]
         for t in display:
             cells.append(MISSING if r[t] is None else f"{_fmt(r[t])} ± {_fmt(r[f'{t}_stderr'])}")
         lines.append("| " + " | ".join(cells) + " |")
+    if intervals:
+        lines += [
+            "",
+            "rank interval: the ranks the data allow (95 % document bootstrap, stratified by "
+            "task); rows marked with the same =k cannot be told apart (each one's rank lies "
+            "in the other's interval). Pairwise differences: comparisons.md.",
+        ]
     if incomplete:
         lines += [
             "",
@@ -274,14 +295,106 @@ def to_markdown(wide, display: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_wide(long, display: list[str]) -> tuple[str, str]:
-    """The texts of leaderboard.csv and leaderboard.md for the long board ``long``
-    (``llmboard verify`` rebuilds the published ones with this)."""
+def _tied_groups(wide) -> set:
+    """The tie groups with more than one row (a group of one is just a rank)."""
+    groups = [g for g in wide["tie_group"].to_list() if g is not None]
+    return {g for g in groups if groups.count(g) > 1}
+
+
+def render_board(long, display: list[str], groups: dict | None = None, stats: dict | None = None):
+    """The texts of leaderboard.csv and leaderboard.md for the long board ``long``, and
+    the board's statistics (``board_statistics``: rank intervals and tie groups in the
+    wide board; the comparisons and the tasks' minimum detectable effects) when
+    ``stats`` (the config's ``statistics``) is given. ``llmboard verify`` rebuilds the
+    published files with this. Returns ``{"csv", "md", "comparisons", "tasks"}``."""
     import polars as pl
 
+    from .board_statistics import board_statistics
+
     wide = with_prompting(build_wide(long, display), long)
+    comparisons = tasks = None
+    if stats is not None:
+        complete = wide.filter(pl.col("rank").is_not_null())
+        rows = list(zip(complete["model"], complete["precision"]))
+        out = board_statistics(
+            long, display, averaged_tasks(long, display), groups or {}, rows, stats
+        )
+        if out is not None:
+            ranks, comparisons, tasks = out
+            wide = wide.join(ranks, on=["model", "precision"], how="left", maintain_order="left")
+            # the interval holds the published rank (ties at the CSV's 6 decimals)
+            wide = wide.with_columns(
+                rank_low=pl.min_horizontal("rank_low", "rank"),
+                rank_high=pl.max_horizontal("rank_high", "rank"),
+            )
+            at = wide.columns.index("rank") + 1
+            extra = ["rank_low", "rank_high", "tie_group"]
+            rest = [c for c in wide.columns[at:] if c not in extra]
+            wide = wide.select([*wide.columns[:at], *extra, *rest])
     csv = wide.with_columns(pl.col(pl.Float64).round(AVERAGE_DECIMALS))
-    return csv.write_csv(float_precision=AVERAGE_DECIMALS), to_markdown(wide, display)
+    md = to_markdown(wide, display)
+    if tasks is not None:  # beside the scores: how large a difference each task can see
+        cells = [
+            f"{r['task']} {'—' if r['mde'] is None else format(r['mde'], '.3f')}"
+            for r in tasks.iter_rows(named=True)
+        ]
+        md += (
+            "\nminimum detectable effect between two rows (80 % power, its documents): "
+            + ", ".join(cells)
+            + ".\n"
+        )
+    return {
+        "csv": csv.write_csv(float_precision=AVERAGE_DECIMALS),
+        "md": md,
+        "wide": wide,
+        "comparisons": comparisons,
+        "tasks": tasks,
+    }
+
+
+def render_wide(long, display: list[str]) -> tuple[str, str]:
+    """leaderboard.csv and leaderboard.md without the statistics (``render_board``)."""
+    board = render_board(long, display)
+    return board["csv"], board["md"]
+
+
+def comparisons_markdown(comparisons, tasks) -> str:
+    """comparisons.md: each task's minimum detectable effect, then every pair of rows on
+    the average and each task: b - a, its 95 % interval, p and the board-adjusted p."""
+    import polars as pl
+
+    level = comparisons["level"][0] if comparisons.height else 0.95
+    adjust = comparisons["adjust"][0] if comparisons.height else "holm"
+    lines = [
+        f"Minimum detectable effect (80 % power, two-sided alpha {1 - level:.2f}) at each "
+        "task's documents (the smallest difference between two rows a test would "
+        "detect; unpaired, from the task's mean over the board's rows):",
+        "",
+        "| task | documents | MDE |",
+        "|---|---|---|",
+    ]
+    for r in tasks.iter_rows(named=True):
+        mde = "— (no spread)" if r["mde"] is None else f"{r['mde']:.4f}"
+        lines.append(f"| {r['task']} | {r['documents']} | {mde} |")
+    lines += [
+        "",
+        f"Paired differences (b - a) on the documents both rows scored; p adjusted over the "
+        f"whole board ({adjust}); * significant at {1 - level:.2f}:",
+        "",
+        "| task | a | b | b - a | 95 % interval | p | p adjusted | test |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    order = comparisons.with_columns(first=pl.col("task") != "average").sort(
+        ["first", "task", "p_adjusted", "model_a", "precision_a", "model_b", "precision_b"]
+    )
+    for r in order.iter_rows(named=True):
+        star = " *" if r["significant"] else ""
+        lines.append(
+            f"| {r['task']} | {r['model_a']} · {r['precision_a']} | {r['model_b']} · "
+            f"{r['precision_b']} | {r['diff']:+.4f}{star} | [{r['ci_low']:+.4f}, "
+            f"{r['ci_high']:+.4f}] | {r['p']:.4g} | {r['p_adjusted']:.4g} | {r['test']} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def write_leaderboard(
@@ -290,11 +403,45 @@ def write_leaderboard(
     display: list[str],
     groups: dict | None = None,
     prompting: dict[str, str] | None = None,
+    stats: dict | None = None,
+    comparisons_prefix: str | None = None,
 ) -> None:
-    """``prompting``: model -> label (``WorkflowPlan.prompting_labels``); ``raw`` if not given."""
+    """``prompting``: model -> label (``WorkflowPlan.prompting_labels``); ``raw`` if not
+    given. ``stats``: the config's ``statistics``; with ``comparisons_prefix``, the
+    board's comparisons are written there (.parquet, .md)."""
     long = build_long(sorted(score_paths), groups, prompting)
-    csv, md = render_wide(long, display)
+    board = render_board(long, display, groups, stats)
+    if "rank_low" in board["wide"].columns:  # each row's rank interval and tie group too
+        ranks = board["wide"].select("model", "precision", "rank_low", "rank_high", "tie_group")
+        long = long.join(ranks, on=["model", "precision"], how="left", maintain_order="left")
     with atomic_path(f"{out_prefix}.parquet") as tmp:
         long.write_parquet(tmp, statistics=False)
-    write_text(f"{out_prefix}.csv", csv)
-    write_text(f"{out_prefix}.md", md)
+    write_text(f"{out_prefix}.csv", board["csv"])
+    write_text(f"{out_prefix}.md", board["md"])
+    if comparisons_prefix is not None:
+        comparisons, tasks = board["comparisons"], board["tasks"]
+        if comparisons is None:  # fewer than two complete rows: nothing to compare
+            comparisons, tasks = _empty_comparisons()
+        with atomic_path(f"{comparisons_prefix}.parquet") as tmp:
+            comparisons.write_parquet(tmp, statistics=False)
+        write_text(f"{comparisons_prefix}.md", comparisons_markdown(comparisons, tasks))
+
+
+def _empty_comparisons():
+    import polars as pl
+
+    return pl.DataFrame(
+        schema={
+            "model_a": pl.String,
+            "precision_a": pl.String,
+            "model_b": pl.String,
+            "precision_b": pl.String,
+            "task": pl.String,
+            "test": pl.String,
+            "diff": pl.Float64,
+            "level": pl.Float64,
+            "adjust": pl.String,
+            "significant": pl.Boolean,
+            "p_adjusted": pl.Float64,
+        }
+    ), pl.DataFrame(schema={"task": pl.String, "documents": pl.Int64, "mde": pl.Float64})

@@ -52,7 +52,19 @@ def _same(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
-WIDE_FIXED = ("rank", "model", "prompting", "precision", "average")  # not task columns
+# not task columns: the CSV's and the markdown's names of the rank interval and tie group
+WIDE_FIXED = (
+    "rank",
+    "rank_low",
+    "rank_high",
+    "tie_group",
+    "rank interval",
+    "tied",
+    "model",
+    "prompting",
+    "precision",
+    "average",
+)
 MAX_CELLS = 10  # differing cells named per wide board file
 
 
@@ -186,6 +198,9 @@ class _Checker:
         return meta
 
     def check_recomputed(self, sp: Path, s: dict, parquets, infos) -> None:
+        """The score's numbers from its predictions again. A code task's programs are not
+        run again: their recorded outcomes are used once each is shown to be the program
+        its prediction builds (sha256); a math task's checks are run again."""
         from ..tasks.errors import ScoreError
         from ..tasks.scoring import compute_score, scorer_version
 
@@ -196,6 +211,8 @@ class _Checker:
                 model=s["model"],
                 metrics=list(s["metrics"]),
                 primary_metric=s["primary_metric"],
+                code=s.get("code_execution"),
+                recorded=recorded_programs(s),
             )
         except ScoreError as e:
             self.report.add(f"{sp}: cannot be recomputed: {e}")
@@ -393,7 +410,8 @@ class _Checker:
         and every top-level task of the board must be one of them."""
         import polars as pl
 
-        from ..results.leaderboard import render_wide
+        from ..results.leaderboard import render_board
+        from ..workflow.layout import COMPARISONS_TABLE
 
         texts = {}
         for ext in (".csv", ".md"):
@@ -437,15 +455,67 @@ class _Checker:
                 self.report.add(
                     f"{board.with_suffix(first)}: has no column for {t}, a task of {board}"
                 )
+        comparisons = board.with_name(COMPARISONS_TABLE + ".parquet")
+        stats = _statistics_settings(comparisons) if comparisons.exists() else None
         try:
-            csv_text, md_text = render_wide(proven, display)
+            rebuilt = render_board(proven, display, groups, stats)
         except Exception as e:  # noqa: BLE001 - named with the file, like any other finding
             self.report.add(f"{board.with_suffix(first)}: cannot be rebuilt: {e}")
             return
-        want = {".csv": _csv_rows(csv_text), ".md": _md_rows(md_text)}
+        want = {".csv": _csv_rows(rebuilt["csv"]), ".md": _md_rows(rebuilt["md"])}
         for ext, got in tables.items():
             for problem in _table_problems(board.with_suffix(ext), got, want[ext]):
                 self.report.add(problem)
+        if stats is not None:
+            self.check_comparisons(comparisons, rebuilt["comparisons"])
+
+    def check_comparisons(self, path: Path, proven) -> None:
+        """comparisons.parquet: every pair's numbers recomputed from the score files'
+        per-document values (the bootstrap is seeded: the same draws)."""
+        import polars as pl
+
+        try:
+            got = pl.read_parquet(path)
+        except Exception as e:  # noqa: BLE001 - polars' errors do not name the file
+            self.report.add(f"{path}: not readable: {e}")
+            return
+        if proven is None:
+            if got.height:
+                self.report.add(f"{path}: {got.height} pair(s), its board has fewer than 2 rows")
+            return
+        keys = ["task", "model_a", "precision_a", "model_b", "precision_b"]
+        j = got.join(proven, on=keys, how="full", suffix="_proven", nulls_equal=True)
+        for r in j.iter_rows(named=True):
+            name = f"{r['task']}: {r['model_a']}·{r['precision_a']} vs {r['model_b']}·{r['precision_b']}"
+            if r["diff"] is None or r["diff_proven"] is None:
+                self.report.add(f"{path}: pair {name} missing on one side")
+                continue
+            for col in ("diff", "se", "p", "p_adjusted"):
+                if not _same(r[col], r[f"{col}_proven"]):
+                    self.report.add(
+                        f"{path}: pair {name}: {col} = {r[col]!r}, its score files give "
+                        f"{r[col + '_proven']!r}"
+                    )
+
+
+def _statistics_settings(comparisons: Path) -> dict | None:
+    """The statistics settings a board's comparisons were computed with (their columns)."""
+    import polars as pl
+
+    try:
+        c = pl.read_parquet(comparisons, columns=["level", "adjust", "bootstrap", "seed"])
+    except Exception:  # noqa: BLE001 - check_comparisons names the problem
+        return {}
+    if not c.height:
+        return {}
+    return {k: c[k][0] for k in c.columns}
+
+
+def recorded_programs(score: dict) -> dict | None:
+    """A code task's recorded program outcomes (filter -> per document), else None."""
+    if "code_execution" not in score or "details" not in score:
+        return None
+    return {k: v for k, v in score["details"].items() if k != "doc_id"}
 
 
 def _board_score_files(board: Path, workdir: Path) -> list[Path] | None:

@@ -55,8 +55,8 @@ Loading resolves them into one form, so that the task hash does not depend on sp
 ``fewshot: {n, sampler, split, samples, delimiter, target_delimiter}`` (lm-eval's sampler
 ``default`` is ``random``; a config override ``fewshot: {n: 5}`` or ``num_fewshot: 5``
 works on either form). ``generation_kwargs`` gets lm-eval's defaults: ``until``
-``[fewshot_delimiter]``, ``max_gen_toks`` 256 (lm-eval's HFLM), greedy decoding
-(sampling is refused: the engine decodes greedily). ``until`` holds no EOS: the engine
+``[fewshot_delimiter]``, ``max_gen_toks`` 256 (lm-eval's HFLM), greedy decoding unless
+the task samples (``do_sample``; HF's defaults, a seed per document and repeat). ``until`` holds no EOS: the engine
 adds the tokenizer's, as lm-eval does. A missing ``filter_list`` or ``metric_list``
 becomes lm-eval's default (``none``: take_first; exact_match). Multiple-choice tasks
 resolve exactly as before generation tasks existed (same hashes).
@@ -104,6 +104,8 @@ ROLLING_WINDOWS = (
 # lm-eval: the HFLM's max_gen_toks (lm_eval.defaults.DEFAULT_MAX_GEN_TOKS), and
 # TaskConfig's fewshot_delimiter, the default `until`
 DEFAULT_MAX_GEN_TOKS = 256
+# lm-eval's default torch seed (--seed 0,1234,1234,1234): the base of sampling seeds
+DEFAULT_SAMPLING_SEED = 1234
 DEFAULT_FEWSHOT_DELIMITER = "\n\n"
 # lm-eval's fewshot_config keys -> llmboard's `fewshot` keys
 FEWSHOT_CONFIG_KEYS = {
@@ -220,6 +222,25 @@ class Task:
             raise TaskError(f"{self.path}: not a generate_until task")
         g = self.spec["generation_kwargs"]
         return {"until": list(g["until"]), "max_gen_toks": int(g["max_gen_toks"])}
+
+    @property
+    def repeats(self) -> int:
+        """generate_until: samples per document (lm-eval's ``repeats``)."""
+        return int(self.spec.get("repeats", 1))
+
+    @property
+    def sampling(self) -> dict | None:
+        """generate_until: ``{"temperature", "top_p", "top_k", "seed"}`` when the task
+        samples, None when it decodes greedily."""
+        g = self.spec.get("generation_kwargs") or {}
+        if not g.get("do_sample"):
+            return None
+        return {k: g[k] for k in ("temperature", "top_p", "top_k", "seed")}
+
+    @property
+    def runs_code(self) -> bool:
+        """Scoring runs model-generated code (lm-eval's ``unsafe_code``)."""
+        return bool(self.spec.get("unsafe_code"))
 
     @property
     def filter_names(self) -> list[str]:
@@ -377,24 +398,15 @@ def _resolve_generation(spec: dict, path: Path) -> None:
     ):
         if field in spec:
             raise TaskError(f"{path}: {field} is not used by generate_until (use {instead})")
-    g = spec["generation_kwargs"]  # present: _default_until puts `until` in
-    until = g["until"]
-    max_gen_toks = g.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS)
-    temperature = g.get("temperature", 0.0)
-    do_sample = g.get("do_sample")
-    # lm-eval's normalize_gen_kwargs: do_sample unset samples when temperature > 0
-    if do_sample or (do_sample is None and temperature > 0):
+    spec["generation_kwargs"] = _resolve_sampling(spec, path)
+    repeats = spec.get("repeats", 1)
+    if repeats == 1:
+        spec.pop("repeats", None)  # the default: hashes as before repeats existed
+    elif not spec["generation_kwargs"]["do_sample"]:
         raise TaskError(
-            f"{path}: generation_kwargs: sampling (do_sample: true or temperature > 0) is "
-            "not supported; llmboard decodes greedily (do_sample: false)"
+            f"{path}: repeats: {repeats} greedy generations would all be the same text; "
+            "set generation_kwargs do_sample: true (with a temperature) or repeats: 1"
         )
-    # greedy: lm-eval sets temperature 0.0 whatever was written
-    spec["generation_kwargs"] = {
-        "until": list(until),
-        "max_gen_toks": max_gen_toks,
-        "do_sample": False,
-        "temperature": 0.0,
-    }
     spec.setdefault("filter_list", copy.deepcopy(DEFAULT_FILTER_LIST))
     bad = filter_list_problems(spec["filter_list"])
     if bad:
@@ -403,6 +415,7 @@ def _resolve_generation(spec: dict, path: Path) -> None:
     bad = metric_list_problems(spec["metric_list"])
     if bad:
         raise TaskError(f"{path}: metric_list: " + "; ".join(bad))
+    _check_scorers(spec, path)
     fs = dict(spec["fewshot"])
     fs.setdefault("sampler", "random")
     fs.setdefault("delimiter", DEFAULT_FEWSHOT_DELIMITER)
@@ -411,6 +424,73 @@ def _resolve_generation(spec: dict, path: Path) -> None:
     if samples is not None and fs.get("split") is None and n > len(samples):
         raise TaskError(f"{path}: num_fewshot {n} but fewshot_config.samples has {len(samples)}")
     spec["fewshot"] = fs
+
+
+def _resolve_sampling(spec: dict, path: Path) -> dict:
+    """generation_kwargs resolved as lm-eval passes them to HF ``generate``: greedy
+    (temperature 0.0, whatever was written) unless ``do_sample``, or temperature > 0 with
+    do_sample unset (lm-eval's normalize_gen_kwargs); sampling takes HF's defaults
+    (temperature 1.0, top_p 1.0, top_k 50) and a ``seed`` (lm-eval's torch seed, 1234)
+    from which each (document, repeat) draws its own."""
+    g = spec["generation_kwargs"]  # present: _default_until puts `until` in
+    out = {"until": list(g["until"]), "max_gen_toks": g.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS)}
+    temperature = g.get("temperature")
+    do_sample = g.get("do_sample")
+    if not (do_sample or (do_sample is None and (temperature or 0) > 0)):
+        extra = sorted({"top_p", "top_k", "seed"} & set(g))
+        if extra:
+            raise TaskError(
+                f"{path}: generation_kwargs: {extra} only apply when sampling "
+                "(do_sample: true); llmboard decodes this task greedily"
+            )
+        return {**out, "do_sample": False, "temperature": 0.0}
+    temperature = 1.0 if temperature is None else temperature
+    if temperature <= 0:
+        raise TaskError(
+            f"{path}: generation_kwargs: do_sample: true needs temperature > 0, got {temperature}"
+        )
+    return {
+        **out,
+        "do_sample": True,
+        "temperature": float(temperature),
+        "top_p": float(g.get("top_p", 1.0)),
+        "top_k": int(g.get("top_k", 50)),
+        "seed": int(g.get("seed", DEFAULT_SAMPLING_SEED)),
+    }
+
+
+def _check_scorers(spec: dict, path: Path) -> None:
+    """The metric_list of a generate_until task fits how it is scored: a process_results
+    function gives only its own metrics; code metrics need lm-eval's unsafe_code flag and
+    are the only ones that take a pipeline ending in custom (a list of programs)."""
+    from .metrics import CODE_METRICS
+    from .task_functions import PROCESS_RESULTS
+
+    names = [m["metric"] for m in spec["metric_list"]]
+    fn = spec.get("process_results")
+    if fn is not None:
+        bad = [n for n in names if n not in PROCESS_RESULTS[fn].metrics]
+        if bad:
+            raise TaskError(
+                f"{path}: metric_list: {bad} not given by process_results {fn} (it gives "
+                f"{list(PROCESS_RESULTS[fn].metrics)})"
+            )
+    elif "math_verify" in names:
+        raise TaskError(f"{path}: metric_list: math_verify needs process_results: minerva_math")
+    code = [n for n in names if n in CODE_METRICS]
+    if code and not spec.get("unsafe_code"):
+        raise TaskError(
+            f"{path}: metric_list: {code} run model-generated code: the task must say "
+            "unsafe_code: true (as lm-eval's code tasks do)"
+        )
+    if code and len(code) != len(names):
+        raise TaskError(f"{path}: metric_list: code metrics {code} cannot be mixed with others")
+    lists = [p["name"] for p in spec["filter_list"] if p["filter"][-1]["function"] == "custom"]
+    if lists and not code:
+        raise TaskError(
+            f"{path}: filter_list: pipeline(s) {lists} end in custom (a list of programs per "
+            "document): only code metrics (pass_at_k, pass_at_1) take that; end in take_first"
+        )
 
 
 def is_group(path: str | os.PathLike) -> bool:

@@ -62,13 +62,15 @@ def _file_kind(p: Path) -> str | None:
 
 
 def _read_field(task: Task, p: Path, field: str):
-    """``dataset.field``: the documents are each JSON line's ``field`` object, in order."""
+    """``dataset.field``: the documents are each JSON line's ``field`` object, in order;
+    with ``dataset.unique_by``, only the first document of each value of that field."""
     import gzip
     import json
 
     import datasets
 
-    rows = []
+    rows, seen = [], set()
+    unique = task.spec["dataset"].get("unique_by")
     opener = gzip.open if p.suffix == ".gz" else open
     with opener(p, "rt", encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -81,6 +83,16 @@ def _read_field(task: Task, p: Path, field: str):
                     f"{task.path}: dataset.field {field!r}: line {n} of {p.name} has no "
                     f"{field!r} object"
                 )
+            if unique is not None:
+                if unique not in doc:
+                    raise TaskError(
+                        f"{task.path}: dataset.unique_by {unique!r}: line {n} of {p.name} "
+                        f"has no {unique!r}"
+                    )
+                key = json.dumps(doc[unique], sort_keys=True)
+                if key in seen:  # a request log repeats a document per request
+                    continue
+                seen.add(key)
             rows.append(doc)
     return datasets.Dataset.from_list(rows)
 
@@ -167,7 +179,24 @@ def load_docs(task: Task) -> list[dict]:
     data = load_split(task)
     limit = task.spec.get("limit")
     n = len(data) if limit is None else min(int(limit), len(data))
-    return [data[i] for i in range(n)]
+    return _processed(task, [data[i] for i in range(n)])
+
+
+def _processed(task: Task, docs: list[dict]) -> list[dict]:
+    """The documents through the task's ``process_docs`` (lm-eval applies it to every
+    split it reads), an error naming the task file and document where it fails."""
+    from .task_functions import PROCESS_DOCS
+
+    name = task.spec.get("process_docs")
+    if name is None:
+        return docs
+    out = []
+    for i, doc in enumerate(docs):
+        try:
+            out.append(PROCESS_DOCS[name](doc))
+        except (KeyError, ValueError, TypeError) as e:
+            raise TaskError(f"{task.path}: process_docs {name}: document {i}: {e!r}") from None
+    return out
 
 
 def fewshot_pool(task: Task) -> list[dict] | None:
@@ -177,7 +206,7 @@ def fewshot_pool(task: Task) -> list[dict] | None:
     if not needs_pool(task):
         return None
     data = load_split(task, task.spec["fewshot"].get("split") or task.split)
-    return [data[i] for i in range(len(data))]
+    return _processed(task, [data[i] for i in range(len(data))])
 
 
 def data_identity(task: Task, cache: FileHashCache) -> dict:

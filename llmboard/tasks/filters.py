@@ -21,10 +21,15 @@ The functions are lm-eval 0.4.13's (``lm_eval/filters/``), with their defaults:
   per document for ``repeats``; llmboard generates once).
 - ``lowercase``, ``uppercase``, ``remove_whitespace`` (``str.strip``).
 - ``map``: ``mapping_dict.get(answer, default_value)``.
+- ``custom``: lm-eval's ``filter_fn: !function utils.x``; here ``filter_fn`` names one of
+  ``task_functions.CUSTOM_FILTERS`` (``humaneval.build_predictions``), which sees the
+  document's stored fields.
 
 As in every lm-eval task, ``take_first`` ends each pipeline: a function after it would
 act on the characters of the answer (lm-eval iterates the string), and without it the
-metric gets a list; both are refused when the task is loaded. ``map`` must give strings
+metric gets a list; both are refused when the task is loaded. The one exception is
+lm-eval's code tasks: a pipeline may end in ``custom`` (humaneval's ``create_test``),
+and then every response of a document reaches the metric (pass@k over ``repeats``). ``map`` must give strings
 (its ``mapping_dict`` values and ``default_value``): lm-eval's default ``None`` makes its
 own ``exact_match`` fail on an unmapped answer.
 """
@@ -48,6 +53,7 @@ FILTER_ARGS = {
     "uppercase": set(),
     "remove_whitespace": set(),
     "map": {"mapping_dict", "default_value"},
+    "custom": {"filter_fn"},
 }
 DEFAULT_FILTER_LIST = [{"name": "none", "filter": [{"function": "take_first"}]}]
 
@@ -77,10 +83,11 @@ def filter_list_problems(filter_list) -> list[str]:
         for j, step in enumerate(steps):
             out += [f"{where} step {j}{p}" for p in _step_problems(step)]
         fns = [s.get("function") for s in steps if isinstance(s, dict)]
-        if fns and fns[-1] != "take_first" or "take_first" in fns[:-1]:
+        if fns and fns[-1] not in ("take_first", "custom") or "take_first" in fns[:-1]:
             out.append(
                 f"{where}: take_first must be the last step, and only the last "
-                "(a step after it would act on the answer's characters, as in lm-eval)"
+                "(a step after it would act on the answer's characters, as in lm-eval); "
+                "a code task's pipeline may end in custom instead"
             )
     return out
 
@@ -110,6 +117,14 @@ def _step_problems(step) -> list[str]:
             out.append(f"{where}: group_select must be an integer, got {group!r}")
         if not isinstance(step.get("fallback", ""), str):
             out.append(f"{where}: fallback must be a string")
+    elif fn == "custom":
+        from .task_functions import CUSTOM_FILTERS
+
+        if step.get("filter_fn") not in CUSTOM_FILTERS:
+            out.append(
+                f"{where}: filter_fn {step.get('filter_fn')!r} is not one of llmboard's "
+                f"functions {sorted(CUSTOM_FILTERS)} (a task file cannot bring code)"
+            )
     elif fn == "map":
         mapping = step.get("mapping_dict", {})
         if not isinstance(mapping, dict) or not all(
@@ -163,6 +178,17 @@ def _map(resps, mapping_dict=None, default_value=None):
     return [[mapping.get(r, default_value) for r in inst] for inst in resps]
 
 
+def _custom(resps, filter_fn: str, docs: list[dict] | None):
+    from .task_functions import CUSTOM_FILTERS
+
+    if docs is None or len(docs) != len(resps):
+        raise ScoreError(
+            f"custom filter {filter_fn}: the predictions do not hold the documents' fields "
+            "(doc_fields); rerun inference for this task"
+        )
+    return CUSTOM_FILTERS[filter_fn].fn(resps, docs)
+
+
 FUNCTIONS = {
     "regex": _regex,
     "take_first": lambda resps: [r[0] for r in resps],
@@ -173,17 +199,26 @@ FUNCTIONS = {
 }
 
 
-def apply_filters(filter_list, generations: list[str]) -> dict[str, list[str]]:
-    """filter name -> the answer of each document, in the order of ``generations`` (one
-    generation per document) and of ``filter_list`` (None: lm-eval's ``none``)."""
+def apply_filters(
+    filter_list, generations: list[str], docs: list[dict] | None = None
+) -> dict[str, list]:
+    """filter name -> the answer of each document, in the order of ``generations`` (a
+    document's generation, or the list of its repeats) and of ``filter_list`` (None:
+    lm-eval's ``none``); ``docs``
+    the documents' stored fields, for ``custom`` steps. An answer is a string, or the list
+    of a document's programs when the pipeline ends in ``custom``."""
     filter_list = DEFAULT_FILTER_LIST if filter_list is None else filter_list
     problems = filter_list_problems(filter_list)
     if problems:
         raise ScoreError("filter_list: " + "; ".join(problems))
     out = {}
     for pipe in filter_list:
-        resps = [[g] for g in generations]
+        # each document's responses: one generation, or its repeats (a list)
+        resps = [list(g) if isinstance(g, list) else [g] for g in generations]
         for step in pipe["filter"]:
+            if step["function"] == "custom":
+                resps = _custom(resps, step["filter_fn"], docs)
+                continue
             kwargs = {k: v for k, v in step.items() if k != "function"}
             resps = FUNCTIONS[step["function"]](resps, **kwargs)
         out[pipe["name"]] = list(resps)

@@ -37,10 +37,16 @@ AGGREGATIONS = {
     "bits_per_byte": "bits_per_byte",
 }
 LOWER_IS_BETTER = frozenset(AGGREGATIONS)
-# what a generate_until task's metric_list may name, with the options lm-eval passes on
+# what a generate_until task's metric_list may name, with the options lm-eval passes on;
+# math_verify comes only from process_results (task_functions), pass_at_k and pass_at_1
+# are lm-eval's code metrics (HF evaluate's code_eval: the program is run)
 GENERATION_METRICS = {
-    "exact_match": {"ignore_case", "ignore_punctuation", "ignore_numbers", "regexes_to_ignore"}
+    "exact_match": {"ignore_case", "ignore_punctuation", "ignore_numbers", "regexes_to_ignore"},
+    "math_verify": set(),
+    "pass_at_k": {"k"},
+    "pass_at_1": set(),
 }
+CODE_METRICS = frozenset({"pass_at_k", "pass_at_1"})
 # metric_list keys lm-eval does not pass to the metric function
 METRIC_LIST_KEYS = {"metric", "aggregation", "higher_is_better"}
 DEFAULT_METRIC_LIST = [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}]
@@ -202,6 +208,15 @@ def metric_list_problems(metric_list) -> list[str]:
                 f"{where}: unknown option(s) {sorted(extra)}; known: "
                 f"{sorted(METRIC_LIST_KEYS | GENERATION_METRICS[name])}"
             )
+        if name == "pass_at_k":
+            k = m.get("k")
+            ks = [k] if isinstance(k, int) else k
+            if (
+                not isinstance(ks, list)
+                or not ks
+                or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in ks)
+            ):
+                out.append(f"{where}: k must be a positive integer or a list of them, got {k!r}")
         if m.get("aggregation", "mean") != "mean":
             out.append(f"{where}: aggregation must be mean, got {m['aggregation']!r}")
         for flag in ("ignore_case", "ignore_punctuation", "ignore_numbers", "higher_is_better"):
@@ -271,52 +286,181 @@ def doc_score(metric: dict, answer: str, targets: list[str]) -> float:
     return 1.0 if value > 0.0 else 0.0
 
 
+def metric_keys(m: dict) -> list[str]:
+    """The scores one metric_list entry gives, as lm-eval names them: its metric, or for
+    ``pass_at_k`` one ``pass@k`` per k (code_eval returns a dict, lm-eval keeps its keys)."""
+    if m["metric"] == "pass_at_k":
+        k = m.get("k")
+        return [f"pass@{x}" for x in ([k] if isinstance(k, int) else k)]
+    return [m["metric"]]
+
+
 def metric_names(spec: dict) -> list[str]:
     """lm-eval's score names of a generate_until task: ``{metric},{filter}``, filter-major
-    (``exact_match,strict-match``, ``exact_match,flexible-extract``)."""
+    (``exact_match,strict-match``, ``exact_match,flexible-extract``, ``pass@1,create_test``)."""
     from .filters import DEFAULT_FILTER_LIST
 
     return [
-        f"{m['metric']},{f['name']}"
+        f"{key},{f['name']}"
         for f in spec.get("filter_list") or DEFAULT_FILTER_LIST
         for m in spec.get("metric_list") or DEFAULT_METRIC_LIST
+        for key in metric_keys(m)
     ]
 
 
-def per_doc_generation_metrics(predictions, task_spec: dict) -> dict:
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Chen et al. (2021)'s unbiased pass@k from n samples of which c pass, as HF
+    evaluate's code_eval estimates it: 1 - C(n-c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    prod = 1.0
+    for i in range(n - c + 1, n + 1):
+        prod *= 1.0 - k / i
+    return 1.0 - prod
+
+
+def _stored_fields(df) -> list[dict] | None:
+    import json
+
+    if "doc_fields" not in df.columns:
+        return None
+    return [json.loads(x) if x else {} for x in df["doc_fields"]]
+
+
+def _math_scores(answers: list, fields: list[dict] | None, recorded: list | None) -> list[dict]:
+    """minerva_math's process_results on each document's answer: checked now, or taken
+    from ``recorded`` (a score's details) after checking that they are of these answers."""
+    from .math_answers import check_documents, get_unnormalized_answer, normalize_final_answer
+
+    if fields is None:
+        raise ScoreError("process_results minerva_math: the predictions hold no doc_fields")
+    if recorded is not None:
+        for i, (a, r) in enumerate(zip(answers, recorded)):
+            if r.get("answer") != normalize_final_answer(get_unnormalized_answer(a)):
+                raise ScoreError(f"document {i}: recorded answer differs from the generation's")
+        return recorded
+    return check_documents([(a, f["solution"], f["answer"]) for a, f in zip(answers, fields)])
+
+
+def _code_scores(
+    answers: list, targets: list[list[str]], code: dict | None, recorded: list | None
+) -> list[dict]:
+    """Each document's programs (candidate + "\n" + test, as code_eval builds them) run
+    in the sandbox now, or their recorded outcomes (checked to be of these programs)."""
+    from .code_execution import program_sha256, run_code
+
+    programs = [
+        [c + "\n" + t[0] for c in ([a] if isinstance(a, str) else list(a))]
+        for a, t in zip(answers, targets)
+    ]
+    if recorded is not None:
+        for i, (progs, r) in enumerate(zip(programs, recorded)):
+            if [program_sha256(p) for p in progs] != [o["sha256"] for o in r["programs"]]:
+                raise ScoreError(f"document {i}: recorded programs differ from the predictions'")
+        return recorded
+    if code is None:
+        raise ScoreError(
+            "this task runs model-generated code to score it, and the config does not allow "
+            "it: set allow_code_execution: true"
+        )
+    return run_code(programs, code)
+
+
+def _doc_values(m: dict, answers: list, targets, details: list[dict] | None) -> dict:
+    """metric key -> per-document values of one metric_list entry on one filter."""
+    name = m["metric"]
+    if name in ("exact_match", "math_verify") and details is not None and "answer" in details[0]:
+        return {name: [d[name] for d in details]}
+    if name in CODE_METRICS:
+        out = {}
+        for key in metric_keys(m):
+            k = 1 if key == "pass_at_1" else int(key.split("@")[1])
+            vals = []
+            for d in details:
+                n = len(d["programs"])
+                c = sum(o["status"] == "passed" for o in d["programs"])
+                if n < k:
+                    raise ScoreError(f"{key}: {n} sample(s) per document, fewer than k={k}")
+                vals.append(pass_at_k(n, c, k))
+            out[key] = vals
+        return out
+    return {name: [doc_score(m, a, t) for a, t in zip(answers, targets)]}
+
+
+def _per_document(predictions, task_spec: dict):
+    """(one row per document, each document's generations in repeat order): a sampling
+    task's files hold one row per (document, repeat), the others one per document."""
+    import polars as pl
+
+    repeats = int(task_spec.get("repeats", 1))
+    if "repeat" not in predictions.columns or predictions["repeat"].null_count():
+        df = predictions.sort("doc_id")
+        ids = df["doc_id"].to_list()
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise ScoreError(f"doc {dup}: more than one generation")
+        if repeats != 1:
+            raise ScoreError(f"the task has repeats: {repeats}, the predictions one per document")
+        samples = [[g] for g in df["generation"]]
+    else:
+        rows = predictions.sort("doc_id", "repeat")
+        df = rows.group_by("doc_id", maintain_order=True).agg(
+            pl.col("repeat"), pl.col("generation"), pl.all().exclude("repeat", "generation").first()
+        )
+        for i, reps in zip(df["doc_id"], df["repeat"]):
+            if list(reps) != list(range(repeats)):
+                raise ScoreError(f"doc {i}: repeats {list(reps)}, the task has {repeats}")
+        samples = [list(g) for g in df["generation"]]
+    for i, gens in zip(df["doc_id"], samples):
+        if any(g is None for g in gens):
+            raise ScoreError(f"doc {i}: no generation (null)")
+    return df, samples
+
+
+def per_doc_generation_metrics(
+    predictions, task_spec: dict, *, code: dict | None = None, recorded: dict | None = None
+) -> dict:
     """From a polars frame of generation predictions (one row per document: ``doc_id``,
-    ``generation``, ``targets``) and the task's resolved definition: per document, the
-    answer of each filter and each score (0/1).
+    ``generation``, ``targets``, and ``doc_fields`` where the scoring reads the document)
+    and the task's resolved definition: per document, the answer of each filter, each
+    score, and what decided it (``details``: a math answer's checks, each program's
+    outcome).
+
+    ``code``: the sandbox's settings when the config allows code execution (None: a code
+    task is an error); ``recorded``: a score's ``details`` to reuse instead of running
+    checks and programs again (verify, the report).
 
     Returns ``{"doc_id": [...], "generation": [...], "targets": [[...]],
-    "answers": {filter: [...]}, "metrics": {"exact_match,<filter>": [...]}}``, in doc_id
-    order."""
+    "answers": {filter: [...]}, "metrics": {"exact_match,<filter>": [...]},
+    "details": {filter: [...]}}``, in doc_id order."""
     from .filters import DEFAULT_FILTER_LIST, apply_filters
 
-    df = predictions.sort("doc_id")
+    df, samples = _per_document(predictions, task_spec)
     ids = df["doc_id"].to_list()
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise ScoreError(f"doc {dup}: more than one generation")
-    generations = df["generation"].to_list()
+    generations = [s[0] for s in samples]
     targets = df["targets"].to_list()
-    for i, g, t in zip(ids, generations, targets):
-        if g is None:
-            raise ScoreError(f"doc {i}: no generation (null)")
+    for i, t in zip(ids, targets):
         if not t:
             raise ScoreError(f"doc {i}: no target")
+    fields = _stored_fields(df)
     filter_list = task_spec.get("filter_list") or DEFAULT_FILTER_LIST
     metric_list = task_spec.get("metric_list") or DEFAULT_METRIC_LIST
-    answers = apply_filters(filter_list, generations)
-    metrics = {
-        f"{m['metric']},{name}": [doc_score(m, a, t) for a, t in zip(answers[name], targets)]
-        for name in answers
-        for m in metric_list
-    }
+    answers = apply_filters(filter_list, samples, fields)
+    metrics, details = {}, {}
+    for name, filtered in answers.items():
+        before = (recorded or {}).get(name)
+        if task_spec.get("process_results") == "minerva_math":
+            details[name] = _math_scores(filtered, fields, before)
+        elif any(m["metric"] in CODE_METRICS for m in metric_list):
+            details[name] = _code_scores(filtered, targets, code, before)
+        for m in metric_list:
+            for key, vals in _doc_values(m, filtered, targets, details.get(name)).items():
+                metrics[f"{key},{name}"] = vals
     return {
         "doc_id": ids,
         "generation": generations,
         "targets": targets,
         "answers": answers,
         "metrics": metrics,
+        "details": details,
     }

@@ -23,6 +23,7 @@ few-shot pool (``documents.fewshot_pool``). Nothing here reads a file.
 from __future__ import annotations
 
 import ast
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -406,23 +407,32 @@ def build_generation_requests(
     """One row per document of ``doc_ids`` (default: all; ``docs`` and ``pool`` as for
     ``build_requests``): ``doc_id``, ``context`` (lm-eval's prompt, rendered as
     ``prompting`` says), ``until`` (the task's stop strings, without EOS: the engine adds
-    the tokenizer's), ``max_gen_toks``, ``targets`` (list of str)."""
+    the tokenizer's), ``max_gen_toks``, ``targets`` (list of str), and ``doc_fields`` (JSON
+    of the document fields the task's scoring reads, ``task_functions.doc_fields``) when
+    it reads any."""
     if task.output_type != GENERATE:
         raise TaskError(f"{task.path}: output_type {task.output_type}, not generate_until")
+    from .task_functions import doc_fields
+
     gen = task.generation_kwargs
+    fields = doc_fields(task.spec)
     rows = []
     sampler = _sampler(task, docs, pool)
     for doc_id, doc in _selected(task, docs, doc_ids):
         targets = generation_targets(task, doc, doc_id)
-        rows.append(
-            {
-                "doc_id": int(doc_id),
-                "context": _document_prompt(task, doc, doc_id, prompting, chat, sampler),
-                "until": list(gen["until"]),
-                "max_gen_toks": gen["max_gen_toks"],
-                "targets": targets,
-            }
-        )
+        row = {
+            "doc_id": int(doc_id),
+            "context": _document_prompt(task, doc, doc_id, prompting, chat, sampler),
+            "until": list(gen["until"]),
+            "max_gen_toks": gen["max_gen_toks"],
+            "targets": targets,
+        }
+        if fields:  # what the scorer reads from the document, kept with the prediction
+            missing = [f for f in fields if f not in doc]
+            if missing:
+                raise TaskError(f"{task.path}: doc {doc_id} has no field(s) {missing}")
+            row["doc_fields"] = json.dumps({f: doc[f] for f in fields}, sort_keys=True)
+        rows.append(row)
     return rows
 
 

@@ -40,7 +40,15 @@ from .metrics import (
     per_doc_rolling_metrics,
 )
 
-SCORING_MODULES = ("metrics.py", "scoring.py", "filters.py")
+SCORING_MODULES = (
+    "metrics.py",
+    "scoring.py",
+    "filters.py",
+    "task_functions.py",
+    "math_answers.py",
+    "code_execution.py",
+    "sandbox.py",
+)
 # the columns a generate_until prediction file must have (one row per document)
 GENERATION_COLUMNS = ("doc_id", "generation", "targets")
 ROLLING_COLUMNS = ("doc_id", "text", "loglikelihood")
@@ -135,10 +143,15 @@ def is_generation(df, meta: dict) -> bool:
     return (meta.get("task_definition") or {}).get("output_type") == "generate_until"
 
 
-def score_rows(df, meta: dict, info: str = "") -> dict[str, list]:
+def score_rows(
+    df, meta: dict, info: str = "", *, code: dict | None = None, recorded: dict | None = None
+) -> dict[str, list]:
     """Per document items, ``{"doc_id": [...], metric: [...]}``, of a prediction frame of
     any kind (``meta``: a shard's sidecar): 0/1 for acc, acc_norm and exact_match, the
-    log-likelihood for perplexity, (log-likelihood, words or bytes) for the rolling ones."""
+    log-likelihood for perplexity, (log-likelihood, words or bytes) for the rolling ones.
+    A generation task whose scoring checks answers (math) or runs programs (code) adds
+    ``"details"`` (filter -> per document, what decided); ``code`` and ``recorded`` as
+    ``metrics.per_doc_generation_metrics`` takes them."""
     kind = (meta.get("task_definition") or {}).get("output_type")
     if kind == "loglikelihood_rolling" or "text" in df.columns and "tokens" in df.columns:
         missing = [c for c in ROLLING_COLUMNS if c not in df.columns]
@@ -162,19 +175,49 @@ def score_rows(df, meta: dict, info: str = "") -> dict[str, list]:
     if not isinstance(spec, dict):
         raise ScoreError(f"{info}: no task_definition: the filters and metrics are not known")
     try:
-        per_doc = per_doc_generation_metrics(df, spec)
+        per_doc = per_doc_generation_metrics(df, spec, code=code, recorded=recorded)
     except ScoreError as e:
         raise ScoreError(f"{info}: {e}") from None
-    return {"doc_id": per_doc["doc_id"], **per_doc["metrics"]}
+    out = {"doc_id": per_doc["doc_id"], **per_doc["metrics"]}
+    if per_doc["details"]:
+        out["details"] = per_doc["details"]
+    return out
+
+
+def check_counts(details: dict) -> dict:
+    """filter -> how many documents each check status or program outcome has, e.g.
+    ``{"none": {"exact_match_check": {"equivalent": 3, "timeout": 1}, ...}}``: a timed-out
+    check or a killed program shows in the score, not only as a 0."""
+    out = {}
+    for name, docs in details.items():
+        counts: dict[str, dict[str, int]] = {}
+        for d in docs:
+            keys = [(k, v) for k, v in d.items() if k.endswith("_check")]
+            keys += [("programs", o["status"]) for o in d.get("programs", [])]
+            for k, v in keys:
+                counts.setdefault(k, {})
+                counts[k][v] = counts[k].get(v, 0) + 1
+        out[name] = {k: dict(sorted(v.items())) for k, v in counts.items()}
+    return out
 
 
 def compute_score(
-    parquets: list[str], infos: list[str], *, model: str, metrics: list[str], primary_metric: str
+    parquets: list[str],
+    infos: list[str],
+    *,
+    model: str,
+    metrics: list[str],
+    primary_metric: str,
+    code: dict | None = None,
+    recorded: dict | None = None,
 ) -> dict:
     """The score of one model x precision x task from its prediction shards, sealed
-    (``hashing.seal``) so that an edited number is refused downstream."""
+    (``hashing.seal``) so that an edited number is refused downstream. A task whose
+    scoring checks answers or runs programs keeps, per document, what decided
+    (``details``) and how many of each outcome (``checks``)."""
     df, metas = load_predictions(parquets, infos)
-    per_doc = score_rows(df, metas[0], infos[0])
+    per_doc = score_rows(df, metas[0], infos[0], code=code, recorded=recorded)
+    details = per_doc.pop("details", None)
     missing = [k for k in metrics if k not in per_doc]
     if missing:
         raise ScoreError(
@@ -182,6 +225,21 @@ def compute_score(
             f"{sorted(k for k in per_doc if k != 'doc_id')}"
         )
     m0 = metas[0]
+    extra = {}
+    if details:
+        extra = {
+            "checks": check_counts(details),
+            "details": {"doc_id": per_doc["doc_id"], **details},
+        }
+    if code:
+        extra["code_execution"] = code
+    # each document's value of each metric (a 0/1, a log-likelihood, or a
+    # [log-likelihood, words or bytes] pair): what the board's paired comparisons and
+    # rank intervals are computed from, without reading the predictions again
+    extra["per_document"] = {
+        "doc_id": per_doc["doc_id"],
+        **{k: [list(x) if isinstance(x, tuple) else x for x in per_doc[k]] for k in metrics},
+    }
     return seal(
         {
             "model": model,
@@ -210,6 +268,7 @@ def compute_score(
             },
             # the files this score was computed from: `llmboard verify` reads these
             "predictions": {"parquets": list(map(str, parquets)), "infos": list(map(str, infos))},
+            **extra,
         }
     )
 
@@ -222,9 +281,10 @@ def score(
     model: str,
     metrics: list[str],
     primary_metric: str,
+    code: dict | None = None,
 ) -> dict:
     result = compute_score(
-        parquets, infos, model=model, metrics=metrics, primary_metric=primary_metric
+        parquets, infos, model=model, metrics=metrics, primary_metric=primary_metric, code=code
     )
     write_json(out_json, result)
     return result

@@ -66,6 +66,7 @@ class ScoreItem:
     out: str
     metrics: tuple[str, ...]
     primary_metric: str
+    code: dict | None = None  # a code task's sandbox settings (config: code_execution)
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,7 @@ def run_scores(job: ScoreJob, receipt) -> None:
             model=job.entry,
             metrics=list(it.metrics),
             primary_metric=it.primary_metric,
+            code=it.code,
         )
         log.info("%s: %s", it.task, {k: round(v["value"], 4) for k, v in r["metrics"].items()})
 

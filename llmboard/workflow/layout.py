@@ -34,6 +34,8 @@ LEADERBOARD_TABLE = "leaderboard"
 AGREEMENT_TABLE = "precision_agreement"
 LEADERBOARD_EXTS = (".parquet", ".csv", ".md")
 AGREEMENT_EXTS = (".parquet", ".md")
+COMPARISONS_TABLE = "comparisons"  # every two rows of the board, paired (board_statistics)
+COMPARISONS_EXTS = (".parquet", ".md")
 
 # ---------------------------------------------------------------- the HTML report
 # built into REPORT_STAGING (temp) and copied whole to REPORT_DIR, so a failed build

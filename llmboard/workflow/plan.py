@@ -28,7 +28,7 @@ from ..checkpoints.identity import FileHashCache, content_sha256
 from ..checkpoints.sources import SourceError, parse_source
 from ..hashing import sha256_json, short
 from ..inference.api import LoadOptions, check_backend
-from ..settings import ModelEntry, Settings
+from ..settings import ModelEntry, Settings, SettingsError
 from ..tasks.chat import choose, templates_of
 from ..tasks.definitions import Task, find_task_files, group_spec, is_group, load_task
 from ..tasks.documents import data_identity
@@ -125,8 +125,24 @@ class WorkflowPlan:
             precision=precision,
             task=task,
             task_key=self.task_keys[task],
-            scorer=scorer_version(),
+            scorer=self.scorer_key(task),
         )
+
+    def code_settings(self, task: str) -> dict | None:
+        """The sandbox's settings a code task is scored with (None: not a code task)."""
+        if not self.tasks[task].runs_code or self.settings is None:
+            return None
+        code = dict(self.settings.code_execution)
+        code.pop("allow_code_execution", None)
+        return code
+
+    def scorer_key(self, task: str) -> str:
+        """The scorer version, and for a code task the sandbox's limits too: a new
+        timeout re-scores (programs run again), with no inference."""
+        code = self.code_settings(task)
+        if not code:
+            return scorer_version()
+        return short(sha256_json({"scorer": scorer_version(), "code_execution": code}), 8)
 
     def runs(self) -> list[tuple[str, str]]:
         return [(m, p) for m in sorted(self.models) for p in self.models[m].precisions]
@@ -144,6 +160,12 @@ class WorkflowPlan:
             [m, p, t, self.prediction_files(m, p, t)]
             for m, p in self.runs()
             for t in sorted(self.tasks)
+        ]
+
+    def score_list(self) -> list[list]:
+        """[model, precision, task, score file] for every score (precision agreement)."""
+        return [
+            [m, p, t, self.score_file(m, p, t)] for m, p in self.runs() for t in sorted(self.tasks)
         ]
 
     @cached_property
@@ -356,6 +378,7 @@ class WorkflowPlan:
                 self.score_file(model, precision, t),
                 tuple(self.tasks[t].metrics),
                 self.tasks[t].primary_metric,
+                self.code_settings(t),
             )
             for t in self.score_tasks(model, precision)
         ]
@@ -423,8 +446,22 @@ def build_plan(
         {t: task_key(task, data_identity(task, cache)) for t, task in tasks.items()},
     )
     cache.save()
+    check_code_execution(settings, tasks, index)
     check_chat_templates(plan, root)
     return plan
+
+
+def check_code_execution(settings: Settings, tasks: dict[str, Task], index: dict) -> None:
+    """A code task runs model-generated programs: refused, before any job, unless the
+    config allows it (lm-eval's --confirm_run_unsafe_code)."""
+    unsafe = sorted(t for t, task in tasks.items() if task.runs_code)
+    if unsafe and not settings.code_execution["allow_code_execution"]:
+        raise SettingsError(
+            f"config: code_execution.allow_code_execution: task(s) {', '.join(unsafe)} "
+            f"({index[unsafe[0]]}) run model-generated code to score it; set "
+            "code_execution: {allow_code_execution: true} to allow it (each program runs "
+            "in the sandbox, see docs/tasks.md)"
+        )
 
 
 def check_chat_templates(plan: WorkflowPlan, root: str | os.PathLike = ".") -> None:

@@ -196,10 +196,13 @@ def read_predictions(paths: list[Path], columns: list[str]):
     frames = []
     for p in paths:
         try:
-            df = pl.read_parquet(p, columns=columns)
+            present = set(pl.read_parquet_schema(p))
+            df = pl.read_parquet(p, columns=[c for c in columns if c in present])
         except Exception as e:  # noqa: BLE001 - polars' errors do not name the file
             raise ReportError(f"{p}: prediction file not readable: {e}") from None
-        frames.append(df.with_columns(file=pl.lit(str(p))))
+        # a column only some tasks' files hold (doc_fields, repeat) is null in the others
+        missing = [pl.lit(None).alias(c) for c in columns if c not in present]
+        frames.append(df.with_columns(*missing, file=pl.lit(str(p))).select(*columns, "file"))
     return pl.concat(frames, how="diagonal_relaxed")
 
 
@@ -267,6 +270,32 @@ def _rolling_answers(run_ids: list[int], runs: list[Run]):
     return pl.concat(frames)
 
 
+def check_text(detail: dict | None) -> str | None:
+    """What decided a generation's score, in words: a math answer's checks
+    (``exact_match: equivalent · math_verify: different``), a program's outcome
+    (``passed``, ``failed: AssertionError``, ``timed_out: ...``)."""
+    if not detail:
+        return None
+    if "programs" in detail:
+        return "; ".join(
+            o["status"] + (f": {o['reason']}" if o["status"] != "passed" and o["reason"] else "")
+            for o in detail["programs"]
+        )
+    return " · ".join(
+        f"{k.removesuffix('_check')}: {v}" for k, v in detail.items() if k.endswith("_check")
+    )
+
+
+def _recorded(score: dict, filt: str | None) -> tuple[dict | None, list | None]:
+    """A score's recorded details (filter -> per document), and the primary filter's."""
+    details = score.get("details")
+    if not details:
+        return None, None
+    recorded = {k: v for k, v in details.items() if k != "doc_id"}
+    key = filt if filt in recorded else next(iter(recorded))
+    return recorded, recorded[key]
+
+
 def _generation_answers(run_ids: list[int], runs: list[Run], primary: str):
     import polars as pl
 
@@ -277,9 +306,19 @@ def _generation_answers(run_ids: list[int], runs: list[Run], primary: str):
     frames = []
     for i in run_ids:
         r = runs[i]
-        df = read_predictions(r.parquets, ["doc_id", "generation", "targets"]).drop("file")
+        df = read_predictions(
+            r.parquets, ["doc_id", "generation", "targets", "doc_fields", "repeat"]
+        )
+        for optional in ("doc_fields", "repeat"):  # only in some tasks' files
+            if df[optional].null_count() == df.height:
+                df = df.drop(optional)
+        recorded, shown = _recorded(r.score, filt)
         try:
-            per_doc = per_doc_generation_metrics(df, r.metas[0]["task_definition"])
+            # math checks and programs are not run again: the score's record is used,
+            # after checking that it is of these generations
+            per_doc = per_doc_generation_metrics(
+                df.drop("file"), r.metas[0]["task_definition"], recorded=recorded
+            )
         except ScoreError as e:
             raise ReportError(f"{r.parquets[0]}: {e}") from None
         answers = (
@@ -288,14 +327,17 @@ def _generation_answers(run_ids: list[int], runs: list[Run], primary: str):
             else next(iter(per_doc["answers"].values()))
         )
         correct = per_doc["metrics"].get(primary) or next(iter(per_doc["metrics"].values()))
+        n = len(per_doc["doc_id"])
         frames.append(
             pl.DataFrame(
                 {
-                    "run": [i] * len(per_doc["doc_id"]),
+                    "run": [i] * n,
                     "doc_id": per_doc["doc_id"],
                     "generation": per_doc["generation"],
-                    "answer": [str(a) for a in answers],
-                    "correct": [int(c) for c in correct],
+                    "answer": [a if isinstance(a, str) else "\n\n".join(a) for a in answers],
+                    # pass@k of several samples is a fraction: the drill-down shows 0/1
+                    "correct": [int(c >= 0.5) for c in correct],
+                    "check": [check_text(d) for d in shown] if shown else [None] * n,
                 },
                 schema={
                     "run": pl.Int32,
@@ -303,6 +345,7 @@ def _generation_answers(run_ids: list[int], runs: list[Run], primary: str):
                     "generation": pl.String,
                     "answer": pl.String,
                     "correct": pl.Int8,
+                    "check": pl.String,
                 },
             )
         )
@@ -368,10 +411,19 @@ def instances_payload(task, runs, ids: list[int], ans, prompts) -> dict:
     gen, rolling = task.kind == GENERATE, task.kind == ROLLING
     detail = pl.col("generation") if gen else pl.col("ll").list.eval(pl.element().round(4))
     answer = pl.col("answer") if gen or rolling else pl.col("pick")
+    if "check" not in a.columns:  # only math and code tasks say what decided a score
+        a = a.with_columns(check=pl.lit(None, pl.String))
+    check = pl.col("check")
     per_doc = (
         a.sort("doc_id", "run")
         .group_by("doc_id", maintain_order=True)
-        .agg(pl.col("run"), answer.alias("answer"), pl.col("correct"), detail.alias("detail"))
+        .agg(
+            pl.col("run"),
+            answer.alias("answer"),
+            pl.col("correct"),
+            detail.alias("detail"),
+            check.alias("check"),
+        )
         .join(prompts, on="doc_id", how="left")
         .join(prec_dis, on="doc_id", how="left")
         .join(model_dis, on="doc_id", how="left")
@@ -383,10 +435,10 @@ def instances_payload(task, runs, ids: list[int], ans, prompts) -> dict:
     n = len(order)
     docs = []
     for r in per_doc.iter_rows(named=True):
-        answers, oks, details = [None] * n, [None] * n, [None] * n
-        for i, x, ok, d in zip(r["run"], r["answer"], r["correct"], r["detail"]):
+        answers, oks, details, checks = [None] * n, [None] * n, [None] * n, [None] * n
+        for i, x, ok, d, c in zip(r["run"], r["answer"], r["correct"], r["detail"], r["check"]):
             k = pos[i]
-            answers[k], oks[k], details[k] = x, ok, d
+            answers[k], oks[k], details[k], checks[k] = x, ok, d, c
         if gen:
             prompt, choices, gold = r["context"], list(r["targets"] or []), None
         elif rolling:
@@ -406,6 +458,7 @@ def instances_payload(task, runs, ids: list[int], ans, prompts) -> dict:
                 details,
                 bool(r["pd"]),
                 bool(r["md"]),
+                checks,
             ]
         )
     return {
@@ -530,7 +583,8 @@ def normalised(value, chance: float):
 
 def wide_board(long, display: list[str], tasks: dict[str, TaskInfo], parameters: dict):
     """The published wide board (rank, model, precision, average, tasks) plus prompting,
-    parameters, and every score normalised to chance 0 with its own average and rank."""
+    parameters, and every score normalised as the Open LLM Leaderboard v2 does
+    (``(x - chance) / (1 - chance) * 100``, below chance 0) with its own average and rank."""
     import polars as pl
 
     from ..leaderboard import build_wide
@@ -551,9 +605,11 @@ def wide_board(long, display: list[str], tasks: dict[str, TaskInfo], parameters:
     for t in display:
         ch = tasks[t].chance if t in tasks else 0.0
         k = 1.0 / (1.0 - ch) if ch < 1 else 1.0
+        # the Open LLM Leaderboard v2's normalisation, in points: chance 0, perfect 100,
+        # below chance clipped to 0 (statistics.normalised_score); its stderr scaled alike
         norm += [
-            ((pl.col(t) - ch) * k).alias(f"{t}_norm"),
-            (pl.col(f"{t}_stderr") * k).alias(f"{t}_norm_stderr"),
+            (((pl.col(t) - ch) * k).clip(lower_bound=0.0) * 100).alias(f"{t}_norm"),
+            (pl.col(f"{t}_stderr") * k * 100).alias(f"{t}_norm_stderr"),
         ]
     # the board's rules: no average (and no rank) for a row missing a task
     wide = wide.with_columns(norm).with_columns(

@@ -56,6 +56,9 @@ class ReportData:
     benchmarks_given: bool  # whether build_report was given a benchmarks folder
     input_files: list[Path]  # the run's own files offered as they are (``data/``)
     verification: Verification
+    # every two rows of the board, paired (comparisons.parquet beside the board; empty
+    # when the board has none)
+    comparisons: pl.DataFrame | None = None
 
     @property
     def verify_summary(self) -> str:
@@ -111,8 +114,11 @@ def read_report_data(
     lap("read predictions")
 
     params = collect.model_parameters(runs, workdir)
-    wide = collect.wide_board(long, display, tasks, params)
-    precision_comparison = collect.compare_precisions(answers, runs, agreement_df)
+    wide = _with_rank_intervals(collect.wide_board(long, display, tasks, params), leaderboard)
+    precision_comparison = _with_equivalence(
+        collect.compare_precisions(answers, runs, agreement_df), agreement_df
+    )
+    comparisons = _comparisons(leaderboard)
     shards = collect.shard_costs(runs)
     bench = collect.read_benchmarks(Path(benchmarks) if benchmarks else None)
     jobs = collect.inference_jobs(shards, bench)
@@ -121,7 +127,12 @@ def read_report_data(
     verification = verify_scores(verify, leaderboard.parent, tasks_dir, runs)
     lap("verify")
 
-    offered = (leaderboard.with_suffix(".csv"), leaderboard, Path(agreement) if agreement else None)
+    offered = (
+        leaderboard.with_suffix(".csv"),
+        leaderboard,
+        Path(agreement) if agreement else None,
+        _comparisons_file(leaderboard) if comparisons is not None else None,
+    )
     return ReportData(
         leaderboard=leaderboard,
         long=long,
@@ -140,7 +151,63 @@ def read_report_data(
         benchmarks_given=benchmarks is not None,
         input_files=[p for p in offered if p is not None and p.exists()],
         verification=verification,
+        comparisons=comparisons,
     )
+
+
+def _comparisons_file(leaderboard: Path) -> Path:
+    return leaderboard.with_name(layout.COMPARISONS_TABLE + ".parquet")
+
+
+def _comparisons(leaderboard: Path):
+    """The board's pairwise comparisons, None when it has none (a board built without)."""
+    import polars as pl
+
+    f = _comparisons_file(leaderboard)
+    if not f.exists():
+        return None
+    try:
+        return pl.read_parquet(f)
+    except Exception as e:  # noqa: BLE001 - polars' errors do not name the file
+        raise ReportError(f"{f}: comparisons not readable: {e}") from None
+
+
+def _with_rank_intervals(wide, leaderboard: Path):
+    """The wide board with the published rank interval and tie group of each row (the
+    CSV beside the board), as text: ``2–4`` and ``=2`` for a group of several rows."""
+    import polars as pl
+
+    csv = leaderboard.with_suffix(".csv")
+    cols = ["model", "precision", "rank_low", "rank_high", "tie_group"]
+    head = pl.read_csv(csv, n_rows=0).columns if csv.exists() else []
+    if not set(cols) <= set(head):
+        return wide.with_columns(
+            rank_interval=pl.lit(None, pl.String), tied=pl.lit(None, pl.String)
+        )
+    ranks = pl.read_csv(csv, columns=cols, schema_overrides={"precision": pl.String})
+    sizes = ranks.group_by("tie_group").len()
+    ranks = ranks.join(sizes, on="tie_group", how="left").select(
+        "model",
+        "precision",
+        rank_interval=pl.when(pl.col("rank_low") == pl.col("rank_high"))
+        .then(pl.col("rank_low").cast(pl.String))
+        .otherwise(pl.format("{}–{}", "rank_low", "rank_high")),
+        tied=pl.when(pl.col("len") > 1).then(pl.format("={}", "tie_group")),
+    )
+    return wide.join(ranks, on=["model", "precision"], how="left", maintain_order="left")
+
+
+def _with_equivalence(comparison, agreement):
+    """Each precision's equivalence verdict (TOST, from the precision agreement)."""
+    import polars as pl
+
+    keys = ["model", "task", "precision"]
+    if agreement is None or "equivalence" not in agreement.columns:
+        return comparison.with_columns(
+            equivalence=pl.lit(None, pl.String), tost_p=pl.lit(None, pl.Float64)
+        )
+    verdicts = agreement.select(*keys, "equivalence", "tost_p")
+    return comparison.join(verdicts, on=keys, how="left", maintain_order="left")
 
 
 def _display_of(leaderboard: Path, long) -> list[str]:
@@ -150,7 +217,8 @@ def _display_of(leaderboard: Path, long) -> list[str]:
     csv = leaderboard.with_suffix(".csv")
     if csv.exists():
         head = pl.read_csv(csv, n_rows=0).columns
-        fixed = {"rank", "model", "precision", "average", "prompting"}
+        fixed = {"rank", "rank_low", "rank_high", "tie_group", "model", "precision"}
+        fixed |= {"average", "prompting"}
         return [c for c in head if c not in fixed and not c.endswith("_stderr")]
     return sorted(set(long.filter(~pl.col("is_group"))["task"].to_list()))
 

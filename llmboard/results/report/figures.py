@@ -55,8 +55,8 @@ def _config(chart):
 
 
 def heatmap(wide, display: list[str], precision: str) -> str:
-    """Models x tasks at one precision: colour = score normalised to chance 0, text =
-    raw score."""
+    """Models x tasks at one precision: colour = score normalised as the Open LLM
+    Leaderboard v2 does (0 = chance or below, 100 = perfect), text = raw score."""
     import altair as alt
     import polars as pl
 
@@ -81,8 +81,8 @@ def heatmap(wide, display: list[str], precision: str) -> str:
     rect = base.mark_rect().encode(
         color=alt.Color(
             "normalised:Q",
-            title="0 = chance",
-            scale=alt.Scale(scheme="blueorange", domainMid=0, domain=[-0.5, 1], clamp=True),
+            title="normalised (0 = chance)",
+            scale=alt.Scale(scheme="blues", domain=[0, 100], clamp=True),
         )
     )
     chart = rect
@@ -90,7 +90,7 @@ def heatmap(wide, display: list[str], precision: str) -> str:
         text = base.mark_text(fontSize=10).encode(
             text=alt.Text("score:Q", format=".2f"),
             color=alt.condition(
-                "datum.normalised > 0.6 || datum.normalised < -0.3",
+                "datum.normalised > 60",
                 alt.value("white"),
                 alt.value("black"),
             ),

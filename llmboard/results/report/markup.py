@@ -131,3 +131,13 @@ def js_columns(df, renderers: dict[str, str]) -> list[dict]:
 
 def task_links(df, prefix: str, column: str = "task") -> list[dict]:
     return js_columns(df, {column: f"llmboard.link(d, t, {prefix!r})"})
+
+
+def script_json(value) -> str:
+    """``value`` as JSON to embed in a ``<script type="application/json">``: ``<``, ``>``
+    and ``&`` escaped (``\\u003c`` ...), so that no text from a task, a model name or a
+    document can close the script element or open markup."""
+    import json
+
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")

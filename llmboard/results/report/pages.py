@@ -124,6 +124,9 @@ def _leaderboard_table(wide, display: list[str]) -> tuple[str, list[dict]]:
 
     add(pl.col("rank"), "rank", mode="raw", rank=True)
     add(pl.col("rank_norm"), "rank (norm.)", mode="norm", rank=True)
+    # the published rank interval and tie group (raw scores: the board's statistics)
+    add(pl.col("rank_interval"), "rank interval", mode="raw")
+    add(pl.col("tied"), "tied", mode="raw")
     add(pl.col("model"), "model")
     add(pl.col("prompting"), "prompting")
     add(pl.col("precision"), "precision")
@@ -179,6 +182,8 @@ def precision_page(out: Path, data: ReportData) -> dict:
         pl.col("mcnemar_p").round(4).alias("McNemar p"),
         pl.col("mean_abs_dll").round(4).alias("mean |ΔLL|"),
         pl.col("max_abs_dll").round(4).alias("max |ΔLL|"),
+        pl.col("equivalence"),
+        pl.col("tost_p").round(4).alias("TOST p"),
     )
     return {
         "csv": layout.REPORT_PRECISION_CSV,
@@ -190,6 +195,29 @@ def precision_page(out: Path, data: ReportData) -> dict:
             column_defs=markup.task_links(view, f"{TASK_PAGES}/"),
         ),
         "plots": figures.precision_plot_files(data.models),
+    }
+
+
+# ---------------------------------------------------------------- comparisons
+def compare_page(out: Path, data: ReportData) -> dict:
+    """Pick two rows: every task's paired difference with its interval and p-values,
+    and a forest plot (drawn by report.js from the pairs, as text: no markup from data)."""
+
+    c = data.comparisons
+    if c is None or not c.height:
+        return {"has_pairs": False, "pairs_json": "[]", "rows_json": "[]", "settings": {}}
+    cols = ["task", "model_a", "precision_a", "model_b", "precision_b", "diff", "ci_low"]
+    cols += ["ci_high", "p", "p_adjusted", "significant", "test", "n"]
+    pairs = c.select(cols).sort("task", "model_a", "precision_a", "model_b", "precision_b")
+    rows = sorted(
+        set(zip(c["model_a"], c["precision_a"])) | set(zip(c["model_b"], c["precision_b"]))
+    )
+    return {
+        "has_pairs": True,
+        # script_json escapes "<": a name cannot close the <script> it is embedded in
+        "pairs_json": markup.script_json(pairs.rows()),
+        "rows_json": markup.script_json([f"{m} · {p}" for m, p in rows]),
+        "settings": {"level": c["level"][0], "adjust": c["adjust"][0]},
     }
 
 
@@ -419,6 +447,7 @@ def provenance_page(out: Path, data: ReportData) -> dict:
 PAGES = [
     Page(layout.REPORT_INDEX, "Leaderboard", leaderboard_page),
     Page("precision.html", "Precision", precision_page),
+    Page("compare.html", "Compare", compare_page),
     Page("tasks.html", "Tasks", tasks_page),
     Page("cost.html", "Cost", cost_page),
     Page("provenance.html", "Provenance", provenance_page),

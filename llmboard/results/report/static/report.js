@@ -92,8 +92,10 @@
   }
 
   function runTable(payload, doc) {
-    const [, , choices, gold, answers, oks, details] = doc;
+    const [, , choices, gold, answers, oks, details, , , checks] = doc;
     const gen = payload.kind === "generate_until";
+    // math and code tasks: what decided each score (the checks, the program's outcome)
+    const checked = gen && (checks || []).some((c) => c !== null);
     if (payload.kind === "loglikelihood_rolling") {  // perplexity: a log-likelihood per run
       const rows = payload.runs.map((run, r) => [run[0], run[1], answers[r] === null ? "" : answers[r]]);
       return { rows, cols: [{ title: "model" }, { title: "precision" }, { title: "log-likelihood", className: "num" }] };
@@ -101,7 +103,10 @@
     const rows = payload.runs.map((run, r) => {
       const ok = oks[r];
       const base = [run[0], run[1], ok === null ? "" : ok ? "✓" : "✗"];
-      if (gen) return base.concat([answers[r] === null ? "" : answers[r], details[r] === null ? "" : details[r]]);
+      if (gen) {
+        const row = base.concat([answers[r] === null ? "" : answers[r], details[r] === null ? "" : details[r]]);
+        return checked ? row.concat([checks[r] === null ? "" : checks[r]]) : row;
+      }
       const lls = details[r] || [];
       const pick = answers[r];
       return base.concat([pick === null ? "" : choices[pick]], choices.map((_, k) => (lls[k] === undefined ? null : lls[k])), [pick]);
@@ -110,6 +115,7 @@
     if (gen) {
       cols.push({ title: "extracted answer", render: (d, t) => (t === "display" ? esc(d) : d) });
       cols.push({ title: "generation", render: (d, t) => (t === "display" ? "<pre>" + esc(d) + "</pre>" : d) });
+      if (checked) cols.push({ title: "check", render: (d, t) => (t === "display" ? esc(d) : d) });
     } else {
       cols.push({ title: "answer", render: (d, t) => (t === "display" ? esc(d) : d) });
       choices.forEach((c, k) => cols.push({
@@ -197,7 +203,101 @@
     table.dataset.ready = "1";
   }
 
+  // ---------------------------------------------------------------- compare two rows
+  // Pairs are stored once as b - a; the other order flips the sign and the interval.
+  // Everything from the data is set as text (textContent), never as markup.
+  function pairRows(pairs, a, b) {
+    const out = [];
+    for (const p of pairs) {
+      const [task, ma, pa, mb, pb, diff, lo, hi, pv, padj, sig, test, n] = p;
+      const x = ma + " · " + pa, y = mb + " · " + pb;
+      if (x === a && y === b) out.push({ task, diff, lo, hi, pv, padj, sig, test, n });
+      else if (x === b && y === a) out.push({ task, diff: -diff, lo: -hi, hi: -lo, pv, padj, sig, test, n });
+    }
+    out.sort((u, v) => (u.task === "average" ? -1 : v.task === "average" ? 1 : u.task < v.task ? -1 : 1));
+    return out;
+  }
+
+  function forest(rows) {
+    const ns = "http://www.w3.org/2000/svg";
+    const w = 640, rowH = 22, left = 200, right = 20, top = 10;
+    const h = top * 2 + rowH * rows.length + 20;
+    let lo = Math.min(0, ...rows.map((r) => r.lo)), hi = Math.max(0, ...rows.map((r) => r.hi));
+    if (hi - lo < 1e-9) [lo, hi] = [-0.01, 0.01];  // identical rows: an axis around 0
+    const span = hi - lo;
+    const x = (v) => left + ((v - lo) / span) * (w - left - right);
+    const svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("width", w);
+    svg.setAttribute("height", h);
+    svg.setAttribute("role", "img");
+    svg.setAttribute("aria-label", "forest plot: b - a per task with its interval");
+    function el(name, attrs, text) {
+      const e = document.createElementNS(ns, name);
+      for (const k in attrs) e.setAttribute(k, attrs[k]);
+      if (text !== undefined) e.textContent = text;
+      svg.appendChild(e);
+      return e;
+    }
+    el("line", { x1: x(0), x2: x(0), y1: top, y2: h - 20, stroke: "#999", "stroke-dasharray": "3,3" });
+    rows.forEach((r, i) => {
+      const y = top + rowH * i + rowH / 2;
+      el("text", { x: left - 8, y: y + 4, "text-anchor": "end", "font-size": 12 }, r.task);
+      el("line", { x1: x(r.lo), x2: x(r.hi), y1: y, y2: y, stroke: r.sig ? "#c0392b" : "#555", "stroke-width": 2 });
+      el("circle", { cx: x(r.diff), cy: y, r: 4, fill: r.sig ? "#c0392b" : "#222", class: "forest-point" });
+    });
+    el("text", { x: x(lo), y: h - 4, "font-size": 11 }, lo.toFixed(3));
+    el("text", { x: x(hi), y: h - 4, "font-size": 11, "text-anchor": "end" }, hi.toFixed(3));
+    return svg;
+  }
+
+  function compare() {
+    const rowsEl = document.getElementById("compare-rows");
+    if (!rowsEl) return;
+    const names = JSON.parse(rowsEl.textContent);
+    const pairs = JSON.parse(document.getElementById("compare-pairs").textContent);
+    const selA = document.getElementById("compare-a"), selB = document.getElementById("compare-b");
+    names.forEach((n, i) => {
+      for (const [sel, pick] of [[selA, 0], [selB, 1]]) {
+        const o = document.createElement("option");
+        o.value = n;
+        o.textContent = n;
+        if (i === pick) o.selected = true;
+        sel.appendChild(o);
+      }
+    });
+    const body = document.querySelector("#compare-table tbody");
+    const plot = document.getElementById("compare-forest");
+    function show() {
+      const rows = pairRows(pairs, selA.value, selB.value);
+      body.replaceChildren();
+      for (const r of rows) {
+        const tr = document.createElement("tr");
+        const cells = [
+          r.task,
+          (r.diff >= 0 ? "+" : "") + r.diff.toFixed(4) + (r.sig ? " *" : ""),
+          "[" + r.lo.toFixed(4) + ", " + r.hi.toFixed(4) + "]",
+          r.pv.toPrecision(3),
+          r.padj.toPrecision(3),
+          r.test,
+          String(r.n),
+        ];
+        for (const c of cells) {
+          const td = document.createElement("td");
+          td.textContent = c;
+          tr.appendChild(td);
+        }
+        body.appendChild(tr);
+      }
+      plot.replaceChildren(rows.length ? forest(rows) : document.createTextNode("pick two different rows"));
+      document.getElementById("compare-table").dataset.rows = String(rows.length);
+    }
+    selA.addEventListener("change", show);
+    selB.addEventListener("change", show);
+    show();
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    compare();
     leaderboard();
     const details = document.getElementById("instances");
     if (details) {
