@@ -93,13 +93,17 @@ def main() -> None:
 
     model, tok, _ = load_model(model_dir, args.dtype)
     lm = TransformersLM(model, tok, token_budget=args.token_budget)
-    hflm = HFLM(
-        pretrained=str(model_dir),
-        dtype=PRECISION[args.dtype],
-        batch_size=8,
-        device="cpu",
-        max_length=args.max_length,
-    )
+    hflm = HFLM(pretrained=str(model_dir), dtype=PRECISION[args.dtype], batch_size=8, device="cpu")
+
+    def rolling_lmeval():
+        # lm-eval's window is its model's max_length: set for these requests only (the
+        # loglikelihood requests keep the model's whole window, as in lambada_openai)
+        hflm._max_length = args.max_length
+        try:
+            return hflm.loglikelihood_rolling(insts[names[1]], disable_tqdm=True)
+        finally:
+            hflm._max_length = None
+
     sides = {
         "loglikelihood": (
             lambda: lm.loglikelihood(ll_reqs),
@@ -107,7 +111,7 @@ def main() -> None:
         ),
         "loglikelihood_rolling": (
             lambda: lm.loglikelihood_rolling(texts, args.max_length),
-            lambda: hflm.loglikelihood_rolling(insts[names[1]], disable_tqdm=True),
+            rolling_lmeval,
         ),
     }
     results = {}

@@ -34,6 +34,17 @@ def missing_service(reason: str):
 
 
 @pytest.fixture(scope="session")
+def sandbox() -> None:
+    """Tests that run model-generated programs need the sandbox (user namespaces)."""
+    from llmboard.tasks.sandbox import SandboxUnavailable, check_sandbox
+
+    try:
+        check_sandbox()
+    except SandboxUnavailable as e:
+        missing_service(f"no sandbox here: {e}")
+
+
+@pytest.fixture(scope="session")
 def smol_gguf() -> Path:
     from llmboard.checkpoints.sources import resolve_pkg_path
 

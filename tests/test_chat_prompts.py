@@ -602,7 +602,8 @@ def test_two_entries_one_checkpoint_in_the_workflow(tmp_path, smol_dir, tokenize
         "tiny": "raw",
         "tiny-chat": Prompting(True, "X", True).label,
     }
-    assert (ws.wd / "results/leaderboard.csv").read_text().startswith("rank,model,prompting,")
+    csv_head = (ws.wd / "results/leaderboard.csv").read_text()
+    assert csv_head.startswith("rank,rank_low,rank_high,tie_group,model,prompting,")
     preds = {
         m: sorted((ws.wd / "results/predictions" / m).rglob("*.parquet")) for m in config["models"]
     }

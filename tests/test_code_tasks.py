@@ -66,7 +66,7 @@ def _frame(reqs, generations):
 
 
 @pytest.fixture(scope="module")
-def humaneval_scored():
+def humaneval_scored(sandbox):
     """Reference solutions (must pass) and the next problem's solution (must fail) on
     the first 40 HumanEval problems, scored by llmboard and by code_eval."""
     task, docs = _task("humaneval", 40)
@@ -119,7 +119,7 @@ def test_humaneval_programs_pass_and_fail_as_in_code_eval(humaneval_scored):
     assert counts.get("failed", 0) >= 38
 
 
-def test_mbpp_reference_code_passes_its_tests():
+def test_mbpp_reference_code_passes_its_tests(sandbox):
     task, docs = _task("mbpp", 60)
     reqs = build_generation_requests(task, docs)
     code = [d["code"] for d in docs]
@@ -152,7 +152,7 @@ def test_without_code_settings_a_code_task_is_not_scored():
         per_doc_generation_metrics(_frame(reqs, ["    return 1\n"] * 2), task.spec)
 
 
-def test_recorded_outcomes_must_be_of_these_programs():
+def test_recorded_outcomes_must_be_of_these_programs(sandbox):
     task, docs = _task("humaneval", 2)
     reqs = build_generation_requests(task, docs)
     first = per_doc_generation_metrics(_frame(reqs, ["    return 1\n"] * 2), task.spec, code=CODE)

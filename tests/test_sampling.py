@@ -157,7 +157,7 @@ def test_sampling_defaults_are_hfs_and_lmevals(tmp_path):
     assert humaneval_64.sampling == {"temperature": 0.2, "top_p": 0.95, "top_k": 50, "seed": 1234}
 
 
-def test_pass_at_k_over_repeats_from_prediction_rows():
+def test_pass_at_k_over_repeats_from_prediction_rows(sandbox):
     """One row per (document, repeat): each document's programs run, pass@k from them."""
     task = load_task(find_task_files(REPO / "tasks")["humaneval"])
     spec = {

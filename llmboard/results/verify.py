@@ -439,9 +439,9 @@ class _Checker:
             )
             return
         if not groups:
-            proven = pl.concat(
-                [proven, published.filter(pl.col("is_group"))], how="vertical_relaxed"
-            )
+            # the published rows carry the rank intervals too: only the proven columns
+            groups_rows = published.filter(pl.col("is_group")).select(proven.columns)
+            proven = pl.concat([proven, groups_rows], how="vertical_relaxed")
         tasks = set(proven["task"].to_list())
         for t in display:
             if t not in tasks:
