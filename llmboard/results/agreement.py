@@ -100,10 +100,11 @@ def _recorded(score_file: str | None) -> dict | None:
     import json
     from pathlib import Path
 
+    from ..tasks.scoring import recorded_details
+
     if score_file is None or not Path(score_file).exists():
         return None
-    details = json.loads(Path(score_file).read_text()).get("details")
-    return {k: v for k, v in details.items() if k != "doc_id"} if details else None
+    return recorded_details(json.loads(Path(score_file).read_text()))
 
 
 def _generation_correct(paths: list[str], score_file: str | None = None):

@@ -27,14 +27,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-# the defaults of the config's ``statistics`` mapping (schemas/config.schema.yaml)
-DEFAULTS = {
-    "level": 0.95,
-    "adjust": "holm",
-    "bootstrap": 1000,
-    "seed": 1234,
-    "equivalence_margin": 0.01,
-}
 AVERAGE = "average"  # the comparisons' name for the board's average
 
 
@@ -61,6 +53,14 @@ class TaskOutcomes:
         import numpy as np
 
         return np.concatenate(self.clusters, axis=1)
+
+
+def _defaults() -> dict:
+    """The config's ``statistics`` defaults (schemas/config.schema.yaml) and its seed."""
+    from ..settings import schema, schema_default
+
+    fields = schema()["properties"]["statistics"]["properties"]
+    return {**{k: f["default"] for k, f in fields.items()}, "seed": schema_default("seed")}
 
 
 def _per_document(score_file: str, metric: str) -> tuple[list[int], list[float]]:
@@ -140,7 +140,7 @@ def board_statistics(long, display: list[str], averaged: list[str], groups: dict
 
     from . import statistics as st
 
-    cfg = {**DEFAULTS, **(cfg or {})}
+    cfg = {**_defaults(), **(cfg or {})}
     level = float(cfg["level"])
     if len(rows) < 2:
         return None

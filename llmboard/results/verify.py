@@ -202,7 +202,7 @@ class _Checker:
         run again: their recorded outcomes are used once each is shown to be the program
         its prediction builds (sha256); a math task's checks are run again."""
         from ..tasks.errors import ScoreError
-        from ..tasks.scoring import compute_score, scorer_version
+        from ..tasks.scoring import compute_score, recorded_details, scorer_version
 
         try:
             again = compute_score(
@@ -212,7 +212,7 @@ class _Checker:
                 metrics=list(s["metrics"]),
                 primary_metric=s["primary_metric"],
                 code=s.get("code_execution"),
-                recorded=recorded_programs(s),
+                recorded=recorded_details(s, code_only=True),
             )
         except ScoreError as e:
             self.report.add(f"{sp}: cannot be recomputed: {e}")
@@ -509,13 +509,6 @@ def _statistics_settings(comparisons: Path) -> dict | None:
     if not c.height:
         return {}
     return {k: c[k][0] for k in c.columns}
-
-
-def recorded_programs(score: dict) -> dict | None:
-    """A code task's recorded program outcomes (filter -> per document), else None."""
-    if "code_execution" not in score or "details" not in score:
-        return None
-    return {k: v for k, v in score["details"].items() if k != "doc_id"}
 
 
 def _board_score_files(board: Path, workdir: Path) -> list[Path] | None:

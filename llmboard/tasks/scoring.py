@@ -184,6 +184,16 @@ def score_rows(
     return out
 
 
+def recorded_details(score: dict, *, code_only: bool = False) -> dict | None:
+    """A score's record of what decided each document (``compute_score``'s ``details``:
+    math checks, program outcomes) as ``recorded`` takes it, filter -> per document;
+    None when it has none (or, with ``code_only``, when its task runs no code)."""
+    details = score.get("details")
+    if not details or (code_only and "code_execution" not in score):
+        return None
+    return {k: v for k, v in details.items() if k != "doc_id"}
+
+
 def check_counts(details: dict) -> dict:
     """filter -> how many documents each check status or program outcome has, e.g.
     ``{"none": {"exact_match_check": {"equivalent": 3, "timeout": 1}, ...}}``: a timed-out

@@ -288,12 +288,12 @@ def check_text(detail: dict | None) -> str | None:
 
 def _recorded(score: dict, filt: str | None) -> tuple[dict | None, list | None]:
     """A score's recorded details (filter -> per document), and the primary filter's."""
-    details = score.get("details")
-    if not details:
+    from ...tasks.scoring import recorded_details
+
+    recorded = recorded_details(score)
+    if recorded is None:
         return None, None
-    recorded = {k: v for k, v in details.items() if k != "doc_id"}
-    key = filt if filt in recorded else next(iter(recorded))
-    return recorded, recorded[key]
+    return recorded, recorded[filt if filt in recorded else next(iter(recorded))]
 
 
 def _generation_answers(run_ids: list[int], runs: list[Run], primary: str):
