@@ -152,6 +152,26 @@ def test_mde_per_task_is_in_the_comparisons(board):
     assert f"| boolq | 10 | {mde:.4f} |" in md
 
 
+def test_comparisons_markdown_lists_every_pair_as_the_parquet(board):
+    """comparisons.md is formatted column-wise: each pair's line carries the parquet's
+    numbers (b - a and interval to 4 decimals, p to 4 significant digits)."""
+    out, _ = board
+    comp = pl.read_parquet(out / "comparisons.parquet")
+    lines = [x for x in (out / "comparisons.md").read_text().splitlines() if " · " in x]
+    assert len(lines) == comp.height
+    by_pair = {tuple(c.strip() for c in x.strip("|").split("|")[:3]): x for x in lines}
+    for r in comp.iter_rows(named=True):
+        a = f"{r['model_a']} · {r['precision_a']}"
+        b = f"{r['model_b']} · {r['precision_b']}"
+        cells = [c.strip() for c in by_pair[(r["task"], a, b)].strip("|").split("|")]
+        assert float(cells[3].rstrip(" *")) == pytest.approx(r["diff"], abs=5e-5)
+        assert cells[3].endswith("*") == r["significant"]
+        lo, hi = (float(x) for x in cells[4].strip("[]").split(", "))
+        assert (lo, hi) == pytest.approx((r["ci_low"], r["ci_high"]), abs=5e-5)
+        assert cells[5] == f"{r['p']:.4g}" and cells[6] == f"{r['p_adjusted']:.4g}"
+        assert cells[7] == r["test"]
+
+
 def test_verify_proves_the_comparisons_and_names_an_edited_pair(board, tmp_path):
     out, scores = board
     checker = _Checker(out, None, fast=True)

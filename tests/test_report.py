@@ -417,11 +417,12 @@ def test_in_a_browser(run, browser):
 
     # compare two rows: each task and the average, as comparisons.parquet says
     page.goto((rep / "compare.html").as_uri())
-    page.wait_for_selector("#compare-table tbody tr")
+    page.wait_for_selector("#compare-table[data-pair]")
     comp = pl.read_parquet(run.wd / "results/comparisons.parquet")
-    a = page.locator("#compare-a").input_value()
-    b = page.locator("#compare-b").input_value()
+    pick = page.locator("#compare-a option:checked").text_content()
+    a, b = pick, page.locator("#compare-b option:checked").text_content()
     assert a != b
+    assert page.locator("#compare-table").get_attribute("data-pair") == f"{a} | {b}"
     shown = p.rows("#compare-table")
     assert [c[0] for c in shown] == ["average", *sorted(DISPLAY)]
     assert page.locator("#compare-forest svg circle").count() == len(DISPLAY) + 1
@@ -440,11 +441,17 @@ def test_in_a_browser(run, browser):
         if r is None:
             r, sign = kept(c[0], b, a), -1
         assert float(c[1].rstrip(" *")) == pytest.approx(sign * r["diff"], abs=5e-5)
+        lo, hi = sorted(sign * r[k] for k in ("ci_low", "ci_high"))
+        # drawn as diff -+ z * se from the pair's file: the board's interval
+        assert [float(x) for x in c[2].strip("[]").split(", ")] == pytest.approx(
+            [lo, hi], abs=1.5e-4
+        )
         assert c[1].endswith("*") == r["significant"]
         assert float(c[4]) == pytest.approx(r["p_adjusted"], rel=1e-2)
     # the other order flips every difference
-    page.select_option("#compare-a", b)
-    page.select_option("#compare-b", a)
+    page.select_option("#compare-a", label=b)
+    page.select_option("#compare-b", label=a)
+    page.wait_for_selector(f'#compare-table[data-pair="{b} | {a}"]')
     flipped = p.rows("#compare-table")
     for c, f in zip(shown, flipped):
         assert float(f[1].rstrip(" *")) == pytest.approx(-float(c[1].rstrip(" *")), abs=1e-4)

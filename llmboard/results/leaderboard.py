@@ -387,14 +387,45 @@ def comparisons_markdown(comparisons, tasks) -> str:
     order = comparisons.with_columns(first=pl.col("task") != "average").sort(
         ["first", "task", "p_adjusted", "model_a", "precision_a", "model_b", "precision_b"]
     )
-    for r in order.iter_rows(named=True):
-        star = " *" if r["significant"] else ""
-        lines.append(
-            f"| {r['task']} | {r['model_a']} · {r['precision_a']} | {r['model_b']} · "
-            f"{r['precision_b']} | {r['diff']:+.4f}{star} | [{r['ci_low']:+.4f}, "
-            f"{r['ci_high']:+.4f}] | {r['p']:.4g} | {r['p_adjusted']:.4g} | {r['test']} |"
+    # formatted column-wise (a 300-row board has 2.7 million pairs: a Python loop over
+    # them took 13 s of the leaderboard's 23)
+    table = order.select(
+        pl.format(
+            "| {} | {} · {} | {} · {} | {}{} | [{}, {}] | {} | {} | {} |",
+            "task",
+            "model_a",
+            "precision_a",
+            "model_b",
+            "precision_b",
+            _fixed(pl.col("diff")),
+            pl.when("significant").then(pl.lit(" *")).otherwise(pl.lit("")),
+            _fixed(pl.col("ci_low")),
+            _fixed(pl.col("ci_high")),
+            pl.lit(_general(order["p"])),
+            pl.lit(_general(order["p_adjusted"])),
+            "test",
         )
-    return "\n".join(lines) + "\n"
+    ).to_series()
+    return "\n".join([*lines, *table.to_list()]) + "\n"
+
+
+def _fixed(x, digits: int = 4):
+    """Python's ``f"{x:+.{digits}f}"`` as a polars expression (NaN: ``nan``)."""
+    import polars as pl
+
+    scaled = (x.abs() * 10**digits).round(0).cast(pl.Int64)
+    whole = (scaled // 10**digits).cast(pl.String)
+    frac = (scaled % 10**digits).cast(pl.String).str.zfill(digits)
+    sign = pl.when(x < 0).then(pl.lit("-")).otherwise(pl.lit("+"))
+    text = pl.concat_str(sign, whole, pl.lit("."), frac)
+    return pl.when(x.is_finite()).then(text).otherwise(x.cast(pl.String))
+
+
+def _general(values):
+    """Python's ``f"{x:.4g}"`` of each value (p-values: 0.0312, 1, 2.397e-255)."""
+    import polars as pl
+
+    return pl.Series([None if x is None else f"{x:.4g}" for x in values.to_list()])
 
 
 def write_leaderboard(

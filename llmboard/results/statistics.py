@@ -82,7 +82,7 @@ def _as_outcomes(outcomes: np.ndarray, binary: bool) -> np.ndarray:
     return x
 
 
-def _z(level: float) -> float:
+def normal_quantile(level: float) -> float:
     """Two-sided normal quantile: z_{1-(1-level)/2} (1.959964 for 95 %)."""
     _check_level(level)
     return float(stats.norm.isf((1.0 - level) / 2.0))
@@ -115,7 +115,7 @@ def _normal_p(diff: np.ndarray, se: np.ndarray) -> np.ndarray:
 
 def _with_ci(out: PairStats, level: float) -> PairStats:
     """Add ``ci_low``/``ci_high`` = diff -+ z_{level} * se (normal interval)."""
-    z = _z(level)
+    z = normal_quantile(level)
     out["ci_low"] = out["diff"] - z * out["se"]
     out["ci_high"] = out["diff"] + z * out["se"]
     return out
@@ -251,7 +251,7 @@ def paired_differences(outcomes: np.ndarray, binary: bool, level: float = 0.95) 
     ``ValueError`` naming the two rows when a pair shares fewer than 2 documents.
     """
     x = _as_outcomes(outcomes, binary)
-    _z(level)  # check the level before any work
+    normal_quantile(level)  # check the level before any work
     mask = ~np.isnan(x)
     if binary:  # exact integer sums: no centring needed
         x0, shift = np.where(mask, x, 0.0), np.zeros(len(x))
@@ -385,7 +385,7 @@ def clustered_paired(
     0/1 data are summed exactly; other data are centred first (:func:`_centred`).
     """
     xs = _stack_clusters(outcomes_by_subtask)
-    _z(level)
+    normal_quantile(level)
     whole = np.concatenate(xs, axis=1)
     mask = ~np.isnan(whole)
     if np.isin(whole[mask], (0.0, 1.0)).all():  # 0/1: exact integer sums, no centring

@@ -199,26 +199,120 @@ def precision_page(out: Path, data: ReportData) -> dict:
 
 
 # ---------------------------------------------------------------- comparisons
+COMPARE_PAIRS = "compare"  # {i}.js: row i's pairs with every later row, loaded on demand
+AVERAGE_FIRST = "average"  # the board's average leads the table and the forest plot
+
+
 def compare_page(out: Path, data: ReportData) -> dict:
     """Pick two rows: every task's paired difference with its interval and p-values,
-    and a forest plot (drawn by report.js from the pairs, as text: no markup from data)."""
+    and a forest plot (drawn by report.js from the pairs, as text: no markup from data).
+
+    A board of R rows has R(R-1)/2 pairs on every task (300 rows x 61: 2.7 million), too
+    many for one page: row i's pairs with each row j > i are a script of their own
+    (``compare/{i}.js``), which the page loads when a pair needs it. An entry holds
+    diff (row j's value minus row i's), se, p, p adjusted, documents and significance;
+    the page draws the interval diff -+ z * se, as the board computed it
+    (``statistics.paired_differences``)."""
+    import polars as pl
+
+    from ..statistics import normal_quantile
 
     c = data.comparisons
     if c is None or not c.height:
-        return {"has_pairs": False, "pairs_json": "[]", "rows_json": "[]", "settings": {}}
-    cols = ["task", "model_a", "precision_a", "model_b", "precision_b", "diff", "ci_low"]
-    cols += ["ci_high", "p", "p_adjusted", "significant", "test", "n"]
-    pairs = c.select(cols).sort("task", "model_a", "precision_a", "model_b", "precision_b")
-    rows = sorted(
+        return {"has_pairs": False, "meta_json": "{}", "settings": {}}
+    names = sorted(
         set(zip(c["model_a"], c["precision_a"])) | set(zip(c["model_b"], c["precision_b"]))
     )
+    tests = c.group_by("task").agg(pl.col("test").unique())
+    if tests["test"].list.len().max() > 1:  # one test per task (board_statistics)
+        raise ValueError("comparisons.parquet: a task compared by two tests")
+    tasks = sorted(tests["task"], key=lambda t: (t != AVERAGE_FIRST, t))
+    test_of = dict(zip(tests["task"], tests["test"].list.first()))
+    index = pl.DataFrame(
+        {"m": [n[0] for n in names], "p": [n[1] for n in names], "i": range(len(names))}
+    )
+    task_index = pl.DataFrame({"task": tasks, "t": range(len(tasks))})
+    pairs = (
+        c.join(task_index, on="task")
+        .join(
+            index.rename({"m": "model_a", "p": "precision_a", "i": "ia"}),
+            on=["model_a", "precision_a"],
+        )
+        .join(
+            index.rename({"m": "model_b", "p": "precision_b", "i": "ib"}),
+            on=["model_b", "precision_b"],
+        )
+        .select(
+            lo=pl.min_horizontal("ia", "ib"),
+            hi=pl.max_horizontal("ia", "ib"),
+            t="t",
+            # stored as (later row) - (earlier row): flip where the board had it the other way
+            diff=pl.when(pl.col("ia") < pl.col("ib")).then("diff").otherwise(-pl.col("diff")),
+            se="se",
+            p="p",
+            p_adjusted="p_adjusted",
+            n="n",
+            sig=pl.col("significant").cast(pl.Int8),
+        )
+        .sort("lo", "hi", "t")
+    )
+    # six decimals for the differences (shown with four), four significant digits for p
+    entry = pl.concat_str(
+        pl.lit("["),
+        pl.col("hi"),
+        pl.lit(","),
+        pl.col("t"),
+        pl.lit(","),
+        _number(pl.col("diff").round(6)),
+        pl.lit(","),
+        _number(pl.col("se").round(6)),
+        pl.lit(","),
+        _number(_significant(pl.col("p"))),
+        pl.lit(","),
+        _number(_significant(pl.col("p_adjusted"))),
+        pl.lit(","),
+        pl.col("n"),
+        pl.lit(","),
+        pl.col("sig"),
+        pl.lit("]"),
+    )
+    folder = out / COMPARE_PAIRS
+    folder.mkdir()
+    by_row = pairs.group_by("lo").agg(entry.str.join(",").alias("entries"))
+    for lo, entries in by_row.iter_rows():
+        (folder / f"{lo}.js").write_text(
+            f"llmboard.receivePairs({lo},[{entries}]);\n", encoding="utf-8"
+        )
+    level = float(c["level"][0])
     return {
         "has_pairs": True,
         # script_json escapes "<": a name cannot close the <script> it is embedded in
-        "pairs_json": markup.script_json(pairs.rows()),
-        "rows_json": markup.script_json([f"{m} · {p}" for m, p in rows]),
-        "settings": {"level": c["level"][0], "adjust": c["adjust"][0]},
+        "meta_json": markup.script_json(
+            {
+                "rows": [f"{m} · {p}" for m, p in names],
+                "tasks": tasks,
+                "tests": [test_of[t] for t in tasks],
+                "z": normal_quantile(level),
+                "src": f"{COMPARE_PAIRS}/",
+            }
+        ),
+        "settings": {"level": level, "adjust": c["adjust"][0]},
     }
+
+
+def _significant(x, digits: int = 4):
+    """``x`` rounded to ``digits`` significant digits (p-values: shown with three)."""
+    import polars as pl
+
+    scale = pl.lit(10.0).pow(digits - 1 - x.abs().log10().floor())
+    return pl.when(x == 0).then(0.0).otherwise((x * scale).round(0) / scale)
+
+
+def _number(x):
+    """A float column as JSON numbers (null for a missing value)."""
+    import polars as pl
+
+    return pl.when(x.is_finite()).then(x.cast(pl.String)).otherwise(pl.lit("null"))
 
 
 # ---------------------------------------------------------------- tasks

@@ -204,18 +204,40 @@
   }
 
   // ---------------------------------------------------------------- compare two rows
-  // Pairs are stored once as b - a; the other order flips the sign and the interval.
+  // Row i's pairs with every later row j are a script of their own (compare/{i}.js),
+  // loaded when a pair needs it and kept; an entry [j, task, diff, se, p, p adjusted,
+  // documents, significant] holds row j's value minus row i's: the other order flips
+  // the sign. The interval is diff -+ z * se, as the board computed it.
   // Everything from the data is set as text (textContent), never as markup.
-  function pairRows(pairs, a, b) {
+  const pairFiles = {};
+  const pairWaiting = {};
+  llmboard.receivePairs = function (i, entries) {
+    pairFiles[i] = entries;
+    if (pairWaiting[i]) pairWaiting[i](entries);
+  };
+
+  function loadPairs(src, i) {
+    if (pairFiles[i]) return Promise.resolve(pairFiles[i]);
+    return new Promise((resolve, reject) => {
+      pairWaiting[i] = resolve;
+      const s = document.createElement("script");
+      s.src = src + i + ".js";
+      s.onerror = () => reject(new Error("cannot load " + s.src));
+      document.head.appendChild(s);
+    });
+  }
+
+  async function pairRows(meta, a, b) {
+    if (a === b) return [];
+    const lo = Math.min(a, b), hi = Math.max(a, b), sign = a < b ? 1 : -1;
+    const entries = await loadPairs(meta.src, lo);
     const out = [];
-    for (const p of pairs) {
-      const [task, ma, pa, mb, pb, diff, lo, hi, pv, padj, sig, test, n] = p;
-      const x = ma + " · " + pa, y = mb + " · " + pb;
-      if (x === a && y === b) out.push({ task, diff, lo, hi, pv, padj, sig, test, n });
-      else if (x === b && y === a) out.push({ task, diff: -diff, lo: -hi, hi: -lo, pv, padj, sig, test, n });
+    for (const [j, t, d, se, pv, padj, n, sig] of entries) {
+      if (j !== hi) continue;
+      const diff = sign * d, half = meta.z * se;
+      out.push({ task: meta.tasks[t], diff, lo: diff - half, hi: diff + half, pv, padj, sig: sig === 1, test: meta.tests[t], n });
     }
-    out.sort((u, v) => (u.task === "average" ? -1 : v.task === "average" ? 1 : u.task < v.task ? -1 : 1));
-    return out;
+    return out;  // the files keep the page's order: the average first, then the tasks
   }
 
   function forest(rows) {
@@ -251,24 +273,33 @@
   }
 
   function compare() {
-    const rowsEl = document.getElementById("compare-rows");
-    if (!rowsEl) return;
-    const names = JSON.parse(rowsEl.textContent);
-    const pairs = JSON.parse(document.getElementById("compare-pairs").textContent);
+    const metaEl = document.getElementById("compare-meta");
+    if (!metaEl) return;
+    const meta = JSON.parse(metaEl.textContent);
     const selA = document.getElementById("compare-a"), selB = document.getElementById("compare-b");
-    names.forEach((n, i) => {
+    meta.rows.forEach((n, i) => {
       for (const [sel, pick] of [[selA, 0], [selB, 1]]) {
         const o = document.createElement("option");
-        o.value = n;
+        o.value = String(i);
         o.textContent = n;
         if (i === pick) o.selected = true;
         sel.appendChild(o);
       }
     });
-    const body = document.querySelector("#compare-table tbody");
+    const table = document.getElementById("compare-table");
+    const body = table.querySelector("tbody");
     const plot = document.getElementById("compare-forest");
-    function show() {
-      const rows = pairRows(pairs, selA.value, selB.value);
+    let shown = 0;
+    async function show() {
+      const a = Number(selA.value), b = Number(selB.value), ticket = ++shown;
+      let rows;
+      try {
+        rows = await pairRows(meta, a, b);
+      } catch (e) {
+        plot.replaceChildren(document.createTextNode(String(e.message)));
+        return;
+      }
+      if (ticket !== shown) return;  // a later choice is already on its way
       body.replaceChildren();
       for (const r of rows) {
         const tr = document.createElement("tr");
@@ -276,8 +307,8 @@
           r.task,
           (r.diff >= 0 ? "+" : "") + r.diff.toFixed(4) + (r.sig ? " *" : ""),
           "[" + r.lo.toFixed(4) + ", " + r.hi.toFixed(4) + "]",
-          r.pv.toPrecision(3),
-          r.padj.toPrecision(3),
+          r.pv === null ? "–" : r.pv.toPrecision(3),
+          r.padj === null ? "–" : r.padj.toPrecision(3),
           r.test,
           String(r.n),
         ];
@@ -289,7 +320,8 @@
         body.appendChild(tr);
       }
       plot.replaceChildren(rows.length ? forest(rows) : document.createTextNode("pick two different rows"));
-      document.getElementById("compare-table").dataset.rows = String(rows.length);
+      table.dataset.rows = String(rows.length);
+      table.dataset.pair = meta.rows[a] + " | " + meta.rows[b];  // what the table shows
     }
     selA.addEventListener("change", show);
     selB.addEventListener("change", show);
