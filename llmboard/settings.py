@@ -131,6 +131,7 @@ class InferenceSettings:
     max_memory: dict | None
     offload_folder: str | None
     default_mem_mb: int
+    batch_invariant: bool
 
 
 @dataclass(frozen=True)

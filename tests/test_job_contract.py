@@ -51,7 +51,9 @@ def test_a_job_is_one_value_that_survives_snakemakes_params(tmp_path):
     and it comes back equal from the plain dicts Snakemake pickles for the script."""
     tasks = make_task(tmp_path / "tasks")
     (tmp_path / "m.safetensors").write_bytes(b"stand-in")
-    cfg = config(tasks, tmp_path / "m.safetensors", max_memory={"cpu": "3GiB"})
+    cfg = config(
+        tasks, tmp_path / "m.safetensors", max_memory={"cpu": "3GiB"}, batch_invariant=True
+    )
     plan = build_plan(load_settings(cfg), tasks, root=tmp_path)
     (part,) = [k[2] for k in plan.infer_jobs]
     job = plan.infer_job("m", "fp32", part, str(tmp_path))
@@ -63,7 +65,10 @@ def test_a_job_is_one_value_that_survives_snakemakes_params(tmp_path):
         "DEBUG",
     )
     assert job.load == api.LoadOptions(
-        token_budget=512, max_memory={"cpu": "3GiB"}, trust_remote_code=True
+        token_budget=512,
+        max_memory={"cpu": "3GiB"},
+        trust_remote_code=True,
+        batch_invariant=True,
     )
     assert job.model_dir == plan.model_dir("m") and job.local_gpus == (0, 2)
     assert job.request_store is None and job.prompting.is_raw

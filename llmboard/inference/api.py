@@ -183,6 +183,8 @@ class LoadOptions:
     max_memory: dict | None = None
     offload_folder: str | None = None
     trust_remote_code: bool = False
+    # a request's numbers independent of batching, budget and shards (docs/engine.md)
+    batch_invariant: bool = False
 
 
 class Loaded(NamedTuple):

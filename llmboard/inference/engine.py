@@ -49,6 +49,23 @@ log = logging.getLogger(__name__)
 # the request store's key with the weights and precision. Bump it when a change to the
 # engine changes numbers, so that stored answers of the old form are not reused.
 NUMERICS = "e1"
+# batch-invariant mode (``inference.batch_invariant``) computes in another layout: its
+# numbers differ from the packed mode's in the last bits, so they are stored apart
+INVARIANT_NUMERICS = NUMERICS + "-bi"
+# Batch invariance on PyTorch's CPU kernels (measured, docs/engine.md): attention's
+# result for a query changes with the width of its row and with where its keys sit in
+# it (the kernels' blocking follows the row), an fp32 matmul of fewer than about 12
+# rows takes another kernel, and a sum over the vocabulary of a single row is split
+# across threads. So in invariant mode every tree sits alone at the start of a row
+# whose width depends on the tree alone (its length rounded up to ROW_QUANTUM), and the
+# output head and the log-softmax always see whole chunks of SCORE_CHUNK rows.
+ROW_QUANTUM = 64
+SCORE_CHUNK = 32
+
+
+def canonical_width(length: int) -> int:
+    """A row's width in invariant mode: a function of its own tokens only."""
+    return -(-length // ROW_QUANTUM) * ROW_QUANTUM
 
 
 def split_pair(tokenizer, context: str, continuation: str, prefix_token_id: int):
@@ -92,12 +109,22 @@ class _Tree:
         return len(self.ctx) + sum(len(c) - 1 for c in self.conts)
 
 
-def _build_trees(pairs: list[tuple[list[int], list[int]]], max_len: int) -> list[_Tree]:
+def _build_trees(
+    pairs: list[tuple[list[int], list[int]]], max_len: int, adjacent_only: bool = False
+) -> list[_Tree]:
+    """Requests with the same context are one tree. ``adjacent_only`` (invariant mode):
+    only runs of consecutive requests (a document's choices), since a branch's place in
+    its row, and so its last bits, depends on the branches before it: two documents
+    with the same context must not make a tree that one shard of them would not."""
     trees: dict[tuple, _Tree] = {}
+    run, previous = 0, None
     for i, (ctx, cont) in enumerate(pairs):
         if not cont:
             raise ValueError(f"request {i}: empty continuation after tokenisation")
-        t = trees.setdefault(tuple(ctx), _Tree(list(ctx), [], [], len(ctx)))
+        if adjacent_only and ctx != previous:
+            run, previous = run + 1, ctx
+        key = (run, tuple(ctx)) if adjacent_only else tuple(ctx)
+        t = trees.setdefault(key, _Tree(list(ctx), [], [], len(ctx)))
         t.conts.append(list(cont))
         t.req_ids.append(i)
     out = []
@@ -122,7 +149,10 @@ class TransformersLM(LM):
         progress_every: float = 30.0,
         min_row: int = 0,
         min_shared: float = MIN_SHARED_TOKENS,
+        batch_invariant: bool = False,
     ):
+        import math
+
         import torch
 
         self.model = model
@@ -151,6 +181,12 @@ class TransformersLM(LM):
         # a prefix shorter than this is not worth a pass of its own (math.inf: never
         # share, how benchmarks time the engine without prefix sharing)
         self.min_shared = min_shared
+        # a request's numbers independent of its batch, budget and shard (docs/engine.md);
+        # prefix sharing across documents would split its attention where the documents
+        # beside it decide, so invariant mode does not share
+        self.batch_invariant = batch_invariant
+        if batch_invariant:
+            self.min_shared = math.inf
         self.stats = {
             "requests": 0,
             "forward_tokens": 0,
@@ -162,7 +198,9 @@ class TransformersLM(LM):
         self._generator = None
 
     # ------------------------------------------------------------ loglikelihood
-    numerics = NUMERICS
+    @property
+    def numerics(self) -> str:
+        return INVARIANT_NUMERICS if self.batch_invariant else NUMERICS
 
     def tokenize_pair(self, request: LoglikelihoodRequest) -> tuple[list[int], list[int]]:
         return split_pair(
@@ -171,7 +209,7 @@ class TransformersLM(LM):
 
     def loglikelihood_tokens(self, pairs) -> list[Loglikelihood]:
         self.stats["requests"] += len(pairs)
-        trees = _build_trees(pairs, self.max_len)
+        trees = _build_trees(pairs, self.max_len, adjacent_only=self.batch_invariant)
         results: list[Loglikelihood | None] = [None] * len(pairs)
         # contexts that start with the same tokens (few-shot examples, a description, a
         # system prompt) compute them once per group; each tree then holds its own tokens
@@ -258,7 +296,19 @@ class TransformersLM(LM):
 
     def _pack(self, trees: list[_Tree], start: int) -> tuple[int, list[list[_Tree]], int]:
         """Pack trees (sorted longest first) into rows of the first tree's length, first fit,
-        until rows x width reaches the token budget: padding only fills row ends."""
+        until rows x width reaches the token budget: padding only fills row ends. In
+        invariant mode: one tree per row, rows of the same ``canonical_width``."""
+        if self.batch_invariant:
+            width = canonical_width(trees[start].length)
+            max_rows = max(1, self.token_budget // width)
+            end = start
+            while (
+                end < len(trees)
+                and end - start < max_rows
+                and canonical_width(trees[end].length) == width
+            ):
+                end += 1
+            return end - start, [[t] for t in trees[start:end]], width
         width = min(
             max(trees[start].length, self.min_row), max(self.token_budget, trees[start].length)
         )
@@ -359,7 +409,7 @@ class TransformersLM(LM):
                 k,
             )
 
-    def _score_positions(self, picked, tgt, chunk: int = 32):
+    def _score_positions(self, picked, tgt, chunk: int = SCORE_CHUNK):
         """log p(target) and is-argmax for each picked hidden state, in float32.
 
         The vocabulary projection is one matmul (in the model dtype, as lm-eval's
@@ -377,6 +427,11 @@ class TransformersLM(LM):
         if torch.device(where).type != "meta":
             picked = picked.to(where)
         lps, greedies = [], []
+        n_picked = picked.shape[0]
+        if self.batch_invariant and n_picked % chunk:  # whole chunks: the same kernels always
+            pad = picked.new_zeros(chunk - n_picked % chunk, picked.shape[1])
+            picked = torch.cat([picked, pad])
+            tgt = torch.cat([tgt, tgt.new_zeros(pad.shape[0])])
         all_logits = head(picked)
         tgt = tgt.to(all_logits.device)
         for s in range(0, picked.shape[0], chunk):
@@ -396,7 +451,7 @@ class TransformersLM(LM):
             lse = logits.sub_(top[:, None]).exp_().sum(dim=-1).log_()
             lps.append((tgt_logit - top) - lse)
             greedies.append(arg == t)
-        return torch.cat(lps).cpu(), torch.cat(greedies).cpu()
+        return torch.cat(lps)[:n_picked].cpu(), torch.cat(greedies)[:n_picked].cpu()
 
     # ------------------------------------------------------------ loglikelihood_rolling
     @property
@@ -432,6 +487,11 @@ class TransformersLM(LM):
             while start < len(rows):
                 width = len(rows[start][1])
                 n = max(1, min(len(rows) - start, self.token_budget // max(width, 1)))
+                if self.batch_invariant:  # rows of one canonical width, whatever the budget
+                    width = canonical_width(width)
+                    n = max(1, min(n, self.token_budget // width))
+                    while canonical_width(len(rows[start + n - 1][1])) != width:
+                        n -= 1
                 batch = rows[start : start + n]
                 try:
                     lls = self._rolling_batch(batch, width)
@@ -526,6 +586,10 @@ def load(model_dir, precision: str, options: LoadOptions) -> Loaded:
         offload_folder=options.offload_folder,
         trust_remote_code=options.trust_remote_code,
     )
-    return Loaded(
-        TransformersLM(model, tokenizer, token_budget=options.token_budget), tokenizer, context
+    lm = TransformersLM(
+        model,
+        tokenizer,
+        token_budget=options.token_budget,
+        batch_invariant=options.batch_invariant,
     )
+    return Loaded(lm, tokenizer, context)

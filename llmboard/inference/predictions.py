@@ -152,6 +152,8 @@ def predict_shard(
         "parquet_bytes": parquet_bytes,
         "token_budget": budget,
         "final_token_budget": lm.token_budget,
+        # the engine's numeric form; "-bi": batch-invariant (inference.batch_invariant)
+        "numerics": lm.numerics,
         "seed": seed,
         "device_map": model.placement,
         "peak_memory": peak_memory(),

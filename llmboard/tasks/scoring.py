@@ -267,6 +267,9 @@ def compute_score(
                 "precision": m0["precision"],
                 "token_budget": sorted({m["token_budget"] for m in metas}),
                 "final_token_budget": min(m["final_token_budget"] for m in metas),
+                # the engine's numeric form per shard ("-bi": batch-invariant); older
+                # prediction files do not say
+                "numerics": sorted({m["numerics"] for m in metas if m.get("numerics")}),
                 "seed": m0["seed"],
                 "device_map": m0["device_map"],
                 "llmboard_version": m0["llmboard_version"],

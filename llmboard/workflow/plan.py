@@ -350,6 +350,7 @@ class WorkflowPlan:
                 max_memory=inf.max_memory,
                 offload_folder=inf.offload_folder,
                 trust_remote_code=entry.trust_remote_code,
+                batch_invariant=inf.batch_invariant,
             ),
             prompting=entry.prompting,
             items=tuple(self.infer_items(model, precision, part, workflow_dir)),

@@ -1,0 +1,95 @@
+"""What batch invariance buys and costs: the packed engine against inference.batch_invariant.
+
+For each precision and task (the real SmolLM2, real documents): how many requests give
+byte-identical log-likelihoods at token budgets 256 and 8,192, and the largest change;
+then the time of both modes at the default budget, interleaved (packed, invariant,
+packed, invariant, ...) for --rounds rounds, min and median of each and their ratio.
+
+    .venv/bin/python -m bench.batch_invariance
+    .venv/bin/python -m bench.batch_invariance --rounds 3 --precisions fp32 bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = REPO / "resources/models/smollm2-135m-instruct/0b8d6ce683ce"
+# (task file, overrides, documents): the issue's measurement, and MMLU 5-shot (prefix sharing)
+TASKS = [
+    ("arc_easy.yaml", None, 40),
+    ("hellaswag.yaml", None, 25),
+    ("mmlu/mmlu_anatomy.yaml", None, 20),
+    ("mmlu/mmlu_anatomy.yaml", {"num_fewshot": 5}, 20),
+]
+
+
+def main() -> None:
+    import torch
+
+    from llmboard.inference.api import LoadOptions, LoglikelihoodRequest, load_backend
+    from llmboard.settings import schema_default
+    from llmboard.tasks.definitions import load_task
+    from llmboard.tasks.documents import fewshot_pool, load_docs
+    from llmboard.tasks.prompts import build_requests
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    ap.add_argument("--threads", type=int, default=schema_default("inference", "threads"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    budget = schema_default("inference", "token_budget")
+    print(f"threads {args.threads}, default budget {budget}, model {MODEL.name}")
+    for precision in args.precisions:
+        lms = {
+            mode: load_backend(
+                "transformers",
+                MODEL,
+                precision,
+                LoadOptions(token_budget=budget, batch_invariant=mode == "invariant"),
+            )[0]
+            for mode in ("packed", "invariant")
+        }
+        for path, overrides, n in TASKS:
+            task = load_task(REPO / "tasks" / path, overrides)
+            shots = (overrides or {}).get("num_fewshot", 0)
+            docs = load_docs(task)
+            reqs = build_requests(task, docs, range(n), pool=fewshot_pool(task))
+            pairs = [
+                lms["packed"].tokenize_pair(LoglikelihoodRequest(r["context"], r["continuation"]))
+                for r in reqs
+            ]
+            line = f"{precision} {task.name} {shots}-shot ({n} docs, {len(pairs)} requests)"
+            for mode, lm in lms.items():
+                got = {}
+                for b in (256, 8192):
+                    lm.token_budget = b
+                    got[b] = lm.loglikelihood_tokens(pairs)
+                same = sum(a == b for a, b in zip(got[256], got[8192]))
+                worst = max(abs(a.loglikelihood - b.loglikelihood) for a, b in zip(*got.values()))
+                line += f"; {mode}: identical {same}/{len(pairs)}, max |dLL| {worst:.2g}"
+            print(line, flush=True)
+            times = {m: [] for m in lms}
+            for _ in range(args.rounds):
+                for mode, lm in lms.items():
+                    lm.token_budget = budget
+                    t0 = time.perf_counter()
+                    lm.loglikelihood_tokens(pairs)
+                    times[mode].append(time.perf_counter() - t0)
+            mins = {m: min(v) for m, v in times.items()}
+            meds = {m: statistics.median(v) for m, v in times.items()}
+            print(
+                f"    time at budget {budget}: packed min {mins['packed']:.2f} s / median "
+                f"{meds['packed']:.2f} s; invariant min {mins['invariant']:.2f} s / median "
+                f"{meds['invariant']:.2f} s; invariant/packed {mins['invariant'] / mins['packed']:.2f}x"
+                f" (min) {meds['invariant'] / meds['packed']:.2f}x (median)",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
