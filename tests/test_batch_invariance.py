@@ -1,8 +1,9 @@
 """inference.batch_invariant: a request's numbers do not depend on how it was batched.
 
 The real SmolLM2 on the default board's request types (multiple choice, multiple input,
-few-shot, rolling log-likelihood), in fp32 and bf16, at three token budgets and as one
-shard or two: every request's log-likelihood and greedy flag identical, bit for bit.
+few-shot, rolling log-likelihood, generation greedy and sampled), in fp32 and bf16, at
+three token budgets and as one shard or two: every request's log-likelihood, greedy flag
+and generated text identical, bit for bit.
 Without the setting the same comparison differs (the packed engine's rows change with
 the budget), which is what the setting is for.
 """
@@ -128,3 +129,30 @@ def test_setting_reaches_the_engine_and_the_score(tmp_path, smol_dir):
     out = tmp_path / "score.json"
     score([pq], [js], out, model="smol", metrics=task.metrics, primary_metric=task.primary_metric)
     assert json.loads(out.read_text())["provenance"]["numerics"] == ["e1-bi"]
+
+
+def test_generations_identical_at_every_budget_slot_count_and_shard_count(engine):
+    """Greedy and seeded sampled texts: the token budget sets the number of slots (2 at
+    128, 4 at 512 and 4,096 here), the shards which prompts decode side by side."""
+    from llmboard.inference.api import GenerationRequest, Sampling, sample_seed
+    from llmboard.tasks.prompts import build_generation_requests
+
+    precision, lm = engine
+    task = load_task(TASKS / "nq_open.yaml")
+    docs = load_docs(task)
+    rows = build_generation_requests(task, docs, range(4), pool=fewshot_pool(task))
+    sampling = Sampling(temperature=0.8, top_p=0.95, top_k=50, seed=sample_seed(1234, 3, 0))
+    requests = [GenerationRequest(r["context"], ("\n", "."), 8) for r in rows[:3]]
+    requests.append(GenerationRequest(rows[3]["context"], ("\n",), 8, sampling))
+
+    def run(reqs, budget):
+        lm.token_budget = budget
+        return [(g.text, g.tokens, g.stop_reason) for g in lm.generate_until(reqs)]
+
+    got = {}
+    for budget in (128, 512, 4096):
+        got[(budget, 1)] = run(requests, budget)
+        got[(budget, 2)] = run(requests[:2], budget) + run(requests[2:], budget)
+    ref = got[(128, 1)]
+    for layout, texts in got.items():
+        assert texts == ref, f"{precision} budget/shards {layout}"

@@ -98,14 +98,14 @@ def test_runs_without_the_gpu_machines_missing_packages(report):
 
 
 def test_every_check_reports_and_cuda_only_ones_are_skipped(report):
-    assert {r["check"] for r in report["rows"]} == {1, 2, 3, 4, 5, 6, 7, 8}
+    assert {r["check"] for r in report["rows"]} == {1, 2, 3, 4, 5, 6, 7, 8, 9}
     for check in (4, 5):
         assert rows(report, check)
         assert all(
             r["status"] == "skipped" and "needs CUDA" in r["note"] for r in rows(report, check)
         )
     # both tiny architectures (tied and untied output head) went through checks 1-3, 7, 8
-    for check in (1, 3, 7, 8):
+    for check in (1, 3, 7, 8, 9):
         assert {r["name"].split("/")[1] for r in rows(report, check)} == {
             "tiny-llama",
             "tiny-qwen2",
@@ -132,6 +132,18 @@ def test_cpu_disk_split_keeps_the_numbers(report):
     for r in rows(report, 3):
         f = r["figures"]
         assert f["modules_per_device"]["disk"] > 0 and f["max_abs_dll"] < 1e-5
+
+
+def test_invariant_mode_is_exact_on_the_cpu(report):
+    """Check 9 on the CPU: invariant mode identical at every budget and shard count (its
+    row passes only then), in fp32 and bf16, for both architectures."""
+    assert len(rows(report, 9)) == 4
+    for r in rows(report, 9):
+        f = r["figures"]
+        assert r["status"] == "pass", r
+        for what in ("loglikelihood", "generation"):
+            same, n = f[f"invariant_{what}_identical"].split("/")
+            assert same == n and int(n) > 0
 
 
 def test_gpu_slots_are_held_one_after_the_other(report):

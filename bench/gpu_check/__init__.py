@@ -18,6 +18,8 @@ the exit code is 1 when a row fails.
                against the same engine without sharing and a plain forward per request
   8 generation greedy ``generate_until`` (shared exemplars, refilled slots, cascade
                attention) against transformers' ``generate`` per prompt: same texts
+  9 invariance ``inference.batch_invariant``: the same log-likelihoods and texts at three
+               token budgets and two shard counts, packed and invariant, and its cost
 
 Without CUDA (the test suite) the same code runs on tiny models: 4 and 5 are skipped and
 3 splits between CPU and disk, so the code cannot rot between GPU runs.
@@ -37,7 +39,7 @@ its wheels), ``common`` (model shapes, rows, setup, comparisons), ``models`` (ra
 models, engine and plain runs), ``workload`` (the requests), ``report`` (table,
 environment), and one module per check: ``engine`` (1), ``precision`` (2, quant
 included), ``split`` (3), ``oom`` (4), ``plan`` (5), ``slots`` (6), ``prefix`` (7),
-``generation`` (8). The GPU machine's Python has torch, transformers and accelerate but
+``generation`` (8), ``invariance`` (9). The GPU machine's Python has torch, transformers and accelerate but
 not polars, pytest or lm-eval: the package imports only the standard library at import
 time, llmboard and torch inside functions.
 """

@@ -19,9 +19,29 @@ ABSENT_ON_GPU_MACHINE = ("polars", "snakemake", "bitsandbytes", "gguf", "jsonsch
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 VOCAB = 49152  # SmolLM2's tokenizer: every model uses it, so token ids are valid
 
-CHECKS = ("engine", "precision", "quant", "split", "oom", "plan", "slots", "prefix", "generation")
+CHECKS = (
+    "engine",
+    "precision",
+    "quant",
+    "split",
+    "oom",
+    "plan",
+    "slots",
+    "prefix",
+    "generation",
+    "invariance",
+)
 CHECK_NUMBER = dict(
-    engine=1, precision=2, quant=2, split=3, oom=4, plan=5, slots=6, prefix=7, generation=8
+    engine=1,
+    precision=2,
+    quant=2,
+    split=3,
+    oom=4,
+    plan=5,
+    slots=6,
+    prefix=7,
+    generation=8,
+    invariance=9,
 )
 QUANT = ("int8", "nf4")
 

@@ -24,6 +24,7 @@ from .common import (
 )
 from .engine import engine_rows, model_runs
 from .generation import generation_rows
+from .invariance import invariance_rows
 from .kit import activate_wheels, bnb_status
 from .models import save_random_model
 from .oom import oom_rows
@@ -83,7 +84,7 @@ def guarded(check: str, name: str, make_rows) -> list[Row]:
 
 
 def model_rows(setup: Setup, spec: ModelSpec, first: bool) -> list[Row]:
-    """Checks 1-5, 7 and 8 on one model; its folder is removed after (3 GB at 1.5B)."""
+    """Checks 1-5 and 7-9 on one model; its folder is removed after (3 GB at 1.5B)."""
     folder = setup.work / spec.name
     with Timer(setup.timings, f"{spec.name} build"):
         save_random_model(spec, setup.tokenizer_dir, folder, setup.device)
@@ -107,6 +108,9 @@ def model_rows(setup: Setup, spec: ModelSpec, first: bool) -> list[Row]:
     if "generation" in setup.checks:
         make = partial(generation_rows, setup, spec, folder)
         rows += guarded("generation", f"generation/{spec.name}", make)
+    if "invariance" in setup.checks:
+        make = partial(invariance_rows, setup, spec, folder)
+        rows += guarded("invariance", f"invariance/{spec.name}", make)
     shutil.rmtree(folder, ignore_errors=True)
     return rows
 

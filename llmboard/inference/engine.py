@@ -18,6 +18,7 @@ same numbers:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from .api import (
     RollingLoglikelihood,
     rolling_windows,
 )
+from .invariance import BLOCK, SCORE_CHUNK, canonical_width, pad_small_linears
 from .prefix import (
     MIN_SHARED_TOKENS,
     PrefixOnly,
@@ -52,20 +54,6 @@ NUMERICS = "e1"
 # batch-invariant mode (``inference.batch_invariant``) computes in another layout: its
 # numbers differ from the packed mode's in the last bits, so they are stored apart
 INVARIANT_NUMERICS = NUMERICS + "-bi"
-# Batch invariance on PyTorch's CPU kernels (measured, docs/engine.md): attention's
-# result for a query changes with the width of its row and with where its keys sit in
-# it (the kernels' blocking follows the row), an fp32 matmul of fewer than about 12
-# rows takes another kernel, and a sum over the vocabulary of a single row is split
-# across threads. So in invariant mode every tree sits alone at the start of a row
-# whose width depends on the tree alone (its length rounded up to ROW_QUANTUM), and the
-# output head and the log-softmax always see whole chunks of SCORE_CHUNK rows.
-ROW_QUANTUM = 64
-SCORE_CHUNK = 32
-
-
-def canonical_width(length: int) -> int:
-    """A row's width in invariant mode: a function of its own tokens only."""
-    return -(-length // ROW_QUANTUM) * ROW_QUANTUM
 
 
 def split_pair(tokenizer, context: str, continuation: str, prefix_token_id: int):
@@ -187,6 +175,7 @@ class TransformersLM(LM):
         self.batch_invariant = batch_invariant
         if batch_invariant:
             self.min_shared = math.inf
+            pad_small_linears(model)
         self.stats = {
             "requests": 0,
             "forward_tokens": 0,
@@ -211,6 +200,9 @@ class TransformersLM(LM):
         self.stats["requests"] += len(pairs)
         trees = _build_trees(pairs, self.max_len, adjacent_only=self.batch_invariant)
         results: list[Loglikelihood | None] = [None] * len(pairs)
+        if self.batch_invariant:
+            self._invariant_loglikelihoods(trees, results)
+            return results  # type: ignore[return-value]
         # contexts that start with the same tokens (few-shot examples, a description, a
         # system prompt) compute them once per group; each tree then holds its own tokens
         for shared, members in self._prefix_groups(trees):
@@ -233,6 +225,138 @@ class TransformersLM(LM):
                 self._loglikelihood_trees(group, results, prefix, shared)
             del prefix
         return results  # type: ignore[return-value]
+
+    # ------------------------------------------------------------ invariant mode
+    def _invariant_loglikelihoods(self, trees: list[_Tree], results: list) -> None:
+        """Batch-invariant log-likelihoods with prompt prefixes shared in whole blocks.
+
+        A tree's context up to ``S`` = the last multiple of BLOCK before its last
+        token is a chain of BLOCK-token blocks; block j's keys and values depend on
+        the tokens up to its end only (it attends to blocks 0..j-1 and itself), so two
+        prompts that start alike share their first blocks, computed once, wherever the
+        prompts sit and whatever else runs: vLLM's prefix caching, for numbers that do not
+        move. The rest of the tree (its last context tokens and the branches) is one row
+        of ``canonical_width``, attending to its own chain. Trees are taken in token order
+        (prompts that share blocks are neighbours), WINDOW at a time, so that only the
+        blocks the next trees can use are kept."""
+        order = sorted(range(len(trees)), key=lambda i: trees[i].ctx)
+        blocks: dict[tuple, list] = {}  # chain (tokens to the block's end) -> [(k, v)] per layer
+        t0 = time.monotonic()
+        for w in range(0, len(order), self.INVARIANT_WINDOW):
+            window = [trees[i] for i in order[w : w + self.INVARIANT_WINDOW]]
+            self._compute_blocks(window, blocks)
+            with self._torch.inference_mode():
+                self._invariant_trees(window, blocks, results)
+            nxt = order[w + self.INVARIANT_WINDOW : w + self.INVARIANT_WINDOW + 1]
+            first = trees[nxt[0]].ctx if nxt else []
+            blocks = {k: v for k, v in blocks.items() if tuple(first[: len(k)]) == k}
+            log.info(
+                "loglikelihood (invariant): %d/%d contexts, %.1f s",
+                min(w + self.INVARIANT_WINDOW, len(order)),
+                len(order),
+                time.monotonic() - t0,
+            )
+
+    INVARIANT_WINDOW = 64  # trees whose blocks are held at once
+
+    @staticmethod
+    def _split(tree: _Tree) -> int:
+        """Where a tree's block chain ends: it keeps at least its last context token."""
+        return BLOCK * ((len(tree.ctx) - 1) // BLOCK)
+
+    def _chain(self, ctx: list[int], end: int, blocks: dict) -> list:
+        """Per layer (k, v) [kv, end, d] of the blocks of ``ctx`` up to ``end``."""
+        torch = self._torch
+        parts = [blocks[tuple(ctx[: j + BLOCK])] for j in range(0, end, BLOCK)]
+        return [
+            (torch.cat([p[i][0] for p in parts], dim=1), torch.cat([p[i][1] for p in parts], dim=1))
+            for i in range(len(parts[0]))
+        ]
+
+    def _stacked(self, chains: list[list]):
+        """Rows' chains [(k, v) per layer] as per-row prefixes [n, kv, P, d] per layer."""
+        torch = self._torch
+        return [
+            (torch.stack([c[i][0] for c in chains]), torch.stack([c[i][1] for c in chains]))
+            for i in range(len(chains[0]))
+        ]
+
+    def _compute_blocks(self, trees: list[_Tree], blocks: dict) -> None:
+        """Every block the trees' chains need and ``blocks`` lacks, depth by depth, rows of
+        one depth together (each row attends to its own chain before it)."""
+        torch = self._torch
+        from .prefix import BlockCapture
+
+        depth = max((self._split(t) for t in trees), default=0)
+        for start in range(0, depth, BLOCK):
+            need = {}
+            for t in trees:
+                key = tuple(t.ctx[: start + BLOCK])
+                if self._split(t) > start and key not in blocks:
+                    need.setdefault(key, t.ctx)
+            keys = list(need)
+            per_batch = max(1, self.token_budget // (start + BLOCK))
+            for b in range(0, len(keys), per_batch):
+                batch = keys[b : b + per_batch]
+                ids = torch.tensor([list(k[start:]) for k in batch], device=self.device)
+                prefix = (
+                    self._stacked([self._chain(list(k), start, blocks) for k in batch])
+                    if start
+                    else None
+                )
+                cache = BlockCapture(prefix)
+                causal = torch.ones(BLOCK, BLOCK, dtype=torch.bool).tril()
+                pos = torch.arange(start, start + BLOCK)[None].expand(len(batch), -1)
+                with torch.inference_mode(), cascade(self.model):
+                    self.model.base_model(
+                        input_ids=ids,
+                        attention_mask=causal[None, None]
+                        .expand(len(batch), 1, -1, -1)
+                        .to(self.device),
+                        position_ids=pos.to(self.device),
+                        use_cache=True,
+                        llmboard_cache=cache,
+                        **{cache_arg(self.model.base_model): cache},
+                    )
+                layers = sorted(cache.keys)
+                for r, key in enumerate(batch):
+                    blocks[key] = [(cache.keys[i][0][r], cache.keys[i][1][r]) for i in layers]
+                self.stats["forward_tokens"] += len(batch) * BLOCK
+                self.stats["prefix_tokens"] = (
+                    self.stats.get("prefix_tokens", 0) + len(batch) * BLOCK
+                )
+                self.stats["batches"] += 1
+
+    def _invariant_trees(self, trees: list[_Tree], blocks: dict, results: list) -> None:
+        """Each tree's rest (after its chain) as one row of its canonical width; rows of
+        one (chain length, width) together, within the budget counting the chain."""
+        groups: dict[tuple, list] = {}
+        for t in trees:
+            split = self._split(t)
+            rest = _Tree(t.ctx[split:], t.conts, t.req_ids, t.tokenised_ctx_len)
+            groups.setdefault((split, canonical_width(rest.length)), []).append((t, rest))
+        for (split, width), members in sorted(groups.items()):
+            i = 0
+            while i < len(members):
+                n = max(1, min(len(members) - i, self.token_budget // (width + split)))
+                batch = members[i : i + n]
+                prefix = (
+                    self._stacked([self._chain(t.ctx, split, blocks) for t, _ in batch])
+                    if split
+                    else None
+                )
+                try:
+                    # with a chain: cascade attention over it; without: the model's own
+                    with cascade(self.model) if split else contextlib.nullcontext():
+                        self._run_batch(
+                            [[rest] for _, rest in batch], width, results, prefix, split
+                        )
+                except self._torch.OutOfMemoryError:
+                    if self.token_budget <= width + split:
+                        raise
+                    self._halve_budget()
+                    continue
+                i += n
 
     def _prefix_groups(self, trees: list[_Tree]) -> list[tuple[int, list[int]]]:
         """``prefix_groups`` of the contexts; besides, a tree longer than the token budget

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from .invariance import canonical_width
 from .prefix import cache_arg, cascade, common_prefix, prefix_kv
 
 log = logging.getLogger(__name__)
@@ -181,8 +182,9 @@ class Generator:
                     f"model window ({lm.max_len} tokens)"
                 )
             prompts.append(ids[-keep:])
-        # prompts are truncated first, so every row starts with the whole shared prefix
-        P = common_prefix(prompts)
+        # prompts are truncated first, so every row starts with the whole shared prefix;
+        # batch-invariant: none (where it ends would depend on the other prompts)
+        P = 0 if lm.batch_invariant else common_prefix(prompts)
         results: dict[int, tuple] = {}
         rows = max(1, min(len(requests), lm.token_budget // TOKENS_PER_ROW))
         prefix = None
@@ -214,6 +216,8 @@ class Generator:
         queue = sorted(pending, key=lambda i: -len(prompts[i]))  # longest first, as lm-eval
         own = {i: prompts[i][P:] if P else prompts[i] for i in queue}
         width = max(len(own[i]) + requests[i].max_gen_toks for i in queue)
+        if lm.batch_invariant:  # room for each row's own canonical widths
+            width = canonical_width(width)
         n_slots = min(n_slots, len(queue))
         cache = SlotCache(self.model, n_slots, width, lm.compute_dtype, lm.device)
         cache.prefix = prefix
@@ -269,8 +273,15 @@ class Generator:
                 self._append(slots, chunk, out)
                 lm.stats["forward_tokens"] += sum(len(r.ids) for r in rows)
 
+        if lm.batch_invariant:  # rows of one canonical width per forward, padded to it
+            new = sorted(new, key=lambda s: canonical_width(len(slots[s].ids)))
         for s in new:
             n = len(slots[s].ids)
+            if lm.batch_invariant:
+                n = canonical_width(n)
+                if chunk and n != used:
+                    flush()
+                    chunk, used = [], 0
             if chunk and (len(chunk) + 1) * max(used, n) > lm.token_budget:
                 flush()
                 chunk, used = [], 0
@@ -286,6 +297,8 @@ class Generator:
         lm = self.lm
         dev = lm.device
         n, q = len(rows), max(len(t) for t in tokens)
+        if lm.batch_invariant and q > 1:  # a prompt: padded to its canonical width
+            q = canonical_width(q)
         pad = lm.prefix_token_id
         ids = torch.tensor([t + [pad] * (q - len(t)) for t in tokens], device=dev)
         start = torch.tensor([r.written for r in rows], device=dev)
@@ -298,6 +311,10 @@ class Generator:
             else (torch.tensor(slot_ids, device=dev))
         )
         width = int(max(r.written for r in rows)) + q
+        if lm.batch_invariant:
+            # each row reads the columns its own state gives, whatever rows run beside it
+            cache.row_widths = [canonical_width(r.written + q) for r in rows]
+            width = max(cache.row_widths)
         width = min(width, cache.k[0].shape[2])
         cache.width_used = width
         # a query at column c sees the row's columns <= c (its own prompt, causally)

@@ -107,12 +107,21 @@ def cascade_attention(
     # query head h uses key head h // g (transformers' repeat_kv order); the scale goes
     # on the queries, the smallest operand
     qg = (query * (d**-0.5 if scaling is None else scaling)).reshape(n, kv, g * q, d)
+    widths = getattr(cache, "row_widths", None)
+    if widths is not None:  # batch-invariant: each row over its own number of columns
+        return _attention_by_width(qg, key, value, attention_mask, widths, query.shape)
     sr = torch.matmul(qg, key.transpose(-1, -2)).float()  # [n, kv, g*q, W]
     sr.view(n, kv, g, q, w).masked_fill_(~attention_mask[:, :, None], float("-inf"))
     prefix = cache.prefix_for(module.layer_idx)
     if prefix is None:
         probs = torch.softmax(sr, dim=-1).to(query.dtype)
         out = torch.matmul(probs, value)
+    elif prefix[0].dim() == 4:  # each row its own prefix [n, kv, P, d] (invariant mode)
+        pk, pv = prefix
+        plen = pk.shape[2]
+        sp = torch.matmul(qg, pk.transpose(-1, -2)).float()  # [n, kv, g*q, P]
+        probs = torch.softmax(torch.cat([sp, sr], dim=-1), dim=-1).to(query.dtype)
+        out = torch.matmul(probs[..., :plen], pv) + torch.matmul(probs[..., plen:], value)
     else:
         # one softmax over [prefix | row]: few, large operations (each small one costs a
         # thread barrier, which a busy machine makes expensive)
@@ -126,6 +135,26 @@ def cascade_attention(
         out = torch.matmul(pp, pv).view(kv, n, g * q, d).transpose(0, 1)
         out = out + torch.matmul(probs[..., plen:], value)
     # [n, kv, g*q, d] -> [n, q, heads, d], as transformers' attention functions return
+    return out.reshape(n, heads, q, d).transpose(1, 2).contiguous(), None
+
+
+def _attention_by_width(qg, key, value, attention_mask, widths: list[int], shape):
+    """Attention for rows grouped by ``widths`` (each row's key columns, a function of
+    the row alone): a row's scores, softmax and weighted sum then have the same shapes
+    whatever rows share its forward, so its numbers do too (no shared prefix here)."""
+    import torch
+
+    n, heads, q, d = shape
+    kv = key.shape[1]
+    g = heads // kv
+    out = qg.new_empty(n, kv, g * q, d)
+    for w in sorted(set(widths)):
+        rows = torch.tensor([i for i, x in enumerate(widths) if x == w], device=qg.device)
+        k, v = key[rows, :, :w], value[rows, :, :w]
+        sr = torch.matmul(qg[rows], k.transpose(-1, -2)).float()  # [m, kv, g*q, w]
+        mask = attention_mask[rows][..., :w]
+        sr.view(len(rows), kv, g, q, w).masked_fill_(~mask[:, :, None], float("-inf"))
+        out[rows] = torch.matmul(torch.softmax(sr, dim=-1).to(qg.dtype), v)
     return out.reshape(n, heads, q, d).transpose(1, 2).contiguous(), None
 
 
@@ -164,6 +193,23 @@ class PrefixOnly:
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return 0
+
+
+class BlockCapture(PrefixOnly):
+    """The cache of a forward computing one block of each row's prompt (invariant
+    mode): the rows' own prefixes [n, kv, P, d] for attention, and each layer's new keys
+    and values kept for the blocks after it."""
+
+    def __init__(self, prefix):
+        super().__init__(prefix)
+        self.keys: dict[int, tuple] = {}
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        self.keys[layer_idx] = (key_states, value_states)
+        return key_states, value_states
+
+    def prefix_for(self, layer_idx):
+        return None if self.prefix is None else self.prefix[layer_idx]
 
 
 def prefix_kv(base, ids: list[int], *, chunk: int, device) -> list:
