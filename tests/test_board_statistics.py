@@ -251,3 +251,25 @@ def test_bad_statistics_settings_name_the_setting(stats, names):
     cfg = {"models": {"m": {"source": "/x.gguf"}}, "tasks": {"t": None}, "statistics": stats}
     with pytest.raises(SettingsError, match=names.replace(".", r"\.")):
         load_settings(cfg, origin="config.yaml")
+
+
+def test_a_board_of_one_row_writes_empty_comparisons(tmp_path):
+    """Fewer than two ranked rows: comparisons.parquet has no pair and comparisons.md its
+    headers alone (the workflow's one-model boards)."""
+    (model, precision), tasks = next(iter(ROWS.items()))
+    scores = [
+        write_score(tmp_path / "scores", model, precision, task, right)
+        for task, right in tasks.items()
+    ]
+    write_leaderboard(
+        scores,
+        str(tmp_path / "leaderboard"),
+        DISPLAY,
+        GROUPS,
+        PROMPTING,
+        stats=STATS,
+        comparisons_prefix=str(tmp_path / "comparisons"),
+    )
+    assert pl.read_parquet(tmp_path / "comparisons.parquet").height == 0
+    md = (tmp_path / "comparisons.md").read_text()
+    assert "| task | a | b | b - a |" in md and " · " not in md

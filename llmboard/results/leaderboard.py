@@ -384,6 +384,8 @@ def comparisons_markdown(comparisons, tasks) -> str:
         "| task | a | b | b - a | 95 % interval | p | p adjusted | test |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    if not comparisons.height:  # a board of fewer than two rows: the header alone
+        return "\n".join(lines) + "\n"
     order = comparisons.with_columns(first=pl.col("task") != "average").sort(
         ["first", "task", "p_adjusted", "model_a", "precision_a", "model_b", "precision_b"]
     )
