@@ -30,6 +30,12 @@ def board(tmp_path_factory):
         for task, right in tasks.items()
     ]
     out = root / "out"
+    _write_board(scores, out)
+    return out, scores
+
+
+def _write_board(scores, out) -> None:
+    """The leaderboard rule's files (board, statistics, comparisons) in ``out``."""
     write_leaderboard(
         scores,
         str(out / "leaderboard"),
@@ -39,7 +45,6 @@ def board(tmp_path_factory):
         stats=STATS,
         comparisons_prefix=str(out / "comparisons"),
     )
-    return out, scores
 
 
 def pair(comp, task: str, a: tuple, b: tuple) -> dict:
@@ -129,15 +134,7 @@ def test_rank_intervals_and_ties_in_the_csv_and_markdown(board):
 
 def test_the_board_is_byte_identical_when_rebuilt(board, tmp_path):
     out, scores = board
-    write_leaderboard(
-        scores,
-        str(tmp_path / "leaderboard"),
-        DISPLAY,
-        GROUPS,
-        PROMPTING,
-        stats=STATS,
-        comparisons_prefix=str(tmp_path / "comparisons"),
-    )
+    _write_board(scores, tmp_path)
     for name in ("leaderboard.csv", "leaderboard.md", "comparisons.parquet", "comparisons.md"):
         assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
 
@@ -261,15 +258,7 @@ def test_a_board_of_one_row_writes_empty_comparisons(tmp_path):
         write_score(tmp_path / "scores", model, precision, task, right)
         for task, right in tasks.items()
     ]
-    write_leaderboard(
-        scores,
-        str(tmp_path / "leaderboard"),
-        DISPLAY,
-        GROUPS,
-        PROMPTING,
-        stats=STATS,
-        comparisons_prefix=str(tmp_path / "comparisons"),
-    )
+    _write_board(scores, tmp_path)
     assert pl.read_parquet(tmp_path / "comparisons.parquet").height == 0
     md = (tmp_path / "comparisons.md").read_text()
     assert "| task | a | b | b - a |" in md and " · " not in md

@@ -139,8 +139,6 @@ class TransformersLM(LM):
         min_shared: float = MIN_SHARED_TOKENS,
         batch_invariant: bool = False,
     ):
-        import math
-
         import torch
 
         self.model = model
@@ -169,12 +167,11 @@ class TransformersLM(LM):
         # a prefix shorter than this is not worth a pass of its own (math.inf: never
         # share, how benchmarks time the engine without prefix sharing)
         self.min_shared = min_shared
-        # a request's numbers independent of its batch, budget and shard (docs/engine.md);
-        # prefix sharing across documents would split its attention where the documents
-        # beside it decide, so invariant mode does not share
+        # a request's numbers independent of its batch, budget and shard (docs/engine.md):
+        # log-likelihoods take ``_invariant_loglikelihoods``, which shares prefixes in
+        # whole blocks instead of ``_prefix_groups``' split where the documents decide
         self.batch_invariant = batch_invariant
         if batch_invariant:
-            self.min_shared = math.inf
             pad_small_linears(model)
         self.stats = {
             "requests": 0,
@@ -420,19 +417,7 @@ class TransformersLM(LM):
 
     def _pack(self, trees: list[_Tree], start: int) -> tuple[int, list[list[_Tree]], int]:
         """Pack trees (sorted longest first) into rows of the first tree's length, first fit,
-        until rows x width reaches the token budget: padding only fills row ends. In
-        invariant mode: one tree per row, rows of the same ``canonical_width``."""
-        if self.batch_invariant:
-            width = canonical_width(trees[start].length)
-            max_rows = max(1, self.token_budget // width)
-            end = start
-            while (
-                end < len(trees)
-                and end - start < max_rows
-                and canonical_width(trees[end].length) == width
-            ):
-                end += 1
-            return end - start, [[t] for t in trees[start:end]], width
+        until rows x width reaches the token budget: padding only fills row ends."""
         width = min(
             max(trees[start].length, self.min_row), max(self.token_budget, trees[start].length)
         )

@@ -102,60 +102,64 @@ def cascade_attention(
 
     cache = kwargs["llmboard_cache"]
     n, heads, q, d = query.shape
-    kv, w = key.shape[1], key.shape[2]
+    kv = key.shape[1]
     g = heads // kv
     # query head h uses key head h // g (transformers' repeat_kv order); the scale goes
     # on the queries, the smallest operand
     qg = (query * (d**-0.5 if scaling is None else scaling)).reshape(n, kv, g * q, d)
     widths = getattr(cache, "row_widths", None)
-    if widths is not None:  # batch-invariant: each row over its own number of columns
-        return _attention_by_width(qg, key, value, attention_mask, widths, query.shape)
-    sr = torch.matmul(qg, key.transpose(-1, -2)).float()  # [n, kv, g*q, W]
-    sr.view(n, kv, g, q, w).masked_fill_(~attention_mask[:, :, None], float("-inf"))
     prefix = cache.prefix_for(module.layer_idx)
-    if prefix is None:
-        probs = torch.softmax(sr, dim=-1).to(query.dtype)
-        out = torch.matmul(probs, value)
-    elif prefix[0].dim() == 4:  # each row its own prefix [n, kv, P, d] (invariant mode)
-        pk, pv = prefix
-        plen = pk.shape[2]
-        sp = torch.matmul(qg, pk.transpose(-1, -2)).float()  # [n, kv, g*q, P]
-        probs = torch.softmax(torch.cat([sp, sr], dim=-1), dim=-1).to(query.dtype)
-        out = torch.matmul(probs[..., :plen], pv) + torch.matmul(probs[..., plen:], value)
+    if widths is not None:  # batch-invariant: each row over its own number of columns
+        out = qg.new_empty(n, kv, g * q, d)
+        for width in sorted(set(widths)):
+            rows = torch.tensor([i for i, x in enumerate(widths) if x == width])
+            rows = rows.to(qg.device)
+            k, v = key[rows, :, :width], value[rows, :, :width]
+            out[rows] = _own_rows(qg[rows], k, v, attention_mask[rows][..., :width], g)
+    elif prefix is None:
+        out = _own_rows(qg, key, value, attention_mask, g)
     else:
-        # one softmax over [prefix | row]: few, large operations (each small one costs a
-        # thread barrier, which a busy machine makes expensive)
-        pk, pv = prefix  # [kv, P, d]
-        plen = pk.shape[1]
-        qp = qg.transpose(0, 1).reshape(kv, n * g * q, d)
-        sp = torch.matmul(qp, pk.transpose(-1, -2)).float()  # [kv, n*g*q, P]
-        sp = sp.view(kv, n, g * q, plen).transpose(0, 1)  # [n, kv, g*q, P]
-        probs = torch.softmax(torch.cat([sp, sr], dim=-1), dim=-1).to(query.dtype)
-        pp = probs[..., :plen].transpose(0, 1).reshape(kv, n * g * q, plen)
-        out = torch.matmul(pp, pv).view(kv, n, g * q, d).transpose(0, 1)
-        out = out + torch.matmul(probs[..., plen:], value)
+        sr = _scores(qg, key, attention_mask, g)
+        pk, pv = prefix
+        if pk.dim() == 4:  # each row its own prefix [n, kv, P, d] (invariant mode)
+            plen = pk.shape[2]
+            sp = torch.matmul(qg, pk.transpose(-1, -2)).float()  # [n, kv, g*q, P]
+            probs = torch.softmax(torch.cat([sp, sr], dim=-1), dim=-1).to(query.dtype)
+            out = torch.matmul(probs[..., :plen], pv) + torch.matmul(probs[..., plen:], value)
+        else:
+            # one prefix [kv, P, d] for all rows, one softmax over [prefix | row]: few,
+            # large operations (each small one costs a thread barrier, which a busy
+            # machine makes expensive)
+            plen = pk.shape[1]
+            qp = qg.transpose(0, 1).reshape(kv, n * g * q, d)
+            sp = torch.matmul(qp, pk.transpose(-1, -2)).float()  # [kv, n*g*q, P]
+            sp = sp.view(kv, n, g * q, plen).transpose(0, 1)  # [n, kv, g*q, P]
+            probs = torch.softmax(torch.cat([sp, sr], dim=-1), dim=-1).to(query.dtype)
+            pp = probs[..., :plen].transpose(0, 1).reshape(kv, n * g * q, plen)
+            out = torch.matmul(pp, pv).view(kv, n, g * q, d).transpose(0, 1)
+            out = out + torch.matmul(probs[..., plen:], value)
     # [n, kv, g*q, d] -> [n, q, heads, d], as transformers' attention functions return
     return out.reshape(n, heads, q, d).transpose(1, 2).contiguous(), None
 
 
-def _attention_by_width(qg, key, value, attention_mask, widths: list[int], shape):
-    """Attention for rows grouped by ``widths`` (each row's key columns, a function of
-    the row alone): a row's scores, softmax and weighted sum then have the same shapes
-    whatever rows share its forward, so its numbers do too (no shared prefix here)."""
+def _scores(qg, key, attention_mask, g: int):
+    """Scaled scores [n, kv, g*q, W] of grouped queries against a row's own keys, in
+    float32, -inf where ``attention_mask`` [n, 1, q, W] says a query does not look."""
     import torch
 
-    n, heads, q, d = shape
-    kv = key.shape[1]
-    g = heads // kv
-    out = qg.new_empty(n, kv, g * q, d)
-    for w in sorted(set(widths)):
-        rows = torch.tensor([i for i, x in enumerate(widths) if x == w], device=qg.device)
-        k, v = key[rows, :, :w], value[rows, :, :w]
-        sr = torch.matmul(qg[rows], k.transpose(-1, -2)).float()  # [m, kv, g*q, w]
-        mask = attention_mask[rows][..., :w]
-        sr.view(len(rows), kv, g, q, w).masked_fill_(~mask[:, :, None], float("-inf"))
-        out[rows] = torch.matmul(torch.softmax(sr, dim=-1).to(qg.dtype), v)
-    return out.reshape(n, heads, q, d).transpose(1, 2).contiguous(), None
+    n, kv, gq, _ = qg.shape
+    w = key.shape[2]
+    sr = torch.matmul(qg, key.transpose(-1, -2)).float()
+    sr.view(n, kv, g, gq // g, w).masked_fill_(~attention_mask[:, :, None], float("-inf"))
+    return sr
+
+
+def _own_rows(qg, key, value, attention_mask, g: int):
+    """Attention over a row's own keys only (no shared prefix): [n, kv, g*q, d]."""
+    import torch
+
+    probs = torch.softmax(_scores(qg, key, attention_mask, g), dim=-1).to(qg.dtype)
+    return torch.matmul(probs, value)
 
 
 @contextlib.contextmanager
@@ -189,7 +193,7 @@ class PrefixOnly:
         return key_states, value_states
 
     def prefix_for(self, layer_idx):
-        return self.prefix[layer_idx]
+        return None if self.prefix is None else self.prefix[layer_idx]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return 0
@@ -207,9 +211,6 @@ class BlockCapture(PrefixOnly):
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         self.keys[layer_idx] = (key_states, value_states)
         return key_states, value_states
-
-    def prefix_for(self, layer_idx):
-        return None if self.prefix is None else self.prefix[layer_idx]
 
 
 def prefix_kv(base, ids: list[int], *, chunk: int, device) -> list:
