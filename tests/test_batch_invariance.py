@@ -133,17 +133,33 @@ def test_setting_reaches_the_engine_and_the_score(tmp_path, smol_dir):
 
 def test_generations_identical_at_every_budget_slot_count_and_shard_count(engine):
     """Greedy and seeded sampled texts: the token budget sets the number of slots (2 at
-    128, 4 at 512 and 4,096 here), the shards which prompts decode side by side."""
+    128, 5 at 512 and 4,096 here), the shards which prompts decode side by side. The
+    gsm8k_cot prompts (8 exemplars, ~800 tokens) share their first blocks with each
+    other in one shard; the first of them is alone with a short NQ-Open prompt in the
+    other layout."""
     from llmboard.inference.api import GenerationRequest, Sampling, sample_seed
     from llmboard.tasks.prompts import build_generation_requests
 
     precision, lm = engine
-    task = load_task(TASKS / "nq_open.yaml")
-    docs = load_docs(task)
-    rows = build_generation_requests(task, docs, range(4), pool=fewshot_pool(task))
+
+    def contexts(name, n):
+        task = load_task(TASKS / name)
+        docs = load_docs(task)
+        return [
+            r["context"]
+            for r in build_generation_requests(task, docs, range(n), pool=fewshot_pool(task))
+        ]
+
+    nq, gsm = contexts("nq_open.yaml", 2), contexts("gsm8k_cot.yaml", 3)
+    assert len(lm.tokenize_text(gsm[0])) > 8 * 64  # several whole blocks shared
     sampling = Sampling(temperature=0.8, top_p=0.95, top_k=50, seed=sample_seed(1234, 3, 0))
-    requests = [GenerationRequest(r["context"], ("\n", "."), 8) for r in rows[:3]]
-    requests.append(GenerationRequest(rows[3]["context"], ("\n",), 8, sampling))
+    requests = [
+        GenerationRequest(nq[0], ("\n", "."), 8),
+        GenerationRequest(gsm[0], ("Q:",), 8),
+        GenerationRequest(nq[1], ("\n", "."), 8),
+        GenerationRequest(gsm[1], ("Q:",), 8),
+        GenerationRequest(gsm[2], ("Q:",), 8, sampling),
+    ]
 
     def run(reqs, budget):
         lm.token_budget = budget
@@ -156,3 +172,20 @@ def test_generations_identical_at_every_budget_slot_count_and_shard_count(engine
     ref = got[(128, 1)]
     for layout, texts in got.items():
         assert texts == ref, f"{precision} budget/shards {layout}"
+
+    # the exemplars' blocks are computed once for the three gsm8k_cot prompts
+    from llmboard.inference.invariance import chain_end
+
+    before = lm.stats.get("prefix_tokens", 0)
+    run(requests, 4096)
+    chains = [chain_end(lm.tokenize_text(c)) for c in gsm]
+    computed = lm.stats["prefix_tokens"] - before
+    assert max(chains) <= computed < sum(chains) - 2 * 8 * 64
+    if precision == "fp32":  # the same texts as the packed engine (one shared prefix)
+        lm.batch_invariant = False
+        try:
+            packed = run(requests, 4096)
+        finally:
+            lm.batch_invariant = True
+        greedy = [i for i, r in enumerate(requests) if r.sampling is None]
+        assert [packed[i] for i in greedy] == [ref[i] for i in greedy]

@@ -52,7 +52,7 @@ def test_a_job_is_one_value_that_survives_snakemakes_params(tmp_path):
     tasks = make_task(tmp_path / "tasks")
     (tmp_path / "m.safetensors").write_bytes(b"stand-in")
     cfg = config(
-        tasks, tmp_path / "m.safetensors", max_memory={"cpu": "3GiB"}, batch_invariant=True
+        tasks, tmp_path / "m.safetensors", max_memory={"cpu": "3GiB"}, batch_invariant=False
     )
     plan = build_plan(load_settings(cfg), tasks, root=tmp_path)
     (part,) = [k[2] for k in plan.infer_jobs]
@@ -68,7 +68,7 @@ def test_a_job_is_one_value_that_survives_snakemakes_params(tmp_path):
         token_budget=512,
         max_memory={"cpu": "3GiB"},
         trust_remote_code=True,
-        batch_invariant=True,
+        batch_invariant=False,
     )
     assert job.model_dir == plan.model_dir("m") and job.local_gpus == (0, 2)
     assert job.request_store is None and job.prompting.is_raw
@@ -119,6 +119,9 @@ class CountingLM(api.LM):
     def generate_until(self, requests):
         CALLS.append(("generate_until", len(requests)))
         return self.inner.generate_until(requests)
+
+    def tokenize_prompt(self, text):
+        return self.inner.tokenize_prompt(text)
 
 
 def load_counting(model_dir, precision, options):

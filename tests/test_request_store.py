@@ -84,6 +84,37 @@ def test_a_changed_document_computes_only_its_requests(tiny_dirs, tmp_path):
     assert [i // 3 for i, r in enumerate(again) if not r.from_store] == [5, 5, 5]
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_document_is_served_whole_or_computed_whole(tiny_dirs, tmp_path, precision):
+    """One choice of a document edited (its context unchanged): the whole document is
+    computed again, so that in batch-invariant mode every number equals a fresh run's, bit
+    for bit (its other choices' rows are as wide as the edited one makes them)."""
+    from llmboard.inference.loading import load_model
+
+    model, tok, context = load_model(tiny_dirs["llama"], precision)
+
+    def lm():
+        return TransformersLM(model, tok, token_budget=512, batch_invariant=True)
+
+    def stored(inner):
+        where = (tmp_path / "s", context.checkpoint_sha256, precision, inner.numerics)
+        return StoredLM(inner, RequestStore(*where))
+
+    before = _task(tmp_path, 6)
+    stored(lm()).loglikelihood(before)
+    after = list(before)
+    long = " and that is the answer, as anyone who counts can see for themselves" * 2
+    after[3 * 2 + 2] = LoglikelihoodRequest(before[3 * 2 + 2].context, long)
+    inner = lm()
+    got = stored(inner).loglikelihood(after)
+    assert inner.stats["requests"] == 3  # document 2 whole
+    assert [r.from_store for r in got] == [i // 3 != 2 for i in range(18)]
+    fresh = lm().loglikelihood(after)
+    assert [(r.loglikelihood, r.is_greedy) for r in got] == [
+        (r.loglikelihood, r.is_greedy) for r in fresh
+    ]
+
+
 def test_a_damaged_segment_is_reported_and_never_read(tiny_dirs, tmp_path):
     lm, context = _lm(tiny_dirs["llama"])
     requests = _task(tmp_path, 4)
@@ -100,6 +131,61 @@ def test_a_damaged_segment_is_reported_and_never_read(tiny_dirs, tmp_path):
     # the answers computed again are the same bytes: written under the same name, healed
     report = survey(tmp_path / "s")[context.checkpoint_sha256]
     assert report.corrupt == [] and report.entries == len(requests)
+
+
+def _generation_requests(n):
+    from llmboard.inference.api import GenerationRequest, Sampling, sample_seed
+
+    greedy = [GenerationRequest(f"Q: What is {a} plus {a + 1}?\nA:", ("\n",), 6) for a in range(n)]
+    # two repeats of one prompt: each its own seed (sample_seed of document and repeat)
+    sampled = [
+        GenerationRequest("Q: Name a colour.\nA:", ("\n",), 6, Sampling(0.9, 0.95, 20, s))
+        for s in (sample_seed(1234, 0, 0), sample_seed(1234, 0, 1))
+    ]
+    return greedy + sampled
+
+
+def test_raising_a_generation_limit_generates_exactly_the_new_prompts(tiny_dirs, tmp_path):
+    from llmboard.inference.loading import load_model
+
+    model, tok, context = load_model(tiny_dirs["llama"], "fp32")
+    lm = TransformersLM(model, tok, token_budget=512, batch_invariant=True)
+
+    def stored():  # a new job each time: it reads the store from disk
+        where = (tmp_path / "s", context.checkpoint_sha256, "fp32", lm.numerics)
+        return StoredLM(lm, RequestStore(*where), RequestStore(*where, kind="generation"))
+
+    requests = _generation_requests(6)
+    first = stored().generate_until(requests[:3] + requests[6:])
+    assert lm.stats["requests"] == 5
+    job = stored()
+    doubled = job.generate_until(requests)
+    assert lm.stats["requests"] == 5 + 3  # only prompts 3..5 reached the model
+    assert [g.from_store for g in doubled] == [True] * 3 + [False] * 3 + [True] * 2
+    assert doubled[:3] + doubled[6:] == [
+        type(g)(g.text, g.tokens, g.stop_reason, g.context_tokens, True) for g in first
+    ]
+    assert job.stats["store_hits"] == 5 and job.stats["store_misses"] == 3
+    fresh = TransformersLM(model, tok, token_budget=512, batch_invariant=True)
+    assert [(g.text, g.tokens, g.stop_reason) for g in doubled] == [
+        (g.text, g.tokens, g.stop_reason) for g in fresh.generate_until(requests)
+    ]
+    assert survey(tmp_path / "s")[context.checkpoint_sha256].entries == 8
+    assert len(list((tmp_path / "s").rglob("generations/*.parquet"))) == 2
+
+    # whatever decides the text is in the key: stop strings, max_gen_toks, the seed
+    from dataclasses import replace
+
+    g, s = requests[0], requests[6]
+    changed = [
+        replace(g, until=("\n", ".")),
+        replace(g, max_gen_toks=7),
+        replace(s, sampling=replace(s.sampling, seed=s.sampling.seed + 1)),
+        replace(s, sampling=replace(s.sampling, temperature=0.5)),
+    ]
+    before = lm.stats["requests"]
+    assert not any(x.from_store for x in stored().generate_until(changed))
+    assert lm.stats["requests"] - before == 4
 
 
 def _job_with_store(tmp_path, model_dir, precision: str, store, name: str):

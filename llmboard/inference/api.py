@@ -139,6 +139,11 @@ class LM(ABC):
     @abstractmethod
     def generate_until(self, requests: list[GenerationRequest]) -> list[Generation]: ...
 
+    @abstractmethod
+    def tokenize_prompt(self, text: str) -> list[int]:
+        """A generation prompt's token ids as ``generate_until`` encodes it, before it
+        cuts the prompt to the model window (the request store's key)."""
+
     # ------------------------------------------------------ loglikelihood_rolling
     def window(self, max_length: int | None = None) -> int:
         """The rolling window: the model's ``max_length``, capped by a task's."""

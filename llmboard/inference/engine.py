@@ -34,7 +34,7 @@ from .api import (
     RollingLoglikelihood,
     rolling_windows,
 )
-from .invariance import BLOCK, SCORE_CHUNK, canonical_width, pad_small_linears
+from .invariance import BLOCK, SCORE_CHUNK, canonical_width, chain_end, pad_small_linears
 from .prefix import (
     MIN_SHARED_TOKENS,
     PrefixOnly,
@@ -241,7 +241,7 @@ class TransformersLM(LM):
         t0 = time.monotonic()
         for w in range(0, len(order), self.INVARIANT_WINDOW):
             window = [trees[i] for i in order[w : w + self.INVARIANT_WINDOW]]
-            self._compute_blocks(window, blocks)
+            self._compute_blocks([t.ctx for t in window], blocks)
             with self._torch.inference_mode():
                 self._invariant_trees(window, blocks, results)
             nxt = order[w + self.INVARIANT_WINDOW : w + self.INVARIANT_WINDOW + 1]
@@ -255,11 +255,6 @@ class TransformersLM(LM):
             )
 
     INVARIANT_WINDOW = 64  # trees whose blocks are held at once
-
-    @staticmethod
-    def _split(tree: _Tree) -> int:
-        """Where a tree's block chain ends: it keeps at least its last context token."""
-        return BLOCK * ((len(tree.ctx) - 1) // BLOCK)
 
     def _chain(self, ctx: list[int], end: int, blocks: dict) -> list:
         """Per layer (k, v) [kv, end, d] of the blocks of ``ctx`` up to ``end``."""
@@ -278,19 +273,19 @@ class TransformersLM(LM):
             for i in range(len(chains[0]))
         ]
 
-    def _compute_blocks(self, trees: list[_Tree], blocks: dict) -> None:
-        """Every block the trees' chains need and ``blocks`` lacks, depth by depth, rows of
-        one depth together (each row attends to its own chain before it)."""
+    def _compute_blocks(self, contexts: list[list[int]], blocks: dict) -> None:
+        """Every block the contexts' chains need and ``blocks`` lacks, depth by depth, rows
+        of one depth together (each row attends to its own chain before it)."""
         torch = self._torch
         from .prefix import BlockCapture
 
-        depth = max((self._split(t) for t in trees), default=0)
+        depth = max((chain_end(c) for c in contexts), default=0)
         for start in range(0, depth, BLOCK):
             need = {}
-            for t in trees:
-                key = tuple(t.ctx[: start + BLOCK])
-                if self._split(t) > start and key not in blocks:
-                    need.setdefault(key, t.ctx)
+            for c in contexts:
+                key = tuple(c[: start + BLOCK])
+                if chain_end(c) > start and key not in blocks:
+                    need.setdefault(key, c)
             keys = list(need)
             per_batch = max(1, self.token_budget // (start + BLOCK))
             for b in range(0, len(keys), per_batch):
@@ -329,7 +324,7 @@ class TransformersLM(LM):
         one (chain length, width) together, within the budget counting the chain."""
         groups: dict[tuple, list] = {}
         for t in trees:
-            split = self._split(t)
+            split = chain_end(t.ctx)
             rest = _Tree(t.ctx[split:], t.conts, t.req_ids, t.tokenised_ctx_len)
             groups.setdefault((split, canonical_width(rest.length)), []).append((t, rest))
         for (split, width), members in sorted(groups.items()):
@@ -678,8 +673,13 @@ class TransformersLM(LM):
                 else GenerationRequest(r.context, (*r.until, eos_text), r.max_gen_toks, r.sampling)
                 for r in requests
             ]
-        out = self._generator.generate(requests, lambda text: encode(self.tokenizer, text))
+        out = self._generator.generate(requests, self.tokenize_prompt)
         return [Generation(text, n, reason, prompt) for text, n, reason, prompt in out]
+
+    def tokenize_prompt(self, text: str) -> list[int]:
+        # lm-eval's tok_batch_encode: the tokenizer's special tokens unless the text
+        # starts with the BOS text (tok_encode for log-likelihoods checks the prefix token)
+        return encode(self.tokenizer, text)
 
 
 def load(model_dir, precision: str, options: LoadOptions) -> Loaded:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from .invariance import canonical_width
+from .invariance import BLOCK, canonical_width, chain_end
 from .prefix import cache_arg, cascade, common_prefix, prefix_kv
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,38 @@ class _Row:
     rng: object = None  # the row's own torch.Generator, seeded by sampling.seed
 
 
+class _Chains:
+    """Batch-invariant prompts' whole blocks (``invariance.chain_end``), computed as the
+    engine computes them for log-likelihoods: once for every prompt that starts with
+    them (gsm8k_cot's eight exemplars), and kept only while a queued prompt still needs
+    them. A row starts with its chain copied into its buffer and prefills the rest."""
+
+    def __init__(self, lm, prompts):
+        from collections import Counter
+
+        self.lm = lm
+        self.blocks: dict[tuple, list] = {}
+        self.uses = Counter(key for p in prompts for key in self._keys(p))
+
+    @staticmethod
+    def _keys(prompt):
+        return [tuple(prompt[: j + BLOCK]) for j in range(0, chain_end(prompt), BLOCK)]
+
+    def load(self, cache: SlotCache, rows: list[tuple[int, _Row]]) -> None:
+        self.lm._compute_blocks([r.ids for _, r in rows], self.blocks)
+        for slot, r in rows:
+            end = chain_end(r.ids)
+            if end:
+                for layer, (k, v) in enumerate(self.lm._chain(r.ids, end, self.blocks)):
+                    cache.k[layer][slot, :, :end] = k
+                    cache.v[layer][slot, :, :end] = v
+            for key in self._keys(r.ids):
+                self.uses[key] -= 1
+                if self.uses[key] <= 0:  # (a retry after out of memory computes it again)
+                    self.blocks.pop(key, None)
+            r.ids, r.written = r.ids[end:], end
+
+
 def _generator(seed: int, device):
     import torch
 
@@ -183,8 +215,10 @@ class Generator:
                 )
             prompts.append(ids[-keep:])
         # prompts are truncated first, so every row starts with the whole shared prefix;
-        # batch-invariant: none (where it ends would depend on the other prompts)
+        # batch-invariant: shared in whole blocks instead (where the common prefix ends
+        # would depend on the other prompts)
         P = 0 if lm.batch_invariant else common_prefix(prompts)
+        self.chains = _Chains(lm, prompts) if lm.batch_invariant else None
         results: dict[int, tuple] = {}
         rows = max(1, min(len(requests), lm.token_budget // TOKENS_PER_ROW))
         prefix = None
@@ -263,6 +297,8 @@ class Generator:
         """The new rows' own prompt tokens, a chunk of rows at a time within the budget;
         each row's first generated token comes from its last prompt position."""
         lm = self.lm
+        if self.chains is not None:
+            self.chains.load(cache, [(s, slots[s]) for s in new])
         chunk: list[int] = []
         used = 0
 

@@ -11,6 +11,8 @@ rows of one batch are independent of each other. So in invariant mode:
 
 - every row's width is ``canonical_width`` of its own tokens, and rows share a batch
   (or an attention call) only with rows of the same width;
+- prompts share keys and values only in whole ``BLOCK``-token blocks (``chain_end``),
+  each block computed from the blocks before it alone;
 - linear layers see at least ``MIN_LINEAR_ROWS`` rows (``pad_small_linears``), and the
   output head and log-softmax whole chunks of ``SCORE_CHUNK`` rows.
 """
@@ -26,6 +28,13 @@ MIN_LINEAR_ROWS = 16
 def canonical_width(length: int) -> int:
     """A row's width in invariant mode: a function of its own tokens only."""
     return max(1, -(-length // ROW_QUANTUM)) * ROW_QUANTUM
+
+
+def chain_end(tokens) -> int:
+    """Where a prompt's chain of whole ``BLOCK``-token blocks ends: a prompt shares its
+    blocks with every prompt that starts alike, and keeps at least its last token for
+    itself (the position whose output is read)."""
+    return BLOCK * ((len(tokens) - 1) // BLOCK)
 
 
 def pad_small_linears(model) -> int:

@@ -1,4 +1,5 @@
-"""The request store: every log-likelihood computed once, reused by every later job.
+"""The request store: every log-likelihood and generation computed once, reused by every
+later job.
 
 A raised ``limit``, one more few-shot example, a fixed typo in one document, or the
 same checkpoint under a second name: the task hash changes, so the task's prediction
@@ -6,11 +7,17 @@ file is written again, but most of its requests are ones already computed. The s
 answers those; only the misses reach the model.
 
 Keyed by what decides an answer: the weights (checkpoint sha256), the precision, the
-engine's numeric form (the backend's ``LM.numerics``), and the exact token ids of the request.
+engine's numeric form (the backend's ``LM.numerics``), and the exact token ids of the
+request; a generation also by its stop strings, ``max_gen_toks`` and its sampling settings
+with the seed (which ``api.sample_seed`` draws per document and repeat). A packed engine's
+generation depends in its last bits on the prompts beside it, so the store hands back one
+of the texts it could have given; in batch-invariant mode (numerics ``e1-bi``) exactly the
+text it would give.
 
 Layout, safe with many writers on a shared filesystem (no locks, no SQLite):
 
     {folder}/{checkpoint sha256}/{precision}-{numerics}/{sha256 of the file}.parquet
+    {folder}/{checkpoint sha256}/{precision}-{numerics}/generations/{sha256}.parquet
 
 Each job writes its new answers as a new segment, atomically (a temporary name, then a
 rename), named by the sha256 of its own bytes. A reader takes a segment whose bytes do
@@ -41,7 +48,22 @@ from .api import (
 log = logging.getLogger(__name__)
 
 SEGMENT_SUFFIX = ".parquet"
-COLUMNS = ("key", "loglikelihood", "is_greedy", "context_tokens", "continuation_tokens")
+# what a segment holds after its key, per kind of answer: (column, polars type)
+ANSWERS = {
+    "loglikelihood": (
+        ("loglikelihood", "Float64"),
+        ("is_greedy", "Boolean"),
+        ("context_tokens", "Int32"),
+        ("continuation_tokens", "Int32"),
+    ),
+    "generation": (
+        ("text", "String"),
+        ("tokens", "Int32"),
+        ("stop_reason", "String"),
+        ("context_tokens", "Int32"),
+    ),
+}
+KIND_FOLDER = {"loglikelihood": ".", "generation": "generations"}
 
 
 def request_key(context_ids: list[int], continuation_ids: list[int]) -> str:
@@ -57,6 +79,18 @@ def rolling_key(token_ids: list[int], window: int) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def generation_key(prompt_ids: list[int], request: GenerationRequest) -> str:
+    """A ``generate_until`` request: the prompt's token ids (before the engine's left
+    truncation, which the model window and ``max_gen_toks`` decide), the stop strings,
+    ``max_gen_toks``, and greedy or the sampling settings with the request's seed."""
+    s = request.sampling
+    sampling = None if s is None else [s.temperature, s.top_p, s.top_k, s.seed]
+    payload = stable_json(
+        ["generate_until", prompt_ids, list(request.until), request.max_gen_toks, sampling]
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
 @dataclass
 class StoreReport:
     segments: int = 0
@@ -66,10 +100,19 @@ class StoreReport:
 
 
 class RequestStore:
-    """The answers of one checkpoint x precision x numeric form."""
+    """The answers of one checkpoint x precision x numeric form, of one kind (``ANSWERS``)."""
 
-    def __init__(self, folder: str | Path, checkpoint_sha256: str, precision: str, numerics: str):
-        self.dir = Path(folder) / checkpoint_sha256 / f"{precision}-{numerics}"
+    def __init__(
+        self,
+        folder: str | Path,
+        checkpoint_sha256: str,
+        precision: str,
+        numerics: str,
+        kind: str = "loglikelihood",
+    ):
+        base = Path(folder) / checkpoint_sha256 / f"{precision}-{numerics}"
+        self.dir = base / KIND_FOLDER[kind]
+        self.columns = ANSWERS[kind]
         self.answers: dict[str, tuple] = {}
         self.report = StoreReport()
         self._seen: set[str] = set()
@@ -110,22 +153,11 @@ class RequestStore:
         if not entries:
             return None
         keys = sorted(entries)
-        df = pl.DataFrame(
-            {
-                "key": keys,
-                "loglikelihood": [entries[k][0] for k in keys],
-                "is_greedy": [entries[k][1] for k in keys],
-                "context_tokens": [entries[k][2] for k in keys],
-                "continuation_tokens": [entries[k][3] for k in keys],
-            },
-            schema={
-                "key": pl.String,
-                "loglikelihood": pl.Float64,
-                "is_greedy": pl.Boolean,
-                "context_tokens": pl.Int32,
-                "continuation_tokens": pl.Int32,
-            },
-        )
+        data = {"key": keys}
+        for i, (name, _) in enumerate(self.columns):
+            data[name] = [entries[k][i] for k in keys]
+        schema = {"key": pl.String, **{n: getattr(pl, t) for n, t in self.columns}}
+        df = pl.DataFrame(data, schema=schema)
         self.dir.mkdir(parents=True, exist_ok=True)
         # written under a hidden temporary name, then renamed to the sha256 of its bytes:
         # the rename is the commit, and a killed job leaves only a hidden temporary file
@@ -157,12 +189,13 @@ def survey(folder: str | Path) -> dict[str, StoreReport]:
         rep = out.setdefault(ckpt.name, StoreReport())
         for sub in sorted(p for p in ckpt.iterdir() if p.is_dir()):
             precision, _, numerics = sub.name.partition("-")
-            s = RequestStore(root, ckpt.name, precision, numerics)
-            s.refresh()
-            rep.segments += s.report.segments
-            rep.entries += s.report.entries
-            rep.bytes += s.report.bytes
-            rep.corrupt += s.report.corrupt
+            for kind in ANSWERS:
+                s = RequestStore(root, ckpt.name, precision, numerics, kind)
+                s.refresh()
+                rep.segments += s.report.segments
+                rep.entries += s.report.entries
+                rep.bytes += s.report.bytes
+                rep.corrupt += s.report.corrupt
     return out
 
 
@@ -179,14 +212,27 @@ def prune(folder: str | Path, keep: set[str]) -> list[Path]:
     return gone
 
 
+def _context_runs(pairs) -> list[list[int]]:
+    """Indices of ``pairs`` in runs of consecutive requests with the same context."""
+    runs: list[list[int]] = []
+    for i, (ctx, _) in enumerate(pairs):
+        if runs and pairs[runs[-1][-1]][0] == ctx:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
 class StoredLM(LM):
     """Any backend, with the store in front: requests answered before are taken from it,
     only the others reach ``inner``, and their answers are added as one new segment per
-    call (per task shard), so a killed job keeps what its finished shards computed."""
+    call (per task shard), so a killed job keeps what its finished shards computed.
+    Generations go to ``generations`` (the same checkpoint, precision and numerics)."""
 
-    def __init__(self, inner: LM, store: RequestStore):
+    def __init__(self, inner: LM, store: RequestStore, generations: RequestStore | None = None):
         self.inner = inner
         self.store = store
+        self.generations = generations
         self.numerics = inner.numerics
         self.hits = self.misses = 0
 
@@ -202,28 +248,29 @@ class StoredLM(LM):
         return self.inner.tokenize_pair(request)
 
     def loglikelihood_tokens(self, pairs) -> list[Loglikelihood]:
+        """A run of requests with one context (a document's choices: one tree in the
+        engine) is taken from the store whole or computed whole: computing only its
+        missing branches would make a smaller tree, whose rows, and so last bits, differ
+        from the ones a fresh run computes (batch-invariant mode promises equality)."""
         self.store.refresh()  # answers other jobs stored meanwhile count too
         keys = [request_key(c, k) for c, k in pairs]
         out: list[Loglikelihood | None] = [None] * len(pairs)
-        todo: dict[str, int] = {}  # key -> first request with it (a repeat is computed once)
-        for i, k in enumerate(keys):
-            hit = self.store.get(k)
-            if hit is not None:
+        todo: list[int] = []
+        for run in _context_runs(pairs):
+            hits = [self.store.get(keys[i]) for i in run]
+            if any(h is None for h in hits):
+                todo += run
+                continue
+            for i, hit in zip(run, hits):
                 out[i] = Loglikelihood(*hit, from_store=True)
-            else:
-                todo.setdefault(k, i)
-        computed = self.inner.loglikelihood_tokens([pairs[i] for i in todo.values()])
-        new = {
-            k: (r.loglikelihood, r.is_greedy, r.context_tokens, r.continuation_tokens)
-            for k, r in zip(todo, computed)
-        }
-        for i, k in enumerate(keys):
-            if out[i] is None:
-                out[i] = Loglikelihood(*new[k])
+        computed = self.inner.loglikelihood_tokens([pairs[i] for i in todo])
+        new = {}
+        for i, r in zip(todo, computed):
+            out[i] = r
+            new[keys[i]] = (r.loglikelihood, r.is_greedy, r.context_tokens, r.continuation_tokens)
         self.store.add(new)
-        hits = sum(k not in new for k in keys)
-        self.hits += hits
-        self.misses += len(pairs) - hits
+        self.hits += len(pairs) - len(todo)
+        self.misses += len(todo)
         return out  # type: ignore[return-value]
 
     @property
@@ -261,5 +308,32 @@ class StoredLM(LM):
         self.misses += len(keys) - hits
         return out  # type: ignore[return-value]
 
+    def tokenize_prompt(self, text: str) -> list[int]:
+        return self.inner.tokenize_prompt(text)
+
     def generate_until(self, requests: list[GenerationRequest]) -> list[Generation]:
-        return self.inner.generate_until(requests)
+        if self.generations is None:
+            return self.inner.generate_until(requests)
+        store = self.generations
+        store.refresh()
+        keys = [generation_key(self.inner.tokenize_prompt(r.context), r) for r in requests]
+        out: list[Generation | None] = [None] * len(keys)
+        todo: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            hit = store.get(k)
+            if hit is not None:
+                out[i] = Generation(*hit, from_store=True)
+            else:
+                todo.setdefault(k, i)
+        computed = self.inner.generate_until([requests[i] for i in todo.values()])
+        new = {
+            k: (g.text, g.tokens, g.stop_reason, g.context_tokens) for k, g in zip(todo, computed)
+        }
+        for i, k in enumerate(keys):
+            if out[i] is None:
+                out[i] = Generation(*new[k])
+        store.add(new)
+        hits = sum(k not in new for k in keys)
+        self.hits += hits
+        self.misses += len(keys) - hits
+        return out  # type: ignore[return-value]

@@ -75,10 +75,8 @@ def run_predictions(job: InferJob, receipt) -> None:
     if job.request_store:  # answers computed before (by any job) are reused, request by request
         from ..inference.request_store import RequestStore, StoredLM
 
-        store = RequestStore(
-            job.request_store, context.checkpoint_sha256, job.precision, lm.numerics
-        )
-        lm = StoredLM(lm, store)
+        where = (job.request_store, context.checkpoint_sha256, job.precision, lm.numerics)
+        lm = StoredLM(lm, RequestStore(*where), RequestStore(*where, kind="generation"))
     _run_all(
         [
             (
