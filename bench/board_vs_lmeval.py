@@ -16,7 +16,9 @@ metrics, files written):
 - ours: this file's ``_ours`` entry point: ``load_model``, then ``predict_shard`` once
   per task of the family (one shard each; no request store, so every request is
   computed, as on a first run of the board) on one ``TransformersLM`` with config.yaml's
-  token budget, then each task's metrics from the prediction file;
+  token budget and ``batch_invariant``, small shards joined into one engine call as an
+  inference job joins them (``predictions.joined_runs``), then each task's metrics from
+  the prediction file;
 - lm-eval: this file's ``_lmeval`` entry point, which calls lm-eval 0.4.13's CLI
   (``lm_eval.__main__.cli_evaluate``) with
   ``--model hf --model_args pretrained=<folder>,dtype=<float32|bfloat16>,softmax_dtype=float32
@@ -139,8 +141,9 @@ def child_ours(a) -> None:
     import torch
 
     from llmboard.inference.engine import TransformersLM
+    from llmboard.inference.joined import JoinedLM
     from llmboard.inference.loading import load_model
-    from llmboard.inference.predictions import predict_shard
+    from llmboard.inference.predictions import joined_runs, predict_shard, prefetch_run
     from llmboard.tasks.chat import renderer
     from llmboard.tasks.metrics import per_doc_generation_metrics, per_doc_metrics
 
@@ -152,9 +155,16 @@ def child_ours(a) -> None:
     chat = None
     if prompting.chat_template is not False:
         chat = renderer(tok, prompting.chat_template, f"models.{a.model} ({a.model_dir})")
-    lm = TransformersLM(model, tok, token_budget=a.token_budget)
+    invariant = settings.inference.batch_invariant
+    lm = JoinedLM(
+        TransformersLM(model, tok, token_budget=a.token_budget, batch_invariant=invariant)
+    )
+    shards = [(task, 0, 1) for task in tasks]
+    runs = {run[0]: run for run in joined_runs(shards)}
     out: dict = {"tasks": {}}
-    for task in tasks:
+    for i, task in enumerate(tasks):
+        if i in runs:  # as an inference job does: the run's requests in one call
+            prefetch_run(lm, [shards[j] for j in runs[i]], prompting, chat)
         parquet, info_file = a.pred_dir / f"{task.name}.parquet", a.pred_dir / f"{task.name}.json"
         info = predict_shard(
             lm,

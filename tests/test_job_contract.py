@@ -3,6 +3,7 @@ model through the backend that the settings name (``inference.backend``)."""
 
 import json
 import pickle
+import re
 
 import polars as pl
 import pytest
@@ -131,9 +132,10 @@ def load_counting(model_dir, precision, options):
     return api.Loaded(CountingLM(lm), tokenizer, context)
 
 
-def test_the_job_runs_the_backend_the_settings_name(tmp_path, tiny_dirs, monkeypatch):
+def test_the_job_runs_the_backend_the_settings_name(tmp_path, tiny_dirs, monkeypatch, capsys):
     """A backend registered in api.BACKENDS is what the job loads (the job runner is not
-    edited); its answers are what the prediction files hold."""
+    edited); its answers are what the prediction files hold. The job shows its progress
+    on stderr (llmboard.progress)."""
     monkeypatch.setitem(api.BACKENDS, "counting", f"{__name__}:load_counting")
     tasks = make_task(tmp_path / "tasks")
     out = {}
@@ -157,7 +159,11 @@ def test_the_job_runs_the_backend_the_settings_name(tmp_path, tiny_dirs, monkeyp
             }
         )
         CALLS.clear()
+        capsys.readouterr()
         run_predictions(job, ws / "receipt.json")
+        err = capsys.readouterr().err
+        assert "[infer m fp32] 1/1 add shard 0/1: starting\n" in err
+        assert re.search(r"\[infer m fp32\] 1/1 add shard 0/1: 18/18 requests, .* done in", err)
         out[backend] = pl.read_parquet(items[0].parquet)
         if backend == "counting":
             assert CALLS == [("loglikelihood", 18)]  # 6 documents x 3 choices, one call

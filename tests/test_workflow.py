@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -99,7 +100,7 @@ def computed_files(ws) -> dict:
 def run_and_diff(ws) -> set[str]:
     """Run the workflow; return the prediction/score files it wrote (new or rewritten)."""
     before = computed_files(ws)
-    ws.snakemake()
+    ws.last_run = ws.snakemake()
     after = computed_files(ws)
     assert set(before) <= set(after)
     return {f for f, t in after.items() if before.get(f) != t}
@@ -192,6 +193,14 @@ def test_full_run_then_incremental_changes(ws):
     assert written == expected_files(
         ws, ws.base, [("tiny-llama", "fp32")], ["add", "sub_a", "sub_b"]
     )
+    # the inference jobs' progress reaches the terminal (Snakemake's stderr), not only
+    # their logs; add's shard 0 computes sub_a's and sub_b's requests in the same call
+    shown = re.findall(
+        r"\[infer tiny-llama fp32\] \d/\d (\w+) shard \d/\d: (\d+)/(\d+) requests.*, done in",
+        ws.last_run.stderr,
+    )
+    assert {t for t, done, total in shown if done == total} == {"add", "sub_a", "sub_b"}
+    assert re.search(r"\d/3 add shard 0/2: 60/60 requests, [\d,]+ tok/s, done", ws.last_run.stderr)
     board = ws.wd / "results"
     long = pl.read_parquet(board / "leaderboard.parquet")
     assert {

@@ -23,6 +23,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from .. import progress
 from .api import (
     LM,
     Generation,
@@ -193,8 +194,21 @@ class TransformersLM(LM):
             self.tokenizer, request.context, request.continuation, self.prefix_token_id
         )
 
+    # ------------------------------------------------------------ progress
+    def _begin(self, unit: str, total: int, counter: str = "forward_tokens") -> None:
+        """A call's progress (``llmboard.progress``): ``total`` units, tokens counted by
+        ``stats[counter]``."""
+        self._progress = [unit, 0, total, counter, self.stats.get(counter, 0)]
+        progress.report(unit, 0, total, 0)
+
+    def _advance(self, n: int) -> None:
+        p = self._progress
+        p[1] += n
+        progress.report(p[0], p[1], p[2], self.stats.get(p[3], 0) - p[4])
+
     def loglikelihood_tokens(self, pairs) -> list[Loglikelihood]:
         self.stats["requests"] += len(pairs)
+        self._begin("requests", len(pairs))
         trees = _build_trees(pairs, self.max_len, adjacent_only=self.batch_invariant)
         results: list[Loglikelihood | None] = [None] * len(pairs)
         if self.batch_invariant:
@@ -349,6 +363,7 @@ class TransformersLM(LM):
                     self._halve_budget()
                     continue
                 i += n
+                self._advance(sum(len(t.req_ids) for t, _ in batch))
 
     def _prefix_groups(self, trees: list[_Tree]) -> list[tuple[int, list[int]]]:
         """``prefix_groups`` of the contexts; besides, a tree longer than the token budget
@@ -390,7 +405,9 @@ class TransformersLM(LM):
                     self._halve_budget()  # and retry the same trees
                     continue
                 i += batch
-                done += sum(len(t.req_ids) for row in rows for t in row)
+                finished = sum(len(t.req_ids) for row in rows for t in row)
+                done += finished
+                self._advance(finished)
                 now = time.monotonic()
                 if now - last >= self.progress_every or i == len(trees):
                     log.info(
@@ -584,6 +601,7 @@ class TransformersLM(LM):
             for ctx, cont in rolling_windows(list(toks), self.prefix_token_id, window):
                 rows.append((i, (ctx + cont)[:-1], cont))
         rows.sort(key=lambda r: -len(r[1]))
+        self._begin("windows", len(rows))
         sums = [[] for _ in token_lists]
         t0 = last = time.monotonic()
         start = 0
@@ -607,6 +625,7 @@ class TransformersLM(LM):
                 for (i, _, _), ll in zip(batch, lls):
                     sums[i].append(ll)
                 start += n
+                self._advance(n)
                 now = time.monotonic()
                 if now - last >= self.progress_every or start == len(rows):
                     log.info(

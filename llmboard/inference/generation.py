@@ -220,6 +220,7 @@ class Generator:
         P = 0 if lm.batch_invariant else common_prefix(prompts)
         self.chains = _Chains(lm, prompts) if lm.batch_invariant else None
         results: dict[int, tuple] = {}
+        lm._begin("prompts", len(requests), "generated_tokens")
         rows = max(1, min(len(requests), lm.token_budget // TOKENS_PER_ROW))
         prefix = None
         with torch.inference_mode():
@@ -414,4 +415,5 @@ class Generator:
                     text = text.split(u)[0]
             results[r.index] = (text, len(r.generated), reason, r.prompt_tokens)
             lm.stats["generated_tokens"] = lm.stats.get("generated_tokens", 0) + len(r.generated)
+            lm._advance(1)
             slots[s] = None

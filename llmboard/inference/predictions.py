@@ -26,6 +26,8 @@ from ..tasks.prompts import (
     build_rolling_requests,
 )
 from .api import LM, GenerationRequest, LoglikelihoodRequest, ModelContext, Sampling, sample_seed
+from .joined import JOIN_DOCS
+from .joined import SECONDS as JOINED_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +110,17 @@ def predict_shard(
     seed: int,
     prompting: Prompting = RAW,
     chat=None,
+    started: float | None = None,
 ) -> dict:
     """Every request of one task shard through ``lm.loglikelihood`` (multiple choice) or
     ``lm.generate_until`` (generation tasks); write the two files. ``prompting`` says how
-    prompts are rendered; ``chat`` (``tasks.chat.renderer``) renders a chat template."""
+    prompts are rendered; ``chat`` (``tasks.chat.renderer``) renders a chat template.
+    ``started``: when its work began, if before this call (a job's joined call)."""
     import torch
 
     torch.manual_seed(seed)
-    started = time.time()
-    docs, pool = load_docs(task), fewshot_pool(task)
+    started = time.time() if started is None else started
+    docs, pool = shard_docs(task)
     ids = list(shard_range(len(docs), shard, n_shards))
     log.info("task %s (%s) shard %d/%d: %d docs", task.name, task.hash, shard, n_shards, len(ids))
     budget, stats_before = lm.token_budget, dict(lm.stats)
@@ -128,7 +132,9 @@ def predict_shard(
     else:
         table = _loglikelihoods(lm, task, ids, docs, pool, prompting, chat)
     n_requests = table.height
-    t_infer = time.monotonic() - t1
+    engine_stats = {k: v - stats_before.get(k, 0) for k, v in lm.stats.items()}
+    # a shard answered from a job's joined call is charged its share of that call
+    t_infer = time.monotonic() - t1 + engine_stats.pop(JOINED_SECONDS, 0.0)
     with atomic_path(out_parquet) as tmp:
         table.write_parquet(tmp)
         parquet_sha256, parquet_bytes = sha256_file(tmp), tmp.stat().st_size
@@ -157,7 +163,7 @@ def predict_shard(
         "seed": seed,
         "device_map": model.placement,
         "peak_memory": peak_memory(),
-        "engine_stats": {k: v - stats_before.get(k, 0) for k, v in lm.stats.items()},
+        "engine_stats": engine_stats,
         "seconds": {"load": round(model.load_seconds, 3), "inference": round(t_infer, 3)},
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "interval": [started, time.time()],
@@ -169,12 +175,77 @@ def predict_shard(
     return info
 
 
+def joinable(task: Task) -> bool:
+    """Whether a shard of ``task`` can share a job's joined call (``joined.py``)."""
+    return task.output_type not in ("generate_until", ROLLING)
+
+
+def shard_docs(task: Task) -> tuple[list[dict], list[dict] | None]:
+    return load_docs(task), fewshot_pool(task)
+
+
+def shard_requests(
+    task: Task, shard: int, n_shards: int, prompting: Prompting = RAW, chat=None
+) -> list[LoglikelihoodRequest]:
+    """A multiple-choice (or loglikelihood) shard's requests, as ``predict_shard`` makes them."""
+    docs, pool = shard_docs(task)
+    ids = list(shard_range(len(docs), shard, n_shards))
+    return [
+        LoglikelihoodRequest(r["context"], r["continuation"])
+        for r in _loglikelihood_rows(task, docs, ids, pool, prompting, chat)
+    ]
+
+
+def joined_runs(shards: list[tuple[Task, int, int]]) -> list[list[int]]:
+    """Runs (two or more) of consecutive joinable shards (task, shard, n_shards) whose
+    documents add up to at most ``joined.JOIN_DOCS``: each run is one engine call."""
+    runs: list[list[int]] = [[]]
+    docs_in_run = 0
+    for i, (task, shard, n_shards) in enumerate(shards):
+        n = None
+        if joinable(task):
+            try:
+                n = len(shard_range(len(load_docs(task)), shard, n_shards))
+            except Exception:  # noqa: BLE001 - the shard reports its own error when it runs
+                pass
+        if n is None or n > JOIN_DOCS:  # on its own: ends the run before it
+            runs.append([])
+            docs_in_run = 0
+            continue
+        if docs_in_run + n > JOIN_DOCS:
+            runs.append([])
+            docs_in_run = 0
+        runs[-1].append(i)
+        docs_in_run += n
+    return [r for r in runs if len(r) > 1]
+
+
+def prefetch_run(lm, shards: list[tuple[Task, int, int]], prompting: Prompting = RAW, chat=None):
+    """One engine call for the requests of ``shards`` (``joined.JoinedLM.prefetch``); a
+    shard whose requests cannot be built is left to fail on its own, and a failed call
+    leaves each shard to run on its own."""
+    requests = []
+    for task, shard, n_shards in shards:
+        try:
+            requests += shard_requests(task, shard, n_shards, prompting, chat)
+        except Exception:  # noqa: BLE001 - reported by that shard's own run
+            continue
+    try:
+        lm.prefetch(requests)
+    except Exception as err:  # noqa: BLE001 - each shard then runs on its own
+        log.warning("joined call of %d shards failed (%s): each runs on its own", len(shards), err)
+
+
+def _loglikelihood_rows(task: Task, docs, ids, pool, prompting, chat) -> list[dict]:
+    build = build_loglikelihood_requests if task.output_type == LOGLIKELIHOOD else build_requests
+    return build(task, docs, ids, prompting, chat, pool=pool)
+
+
 def _loglikelihoods(lm: LM, task: Task, ids: list[int], docs: list[dict], pool, prompting, chat):
     """One row per (document, choice): the request and its log-likelihood."""
     import polars as pl
 
-    build = build_loglikelihood_requests if task.output_type == LOGLIKELIHOOD else build_requests
-    rows = build(task, docs, ids, prompting, chat, pool=pool)
+    rows = _loglikelihood_rows(task, docs, ids, pool, prompting, chat)
     results = lm.loglikelihood(
         [LoglikelihoodRequest(r["context"], r["continuation"]) for r in rows]
     )

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from .. import progress
 from ..atomic import write_json
 from ..tasks.definitions import Task
 from .items import InferJob, ScoreItem, ScoreJob
@@ -29,7 +30,8 @@ def _run_all(work: list[tuple[str, Callable[[], object]]], receipt) -> None:
     """Run every (label, thunk); fail at the end, naming each one that failed."""
     t0 = time.monotonic()
     failed = []
-    for label, thunk in work:
+    for i, (label, thunk) in enumerate(work, 1):
+        progress.item(i, len(work), label)
         try:
             thunk()
         except Exception as err:  # noqa: BLE001 - reported with its label, then re-raised below
@@ -48,6 +50,7 @@ def _run_all(work: list[tuple[str, Callable[[], object]]], receipt) -> None:
 def run_predictions(job: InferJob, receipt) -> None:
     """Load the model once (the job's backend), then predict every item (a task shard)."""
     from ..inference.api import load_backend
+    from ..inference.joined import JoinedLM
     from ..inference.predictions import predict_shard
     from ..tasks.chat import renderer
 
@@ -77,28 +80,44 @@ def run_predictions(job: InferJob, receipt) -> None:
 
         where = (job.request_store, context.checkpoint_sha256, job.precision, lm.numerics)
         lm = StoredLM(lm, RequestStore(*where), RequestStore(*where, kind="generation"))
-    _run_all(
-        [
-            (
-                f"{task.name} shard {it.shard}/{it.n_shards}",
-                partial(
-                    predict_shard,
-                    lm,
-                    context,
-                    task,
-                    it.shard,
-                    it.n_shards,
-                    it.parquet,
-                    it.info,
-                    seed=job.seed,
-                    prompting=job.prompting,
-                    chat=chat,
-                ),
-            )
-            for it, task in zip(job.items, tasks)
-        ],
-        receipt,
-    )
+    lm = JoinedLM(lm)
+    work = []
+    for it, task in zip(job.items, tasks):
+        shard = partial(
+            predict_shard,
+            lm,
+            context,
+            task,
+            it.shard,
+            it.n_shards,
+            it.parquet,
+            it.info,
+            seed=job.seed,
+            prompting=job.prompting,
+            chat=chat,
+        )
+        work.append((f"{task.name} shard {it.shard}/{it.n_shards}", shard))
+    work = _joined(work, job, tasks, lm, chat)
+    with progress.status_line(f"infer {job.entry} {job.precision}"):
+        _run_all(work, receipt)
+
+
+def _joined(work, job: InferJob, tasks, lm, chat):
+    """Consecutive small multiple-choice shards go to the engine in one call
+    (``inference.joined``): the first of each run computes the run's requests first."""
+    from ..inference.predictions import joined_runs, prefetch_run
+
+    shards = [(task, it.shard, it.n_shards) for it, task in zip(job.items, tasks)]
+    out = list(work)
+    for run in joined_runs(shards):
+
+        def first(run=run, thunk=work[run[0]][1]):
+            started = time.time()  # the first shard's interval holds the joined call
+            prefetch_run(lm, [shards[i] for i in run], job.prompting, chat)
+            return thunk(started=started)
+
+        out[run[0]] = (work[run[0]][0], first)
+    return out
 
 
 def run_scores(job: ScoreJob, receipt) -> None:
