@@ -280,33 +280,40 @@ class StoredLM(LM):
     def tokenize_text(self, text: str) -> list[int]:
         return self.inner.tokenize_text(text)
 
-    def loglikelihood_rolling_tokens(self, token_lists, window: int) -> list[RollingLoglikelihood]:
-        """As ``loglikelihood_tokens``: stored totals are reused, the rest computed by
-        ``inner`` and stored (keyed by ``rolling_key``)."""
-        self.store.refresh()
-        keys = [rolling_key(list(t), window) for t in token_lists]
-        out: list[RollingLoglikelihood | None] = [None] * len(keys)
+    def _serve(self, store: RequestStore, keys: list[str], items: list, compute, entry, result):
+        """Answers of ``items`` (keyed by ``keys``): stored ones from ``store``, the others
+        (each distinct key once) by ``compute(items)`` and added as one segment. ``entry``
+        turns a computed answer into the store's tuple, ``result(tuple, from_store)`` back."""
+        store.refresh()  # answers other jobs stored meanwhile count too
+        out: list = [None] * len(keys)
         todo: dict[str, int] = {}
         for i, k in enumerate(keys):
-            hit = self.store.get(k)
+            hit = store.get(k)
             if hit is not None:
-                ll, _greedy, windows, tokens = hit
-                out[i] = RollingLoglikelihood(ll, tokens, windows, from_store=True)
+                out[i] = result(hit, True)
             else:
                 todo.setdefault(k, i)
-        computed = self.inner.loglikelihood_rolling_tokens(
-            [token_lists[i] for i in todo.values()], window
-        )
-        new = {k: (r.loglikelihood, False, r.windows, r.tokens) for k, r in zip(todo, computed)}
+        new = {k: entry(r) for k, r in zip(todo, compute([items[i] for i in todo.values()]))}
         for i, k in enumerate(keys):
             if out[i] is None:
-                ll, _greedy, windows, tokens = new[k]
-                out[i] = RollingLoglikelihood(ll, tokens, windows)
-        self.store.add(new)
+                out[i] = result(new[k], False)
+        store.add(new)
         hits = sum(k not in new for k in keys)
         self.hits += hits
         self.misses += len(keys) - hits
-        return out  # type: ignore[return-value]
+        return out
+
+    def loglikelihood_rolling_tokens(self, token_lists, window: int) -> list[RollingLoglikelihood]:
+        """As ``loglikelihood_tokens``: stored totals are reused, the rest computed by
+        ``inner`` and stored (keyed by ``rolling_key``)."""
+        return self._serve(
+            self.store,
+            [rolling_key(list(t), window) for t in token_lists],
+            token_lists,
+            lambda todo: self.inner.loglikelihood_rolling_tokens(todo, window),
+            lambda r: (r.loglikelihood, False, r.windows, r.tokens),
+            lambda e, stored: RollingLoglikelihood(e[0], e[3], e[2], from_store=stored),
+        )
 
     def tokenize_prompt(self, text: str) -> list[int]:
         return self.inner.tokenize_prompt(text)
@@ -314,26 +321,11 @@ class StoredLM(LM):
     def generate_until(self, requests: list[GenerationRequest]) -> list[Generation]:
         if self.generations is None:
             return self.inner.generate_until(requests)
-        store = self.generations
-        store.refresh()
-        keys = [generation_key(self.inner.tokenize_prompt(r.context), r) for r in requests]
-        out: list[Generation | None] = [None] * len(keys)
-        todo: dict[str, int] = {}
-        for i, k in enumerate(keys):
-            hit = store.get(k)
-            if hit is not None:
-                out[i] = Generation(*hit, from_store=True)
-            else:
-                todo.setdefault(k, i)
-        computed = self.inner.generate_until([requests[i] for i in todo.values()])
-        new = {
-            k: (g.text, g.tokens, g.stop_reason, g.context_tokens) for k, g in zip(todo, computed)
-        }
-        for i, k in enumerate(keys):
-            if out[i] is None:
-                out[i] = Generation(*new[k])
-        store.add(new)
-        hits = sum(k not in new for k in keys)
-        self.hits += hits
-        self.misses += len(keys) - hits
-        return out  # type: ignore[return-value]
+        return self._serve(
+            self.generations,
+            [generation_key(self.inner.tokenize_prompt(r.context), r) for r in requests],
+            requests,
+            self.inner.generate_until,
+            lambda g: (g.text, g.tokens, g.stop_reason, g.context_tokens),
+            lambda e, stored: Generation(*e, from_store=stored),
+        )
