@@ -12,6 +12,11 @@ the same), not the tokens lm-eval computes past a row's stop while its batch fin
 
     .venv/bin/python -m bench.generation --limit 32 --rounds 3
     .venv/bin/python -m bench.generation --task minerva_math_algebra --limit 16
+    .venv/bin/python -m bench.generation --limit 16 --rounds 0 --profile
+
+llmboard's engine is config.yaml's default (``inference.batch_invariant``; ``--packed``
+for the packed engine). ``--profile`` adds one llmboard run under torch's profiler and
+prints where its time goes, operator by operator (self CPU time).
 """
 
 from __future__ import annotations
@@ -47,6 +52,17 @@ def run_lmeval(hflm, instances, batch_size):
     return time.perf_counter() - t, out
 
 
+def profile(lm, reqs) -> None:
+    """One llmboard run under torch's profiler: operators by self CPU time."""
+    import torch
+
+    run_llmboard(lm, reqs[:2])  # warm-up
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        t, _, tokens = run_llmboard(lm, reqs)
+    print(f"profiled run: {t:.1f} s (profiler included), {tokens} generated tokens")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
 def main() -> None:
     from llmboard.settings import schema_default
 
@@ -62,6 +78,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(REPO / "bench" / "out"))
     ap.add_argument("--json", default=None, help="default: bench/results/generation-TASK.json")
+    ap.add_argument("--packed", action="store_true", help="batch_invariant: false")
+    ap.add_argument("--max-gen-toks", type=int, default=None, help="default: the task's")
+    ap.add_argument("--profile", action="store_true", help="profile one llmboard run")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
@@ -81,10 +100,20 @@ def main() -> None:
     instances = sorted(lt.instances, key=lambda i: i.doc_id)
     assert [i.args[0] for i in instances] == [r["context"] for r in reqs]
     model, tok, _ = load_model(model_dir, args.dtype)
-    lm = TransformersLM(model, tok, token_budget=args.token_budget)
+    invariant = schema_default("inference", "batch_invariant") and not args.packed
+    lm = TransformersLM(model, tok, token_budget=args.token_budget, batch_invariant=invariant)
+    if args.max_gen_toks:
+        reqs = [{**r, "max_gen_toks": args.max_gen_toks} for r in reqs]
+        for i in instances:
+            i.args[1]["max_gen_toks"] = args.max_gen_toks
+    if args.profile:
+        profile(lm, reqs)
+        if not args.rounds:
+            return
     hflm = HFLM(pretrained=str(model_dir), dtype=PRECISION[args.dtype], batch_size=8, device="cpu")
 
-    print(f"{args.task}: {len(reqs)} documents, {args.dtype}, {args.threads} threads")
+    engine = "invariant" if invariant else "packed"
+    print(f"{args.task}: {len(reqs)} documents, {args.dtype}, {args.threads} threads, {engine}")
     probe = {}
     if len(args.lmeval_batch_sizes) > 1:  # one run at each size: the fastest is lm-eval's
         for bs in args.lmeval_batch_sizes:
@@ -116,6 +145,7 @@ def main() -> None:
         "dtype": args.dtype,
         "threads": args.threads,
         "token_budget": args.token_budget,
+        "batch_invariant": invariant,
         "generated_tokens": tokens,
         "lmeval_probe_s": probe,
         "lmeval_batch_size": best,

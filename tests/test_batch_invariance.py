@@ -189,3 +189,42 @@ def test_generations_identical_at_every_budget_slot_count_and_shard_count(engine
             lm.batch_invariant = True
         greedy = [i for i, r in enumerate(requests) if r.sampling is None]
         assert [packed[i] for i in greedy] == [ref[i] for i in greedy]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_block_attention_is_attention_and_a_row_alone_gets_the_same_bits(dtype):
+    """generation's attention: softmax(q k^T) v over [shared blocks | own columns] as a
+    float64 reference computes it; and each row's output equal, bit for bit, to the row
+    computed alone with all its columns its own, whatever the other rows' widths and
+    however many leading blocks are read from the one shared copy."""
+    from llmboard.inference.invariance import BLOCK, block_attention
+
+    gen = torch.Generator().manual_seed(3)
+    n, kv, g, d, width = 6, 3, 3, 64, 5 * BLOCK
+    lengths = [70, 200, 129, 64, 300, 191]  # each row's columns (shared ones included)
+    q = torch.randn(n, kv, g, d, generator=gen).to(dtype) * 0.125
+    k = torch.randn(n, kv, width, d, generator=gen).to(dtype)
+    v = torch.randn(n, kv, width, d, generator=gen).to(dtype)
+    k[:, :, :BLOCK], v[:, :, :BLOCK] = k[0, :, :BLOCK], v[0, :, :BLOCK]  # a block all share
+
+    def run(rows, shared, w):
+        """rows' attention with the first ``shared`` columns read from one copy and their
+        own columns in buffers ``w`` wide (masked past each row's length)."""
+        own_k, own_v = k[rows, :, shared : shared + w], v[rows, :, shared : shared + w]
+        seen = torch.arange(w)[None] < torch.tensor([lengths[i] - shared for i in rows])[:, None]
+        prefix = (k[0, :, :shared], v[0, :, :shared]) if shared else None
+        return block_attention(q[rows], own_k, own_v, seen[:, None, None, :], prefix, g)
+
+    def reference(i):
+        kk, vv = k[i, :, : lengths[i]].double(), v[i, :, : lengths[i]].double()
+        return torch.softmax(q[i].double() @ kk.transpose(-1, -2), -1) @ vv
+
+    alone = [run([i], 0, -(-lengths[i] // BLOCK) * BLOCK)[0] for i in range(n)]
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    for i in range(n):
+        assert (alone[i].double() - reference(i)).abs().max() < tol
+    for shared, w in ((0, width), (BLOCK, width - BLOCK), (BLOCK, 4 * BLOCK)):
+        rows = [i for i in range(n) if lengths[i] - shared <= w]
+        together = run(rows, shared, w)
+        for j, i in enumerate(rows):
+            assert torch.equal(together[j], alone[i]), (dtype, shared, w, i)

@@ -60,6 +60,7 @@ class SlotCache:
         self.rows = None  # slot index of each row of the current forward (None: all slots)
         self.cols = None  # [n, q] columns the current forward writes
         self.width_used = 0  # columns the current forward's attention reads
+        self.invariant = False  # attention by block_attention (batch-invariant generation)
 
     # the cache interface transformers' attention layers call
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
@@ -113,32 +114,46 @@ class _Chains:
     """Batch-invariant prompts' whole blocks (``invariance.chain_end``), computed as the
     engine computes them for log-likelihoods: once for every prompt that starts with
     them (gsm8k_cot's eight exemplars), and kept only while a queued prompt still needs
-    them. A row starts with its chain copied into its buffer and prefills the rest."""
+    them. The blocks every prompt of the call starts with (``shared`` tokens) are one
+    prefix that all rows read (``block_attention``); a row starts with the rest of its
+    chain copied into its buffer and prefills the rest of its prompt."""
 
     def __init__(self, lm, prompts):
         from collections import Counter
 
         self.lm = lm
+        self.prompts = prompts
         self.blocks: dict[tuple, list] = {}
         self.uses = Counter(key for p in prompts for key in self._keys(p))
+        self.shared = BLOCK * (common_prefix(prompts) // BLOCK)
 
     @staticmethod
     def _keys(prompt):
         return [tuple(prompt[: j + BLOCK]) for j in range(0, chain_end(prompt), BLOCK)]
 
+    def prefix(self):
+        """Per layer (k, v) [kv, shared, d] of the blocks every prompt starts with."""
+        if not self.shared:
+            return None
+        head = self.prompts[0][: self.shared + 1]
+        self.lm._compute_blocks([head], self.blocks)
+        return self.lm._chain(head, self.shared, self.blocks)
+
     def load(self, cache: SlotCache, rows: list[tuple[int, _Row]]) -> None:
-        self.lm._compute_blocks([r.ids for _, r in rows], self.blocks)
-        for slot, r in rows:
-            end = chain_end(r.ids)
-            if end:
-                for layer, (k, v) in enumerate(self.lm._chain(r.ids, end, self.blocks)):
-                    cache.k[layer][slot, :, :end] = k
-                    cache.v[layer][slot, :, :end] = v
-            for key in self._keys(r.ids):
+        fulls = [self.prompts[r.index] for _, r in rows]
+        self.lm._compute_blocks(fulls, self.blocks)
+        for (slot, r), full in zip(rows, fulls):
+            end = chain_end(full)
+            for j in range(self.shared, end, BLOCK):
+                col = j - self.shared
+                for layer, (k, v) in enumerate(self.blocks[tuple(full[: j + BLOCK])]):
+                    cache.k[layer][slot, :, col : col + BLOCK] = k
+                    cache.v[layer][slot, :, col : col + BLOCK] = v
+            for key in self._keys(full):
                 self.uses[key] -= 1
                 if self.uses[key] <= 0:  # (a retry after out of memory computes it again)
                     self.blocks.pop(key, None)
-            r.ids, r.written = r.ids[end:], end
+            r.ids, r.written = full[max(end, self.shared) :], max(end - self.shared, 0)
 
 
 def _generator(seed: int, device):
@@ -216,15 +231,17 @@ class Generator:
             prompts.append(ids[-keep:])
         # prompts are truncated first, so every row starts with the whole shared prefix;
         # batch-invariant: shared in whole blocks instead (where the common prefix ends
-        # would depend on the other prompts)
-        P = 0 if lm.batch_invariant else common_prefix(prompts)
+        # depends on the other prompts, so a row's numbers must not: block_attention)
         self.chains = _Chains(lm, prompts) if lm.batch_invariant else None
+        P = self.chains.shared if self.chains else common_prefix(prompts)
         results: dict[int, tuple] = {}
         lm._begin("prompts", len(requests), "generated_tokens")
         rows = max(1, min(len(requests), lm.token_budget // TOKENS_PER_ROW))
         prefix = None
         with torch.inference_mode():
-            if P:  # on the model's own causal attention, before the switch to cascade
+            if self.chains:
+                prefix = self.chains.prefix()
+            elif P:  # on the model's own causal attention, before the switch to cascade
                 prefix = prefix_kv(
                     self.base, prompts[0][:P], chunk=lm.token_budget, device=lm.device
                 )
@@ -242,7 +259,8 @@ class Generator:
                     log.warning("out of memory while generating: %d rows in flight", rows)
                     if torch.cuda.is_available():
                         torch.cuda.empty_cache()
-        lm.stats["prefix_tokens"] = lm.stats.get("prefix_tokens", 0) + P
+        if not self.chains:  # (blocks count themselves)
+            lm.stats["prefix_tokens"] = lm.stats.get("prefix_tokens", 0) + P
         return [results[i] for i in range(len(requests))]
 
     # ------------------------------------------------------------------ slots
@@ -251,10 +269,11 @@ class Generator:
         queue = sorted(pending, key=lambda i: -len(prompts[i]))  # longest first, as lm-eval
         own = {i: prompts[i][P:] if P else prompts[i] for i in queue}
         width = max(len(own[i]) + requests[i].max_gen_toks for i in queue)
-        if lm.batch_invariant:  # room for each row's own canonical widths
-            width = canonical_width(width)
+        if lm.batch_invariant:  # whole blocks: block_attention reads them a block at a time
+            width = -(-width // BLOCK) * BLOCK
         n_slots = min(n_slots, len(queue))
         cache = SlotCache(self.model, n_slots, width, lm.compute_dtype, lm.device)
+        cache.invariant = lm.batch_invariant
         cache.prefix = prefix
         slots: list[_Row | None] = [None] * n_slots
         qi = 0
@@ -348,10 +367,8 @@ class Generator:
             else (torch.tensor(slot_ids, device=dev))
         )
         width = int(max(r.written for r in rows)) + q
-        if lm.batch_invariant:
-            # each row reads the columns its own state gives, whatever rows run beside it
-            cache.row_widths = [canonical_width(r.written + q) for r in rows]
-            width = max(cache.row_widths)
+        if lm.batch_invariant:  # whole blocks; columns past a row's own are masked
+            width = -(-width // BLOCK) * BLOCK
         width = min(width, cache.k[0].shape[2])
         cache.width_used = width
         # a query at column c sees the row's columns <= c (its own prompt, causally)

@@ -14,7 +14,11 @@ rows of one batch are independent of each other. So in invariant mode:
 - prompts share keys and values only in whole ``BLOCK``-token blocks (``chain_end``),
   each block computed from the blocks before it alone;
 - linear layers see at least ``MIN_LINEAR_ROWS`` rows (``pad_small_linears``), and the
-  output head and log-softmax whole chunks of ``SCORE_CHUNK`` rows.
+  output head and log-softmax whole chunks of ``SCORE_CHUNK`` rows;
+- generation's attention (``block_attention``) takes every product in ``BLOCK``-column
+  pieces of at least ``MIN_LINEAR_ROWS`` query rows, so that a row reads the prompt
+  blocks every row shares from one copy and its own columns from its buffer, and gets the
+  numbers it would get alone.
 """
 
 from __future__ import annotations
@@ -66,3 +70,65 @@ def _padded(forward):
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
     return padded_forward
+
+
+def block_attention(qg, key, value, mask, prefix, g: int):
+    """Attention for grouped queries ``qg`` [n, kv, g*q, d] (scaled) over an optional
+    prefix that every row shares (``prefix``: keys, values [kv, P, d], P a multiple of
+    BLOCK) followed by each row's own columns ``key``/``value`` [n, kv, W, d] (W a
+    multiple of BLOCK), ``mask`` [n, 1, q, W] saying which own columns a query sees.
+
+    A row's numbers do not depend on the other rows, on W (columns past its own are
+    masked) or on where the shared prefix ends (measured on PyTorch's CPU kernels, fp32
+    and bf16, tests/test_batch_invariance.py): every matmul has at least
+    ``MIN_LINEAR_ROWS`` query rows (an fp32 matmul of fewer takes another kernel, so the
+    one shared matmul for all rows and a row's own matmul agree), the probabilities
+    times values are taken one BLOCK of columns at a time (a longer reduction's
+    blocking would follow W), and those pieces are added in a pairwise tree over their
+    column position (zeros past a row's columns add nothing). Reading the shared prefix
+    once for all rows instead of from every row's buffer is the point: with gsm8k_cot's
+    eight exemplars it is most of each row's columns."""
+    import torch
+
+    n, kv, m, d = qg.shape
+    w = key.shape[2]
+    sr = _rows(qg, lambda x: torch.matmul(x, key.transpose(-1, -2)), 2).float().contiguous()
+    sr.view(n, kv, g, m // g, w).masked_fill_(~mask[:, :, None], float("-inf"))
+    if prefix is not None:
+        pk, pv = prefix
+        plen = pk.shape[1]
+        qs = qg.transpose(0, 1).reshape(kv, n * m, d)  # every row against one copy
+        sp = _rows(qs, lambda x: torch.matmul(x, pk.transpose(-1, -2)), 1)
+        sp = sp.reshape(kv, n, m, plen).transpose(0, 1).float()
+        sr = torch.cat([sp, sr], dim=-1)
+    probs = torch.softmax(sr, dim=-1).to(qg.dtype)
+    pieces = []
+    if prefix is not None:
+        nb = plen // BLOCK
+        pp = probs[..., :plen].transpose(0, 1).reshape(kv, n * m, nb, BLOCK).transpose(1, 2)
+        part = _rows(pp, lambda x: torch.matmul(x, pv.view(kv, nb, BLOCK, d)), 2)
+        pieces.append(part.reshape(kv, nb, n, m, d).permute(2, 0, 1, 3, 4))  # [n, kv, nb, m, d]
+        probs = probs[..., plen:]
+    nb = w // BLOCK
+    po = probs.reshape(n, kv, m, nb, BLOCK).transpose(2, 3)  # [n, kv, nb, m, BLOCK]
+    pieces.append(_rows(po, lambda x: torch.matmul(x, value.view(n, kv, nb, BLOCK, d)), 3))
+    parts = torch.cat(pieces, dim=2) if len(pieces) > 1 else pieces[0]
+    while parts.shape[2] > 1:  # pairs (0, 1), (2, 3), ... whatever the count
+        if parts.shape[2] % 2:
+            parts = torch.cat([parts, parts.new_zeros(parts[:, :, :1].shape)], dim=2)
+        parts = parts[:, :, 0::2] + parts[:, :, 1::2]
+    return parts[:, :, 0]
+
+
+def _rows(x, product, dim: int):
+    """``product(x)`` with ``x`` padded with zero rows along ``dim`` to at least
+    ``MIN_LINEAR_ROWS``, the padding's rows dropped from the result."""
+    import torch
+
+    rows = x.shape[dim]
+    if rows >= MIN_LINEAR_ROWS:
+        return product(x)
+    pad = list(x.shape)
+    pad[dim] = MIN_LINEAR_ROWS - rows
+    out = product(torch.cat([x, x.new_zeros(pad)], dim=dim))
+    return out.narrow(dim, 0, rows)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 
+from .invariance import block_attention
+
 CASCADE = "llmboard_cascade"
 # below this many shared tokens the plain path is as fast, and keeps its numbers
 MIN_SHARED_TOKENS = 64
@@ -107,15 +109,9 @@ def cascade_attention(
     # query head h uses key head h // g (transformers' repeat_kv order); the scale goes
     # on the queries, the smallest operand
     qg = (query * (d**-0.5 if scaling is None else scaling)).reshape(n, kv, g * q, d)
-    widths = getattr(cache, "row_widths", None)
     prefix = cache.prefix_for(module.layer_idx)
-    if widths is not None:  # batch-invariant: each row over its own number of columns
-        out = qg.new_empty(n, kv, g * q, d)
-        for width in sorted(set(widths)):
-            rows = torch.tensor([i for i, x in enumerate(widths) if x == width])
-            rows = rows.to(qg.device)
-            k, v = key[rows, :, :width], value[rows, :, :width]
-            out[rows] = _own_rows(qg[rows], k, v, attention_mask[rows][..., :width], g)
+    if getattr(cache, "invariant", False):  # generation, batch-invariant
+        out = block_attention(qg, key, value, attention_mask, prefix, g)
     elif prefix is None:
         out = _own_rows(qg, key, value, attention_mask, g)
     else:
