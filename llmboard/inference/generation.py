@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from .invariance import BLOCK, canonical_width, chain_end
+from .invariance import BLOCK, canonical_width, chain_end, whole_blocks
 from .prefix import cache_arg, cascade, common_prefix, prefix_kv
 
 log = logging.getLogger(__name__)
@@ -270,7 +270,7 @@ class Generator:
         own = {i: prompts[i][P:] if P else prompts[i] for i in queue}
         width = max(len(own[i]) + requests[i].max_gen_toks for i in queue)
         if lm.batch_invariant:  # whole blocks: block_attention reads them a block at a time
-            width = -(-width // BLOCK) * BLOCK
+            width = whole_blocks(width)
         n_slots = min(n_slots, len(queue))
         cache = SlotCache(self.model, n_slots, width, lm.compute_dtype, lm.device)
         cache.invariant = lm.batch_invariant
@@ -368,7 +368,7 @@ class Generator:
         )
         width = int(max(r.written for r in rows)) + q
         if lm.batch_invariant:  # whole blocks; columns past a row's own are masked
-            width = -(-width // BLOCK) * BLOCK
+            width = whole_blocks(width)
         width = min(width, cache.k[0].shape[2])
         cache.width_used = width
         # a query at column c sees the row's columns <= c (its own prompt, causally)

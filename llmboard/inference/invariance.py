@@ -34,6 +34,12 @@ def canonical_width(length: int) -> int:
     return max(1, -(-length // ROW_QUANTUM)) * ROW_QUANTUM
 
 
+def whole_blocks(length: int) -> int:
+    """``length`` rounded up to whole ``BLOCK``s (generation's buffers and attention
+    widths: ``block_attention`` reads a block at a time)."""
+    return -(-length // BLOCK) * BLOCK
+
+
 def chain_end(tokens) -> int:
     """Where a prompt's chain of whole ``BLOCK``-token blocks ends: a prompt shares its
     blocks with every prompt that starts alike, and keeps at least its last token for
@@ -58,15 +64,11 @@ def pad_small_linears(model) -> int:
 
 
 def _padded(forward):
-    import torch
-
     def padded_forward(x):
         rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
         if rows >= MIN_LINEAR_ROWS or rows == 0:
             return forward(x)
-        flat = x.reshape(rows, x.shape[-1])
-        flat = torch.cat([flat, flat.new_zeros(MIN_LINEAR_ROWS - rows, flat.shape[1])])
-        out = forward(flat)[:rows]
+        out = _rows(x.reshape(rows, x.shape[-1]), forward, 0)
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
     return padded_forward
