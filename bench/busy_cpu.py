@@ -12,7 +12,9 @@ configuration and state, and busy / idle.
     .venv/bin/python -m bench.busy_cpu --workloads choice --policies default PASSIVE spin:10000
 
 A policy is ``default`` (libgomp's: spin a while, then sleep), ``ACTIVE`` or ``PASSIVE``
-(OMP_WAIT_POLICY), or ``spin:N`` (GOMP_SPINCOUNT=N: spin N rounds, then sleep).
+(OMP_WAIT_POLICY), ``spin:N`` (GOMP_SPINCOUNT=N: spin N rounds, then sleep), or ``auto``:
+what an inference job does (``llmboard.inference.threads``: PASSIVE if its cores are
+busy when it starts, else libgomp's default). The competitor starts before the child.
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / "resources/models/smollm2-135m-instruct/0b8d6ce683ce"
 
 CHILD = r"""
-import json, resource, sys, time
+import json, os, resource, sys, time
+from llmboard.settings import schema_default
+if sys.argv[4] == "auto":  # as an inference job decides, before torch loads libgomp
+    from llmboard.inference.threads import openmp_wait_policy
+    openmp_wait_policy(schema_default("inference", "threads"))
 import torch
 from llmboard.inference.api import GenerationRequest, LoadOptions, LoglikelihoodRequest, load_backend
-from llmboard.settings import schema_default
 from llmboard.tasks.definitions import load_task
 from llmboard.tasks.documents import fewshot_pool, load_docs
 from llmboard.tasks.prompts import build_generation_requests, build_requests
@@ -59,14 +64,21 @@ def cpu():
     return u.ru_utime + u.ru_stime
 t, c = time.perf_counter(), cpu()
 run()
-print(json.dumps({"wall": time.perf_counter() - t, "cpu": cpu() - c}), flush=True)
+wall, used = time.perf_counter() - t, cpu() - c
+waits = os.environ.get("OMP_WAIT_POLICY", "default")
+print(json.dumps({"wall": wall, "cpu": used, "waits": waits}), flush=True)
 """
 
 
-def measure(env_extra: dict, workload: str, busy: bool, invariant: bool) -> dict:
-    env = {**os.environ, **env_extra, "TOKENIZERS_PARALLELISM": "false"}
+def measure(policy: str, workload: str, busy: bool, invariant: bool) -> dict:
+    env = {**os.environ, **_policy_env(policy), "TOKENIZERS_PARALLELISM": "false"}
+    for var in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):  # only the policy measured
+        if var not in _policy_env(policy):
+            env.pop(var, None)
+    # the competitor first: ``auto`` looks at the cores as the child starts
+    hog = subprocess.Popen(["yes"], stdout=subprocess.DEVNULL) if busy else None
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(MODEL), workload, "1" if invariant else "0"],
+        [sys.executable, "-c", CHILD, str(MODEL), workload, "1" if invariant else "0", policy],
         cwd=REPO,
         env=env,
         stdin=subprocess.PIPE,
@@ -74,7 +86,6 @@ def measure(env_extra: dict, workload: str, busy: bool, invariant: bool) -> dict
         stderr=subprocess.DEVNULL,
         text=True,
     )
-    hog = subprocess.Popen(["yes"], stdout=subprocess.DEVNULL) if busy else None
     try:
         out, _ = child.communicate("go\n")
     finally:
@@ -85,7 +96,7 @@ def measure(env_extra: dict, workload: str, busy: bool, invariant: bool) -> dict
 
 
 def _policy_env(policy: str) -> dict:
-    if policy == "default":
+    if policy in ("default", "auto"):
         return {}
     if policy.startswith("spin:"):
         return {"GOMP_SPINCOUNT": policy.partition(":")[2]}
@@ -103,9 +114,8 @@ def main() -> None:
         got: dict = {}
         for _ in range(args.rounds):
             for policy in args.policies:
-                env = _policy_env(policy)
                 for busy in (False, True):
-                    r = measure(env, workload, busy, not args.packed)
+                    r = measure(policy, workload, busy, not args.packed)
                     got.setdefault((policy, busy), []).append(r)
         print(f"{workload} ({'packed' if args.packed else 'invariant'}), {args.rounds} rounds:")
         for policy in args.policies:
@@ -119,7 +129,12 @@ def main() -> None:
                 )
             idle = statistics.median(r["wall"] for r in got[(policy, False)])
             busy = statistics.median(r["wall"] for r in got[(policy, True)])
-            print(f"{line} busy/idle {busy / idle:.2f}x", flush=True)
+            waits = {b: sorted({r["waits"] for r in got[(policy, b)]}) for b in (False, True)}
+            print(
+                f"{line} busy/idle {busy / idle:.2f}x; waits idle {waits[False]}, busy "
+                f"{waits[True]}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

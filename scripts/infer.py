@@ -18,8 +18,11 @@ JOB = job()
 
 def main(log):
     from llmboard.inference.gpu_slots import acquire_for_job
+    from llmboard.inference.threads import openmp_wait_policy
     from llmboard.workflow.layout import GPU_LOCK_DIR
 
+    # how OpenMP threads wait is read when torch loads: decided from the cores' load now
+    log.info(openmp_wait_policy(snakemake.threads)[1])
     # GPUs first, before torch touches CUDA: CUDA_VISIBLE_DEVICES must be set by then
     slots = acquire_for_job(
         int(snakemake.resources.get("gpu", 0) or 0), JOB.local_gpus, GPU_LOCK_DIR

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import re
 import time
 
 import pytest
@@ -89,7 +90,7 @@ def test_real_snakemake_run_never_puts_two_jobs_on_one_gpu(tmp_path, tokenizer_d
             "resources": {"gpu_memory_gb": 80, "local_gpus": 2},
         }
     )
-    ws.snakemake("--cores", "4", "--resources", "gpu=2")
+    run = ws.snakemake("--cores", "4", "--resources", "gpu=2")
     infos = [
         json.loads(p.read_text())
         for p in (ws.wd / "results/predictions").rglob("*.json")
@@ -102,5 +103,23 @@ def test_real_snakemake_run_never_puts_two_jobs_on_one_gpu(tmp_path, tokenizer_d
         for b in spans:
             if a is not b and a[0] == b[0]:
                 assert a[2] <= b[1] or b[2] <= a[1], (a, b)  # same GPU: never at the same time
-    # and jobs did run side by side on different GPUs
-    assert any(a[0] != b[0] and a[1] < b[2] and b[1] < a[2] for a in spans for b in spans)
+    # and Snakemake did run two GPU jobs at once (its own log: a second infer job started
+    # before the first finished). Not from the shard intervals: a tiny model's job can end
+    # before its sibling's Python has imported torch on a loaded host, so whether those
+    # overlap is timing, not scheduling.
+    assert _most_at_once(run.stderr, "infer") == 2, run.stderr[-3000:]
+
+
+def _most_at_once(log: str, rule: str) -> int:
+    """The most jobs of ``rule`` running at one time, from Snakemake's log."""
+    running, most, current = set(), 0, None
+    for line in log.splitlines():
+        if m := re.match(r"^(?:local)?rule (\w+):$", line):
+            current = m.group(1)
+        elif (m := re.match(r"^\s+jobid: (\d+)$", line)) and current == rule:
+            running.add(m.group(1))
+            most = max(most, len(running))
+            current = None
+        elif m := re.match(r"^Finished jobid: (\d+)", line):
+            running.discard(m.group(1))
+    return most

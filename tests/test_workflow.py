@@ -426,6 +426,8 @@ def test_failing_task_keeps_the_rest_of_its_job(tmp_path, tokenizer_dir):
     assert run.returncode != 0
     log = next((ws.wd / "logs/infer").rglob("*.log")).read_text()
     assert "1 of 2 items failed" in log and "mul shard 0/1" in log
+    # the job says how its OpenMP threads wait (inference.threads), decided before torch
+    assert "OpenMP wait policy: libgomp's default" in log or "from the environment" in log
     assert "mul.yaml: doc_to_choice on doc 2 did not give a list" in log
     kept = computed_files(ws)
     assert set(kept) == {
