@@ -6,8 +6,10 @@ Qwen2-7B and Llama-3-8B have), so both head layouts meet the device map. Each ch
 rows (pass / fail / skipped) in a printed table and in ``gpu_check.json`` under ``--out``;
 the exit code is 1 when a row fails.
 
-  1 engine     TransformersLM vs a plain forward pass per request (lm-eval's way): speed,
-               and log-likelihood agreement (fp32 exactly; bf16 no worse than plain's)
+  1 engine     TransformersLM vs a plain forward pass per request and vs lm-eval's own
+               batched algorithm at batch 32 and "auto" (``baselines``): speed (on the
+               GPU >= 2x lm-eval's), and log-likelihood agreement (fp32 exactly; bf16 no
+               worse than plain's)
   2 precision  bf16 / fp16 (int8 / nf4 when bitsandbytes imports) against fp32
   3 split      a device_map spilling layers off the GPU gives the one-device numbers
   4 oom        a capped GPU makes the engine halve its token budget; same numbers
@@ -15,9 +17,11 @@ the exit code is 1 when a row fails.
   6 slots      two processes locking the one GPU slot run one after the other
   7 prefix     few-shot prompts (MMLU 5-shot's shape: ~600 shared tokens, then a short
                question and four answers): the engine computing each shared prefix once
-               against the same engine without sharing and a plain forward per request
+               against the same engine without sharing, a plain forward per request and
+               lm-eval's batched algorithm (32 and "auto")
   8 generation greedy ``generate_until`` (shared exemplars, refilled slots, cascade
-               attention) against transformers' ``generate`` per prompt: same texts
+               attention) against transformers' ``generate`` per prompt and lm-eval's
+               batched, left-padded ``generate_until`` at batch 32: same texts
   9 invariance ``inference.batch_invariant``: the same log-likelihoods and texts at three
                token budgets and two shard counts, packed and invariant, and its cost
 
@@ -37,7 +41,9 @@ Here, on the CPU (tiny models):
 The package: ``__main__`` (the command line), ``runner`` (``run``), ``kit`` (the kit and
 its wheels), ``common`` (model shapes, rows, setup, comparisons), ``models`` (random
 models, engine and plain runs), ``workload`` (the requests), ``report`` (table,
-environment), and one module per check: ``engine`` (1), ``precision`` (2, quant
+environment), ``baselines`` (lm-eval 0.4.13's batched log-likelihood and generation,
+written out: the GPU machine has no lm-eval; tests/test_lmeval_baselines.py proves them
+equal to lm-eval's on the CPU), and one module per check: ``engine`` (1), ``precision`` (2, quant
 included), ``split`` (3), ``oom`` (4), ``plan`` (5), ``slots`` (6), ``prefix`` (7),
 ``generation`` (8), ``invariance`` (9). The GPU machine's Python has torch, transformers and accelerate but
 not polars, pytest or lm-eval: the package imports only the standard library at import

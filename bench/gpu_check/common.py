@@ -49,6 +49,12 @@ QUANT = ("int8", "nf4")
 # GPU: masked and causal attention kernels sum in other orders.
 FP32_TOL = {"cpu": 1e-4, "cuda": 1e-3}
 BF16_ERROR_RATIO = 1.5  # the engine's error against fp32, at most this times plain's
+# #30: on the GPU the engine at least this much faster than lm-eval's batched algorithms
+# (baselines.py) at batch 32 and at the largest batch that fits ("auto"). On the CPU the
+# same code at one small batch: lm-eval's full-vocabulary log-softmax at every position
+# of 64 few-shot prompts is 2 G values, and 64 rows of them at once 8 GB
+LMEVAL_SPEEDUP = 2.0
+LMEVAL_BATCHES = {"cuda": (32, "auto"), "cpu": (4,)}
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,10 @@ class Setup:
             return []
         return ["fp32", "bf16"] if self.cuda else ["fp32"]
 
+    @property
+    def lmeval_batches(self) -> tuple:
+        return LMEVAL_BATCHES[self.device]
+
     def split_precision(self) -> str:
         return "bf16" if self.cuda else "fp32"
 
@@ -176,6 +186,7 @@ class Run:
     forward_tokens: int  # tokens through the model (contexts shared by the engine)
     peak_bytes: int | None = None  # torch.cuda.max_memory_allocated during the run
     resident_bytes: int | None = None  # allocated before the run: weights and buffers
+    batch_size: int | None = None  # lm-eval's runs: the batch size it ran at
 
 
 # ----------------------------------------------------------------------------- comparisons
@@ -224,8 +235,27 @@ def speed(run: Run, n: int) -> dict:
     }
 
 
+def lmeval_figures(engine: Run, runs: dict, p: str, n: int, sizes) -> dict:
+    """The engine against lm-eval's batched runs at precision ``p`` and batch ``sizes``:
+    each one's speed, batch size, the engine's speedup and the largest log-likelihood
+    difference."""
+    figs = {}
+    for size in sizes:
+        run = runs["lmeval", size, p]
+        figs[f"lmeval_{size}"] = {**speed(run, n), "batch_size": run.batch_size}
+        figs[f"speedup_vs_lmeval_{size}"] = run.wall / engine.wall
+        figs[f"max_abs_dll_vs_lmeval_{size}"] = max(abs_diffs(engine.ll, run.ll))
+        figs[f"greedy_flips_vs_lmeval_{size}"] = greedy_flips(engine.greedy, run.greedy)
+    return figs
+
+
+def beats_lmeval(figs: dict, sizes) -> bool:
+    return all(figs[f"speedup_vs_lmeval_{s}"] >= LMEVAL_SPEEDUP for s in sizes)
+
+
 def missing(runs: dict, errors: dict, keys) -> BaseException | None:
-    for kind, p in keys:
-        if (kind, p) not in runs:
-            return errors.get(p) or RuntimeError(f"no {kind} run at {p}")
+    for key in keys:  # (kind, ..., precision)
+        if key not in runs:
+            what = " ".join(str(k) for k in key[:-1])
+            return errors.get(key[-1]) or RuntimeError(f"no {what} run at {key[-1]}")
     return None

@@ -1,20 +1,25 @@
 """Check 7 (prefix): few-shot prompts (MMLU 5-shot's shape: ~600 shared tokens, then a
 short question and four answers): the engine computing each shared prefix once against
-the same engine without sharing and a plain forward per request."""
+the same engine without sharing, a plain forward per request and lm-eval's batched
+algorithm (baselines.py) at batch 32 and "auto"."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from .baselines import run_lmeval
 from .common import (
     BF16_ERROR_RATIO,
     FP32_TOL,
+    LMEVAL_SPEEDUP,
     ModelSpec,
     Row,
     Setup,
     Timer,
     abs_diffs,
+    beats_lmeval,
     greedy_flips,
+    lmeval_figures,
     mean,
     pick_agreement,
     speed,
@@ -40,6 +45,8 @@ def prefix_rows(setup: Setup, spec: ModelSpec, folder: Path) -> list[Row]:
                     model, tok, setup.fewshot, setup.budget, sharing=False
                 )
                 runs["plain", p] = run_plain(model, tok, setup.fewshot)
+                for size in setup.lmeval_batches:
+                    runs["lmeval", size, p] = run_lmeval(model, tok, setup.fewshot, size)[0]
             finally:
                 model = tok = None
                 free_memory()
@@ -59,18 +66,22 @@ def prefix_rows(setup: Setup, spec: ModelSpec, folder: Path) -> list[Row]:
             "max_abs_dll_vs_plain": max(abs_diffs(sh.ll, pl.ll)),
             "max_abs_dll_vs_unshared": max(abs_diffs(sh.ll, un.ll)),
             "greedy_flips": greedy_flips(sh.greedy, pl.greedy),
+            **lmeval_figures(sh, runs, p, n, setup.lmeval_batches),
         }
         token_ratio = un.forward_tokens / sh.forward_tokens
         figs["token_ratio"] = token_ratio
         ok = token_ratio >= PREFIX_TOKEN_RATIO
         target = f"tokens unshared/shared >= {PREFIX_TOKEN_RATIO:g}"
         if setup.cuda:  # tiny models on the CPU time overheads, not the work saved
-            ok = ok and figs["speedup_vs_unshared"] >= 1
-            target += ", faster than unshared"
+            ok = (
+                ok and figs["speedup_vs_unshared"] >= 1 and beats_lmeval(figs, setup.lmeval_batches)
+            )
+            target += f", faster than unshared, >= {LMEVAL_SPEEDUP:g}x lm-eval batched"
         if p == "fp32":
             tol = FP32_TOL[setup.device]
             ok = ok and figs["max_abs_dll_vs_plain"] <= tol and figs["greedy_flips"] == 0
-            target += f", max|dLL| vs plain <= {tol:g}, no is_greedy flip"
+            ok = ok and all(figs[f"max_abs_dll_vs_lmeval_{s}"] <= tol for s in setup.lmeval_batches)
+            target += f", max|dLL| vs plain and lm-eval <= {tol:g}, no is_greedy flip"
         else:
             ref = runs["plain", "fp32"].ll
             figs["shared_mean_err_vs_fp32"] = mean(abs_diffs(sh.ll, ref))
