@@ -98,7 +98,7 @@ def test_runs_without_the_gpu_machines_missing_packages(report):
 
 
 def test_every_check_reports_and_cuda_only_ones_are_skipped(report):
-    assert {r["check"] for r in report["rows"]} == {1, 2, 3, 4, 5, 6, 7, 8, 9}
+    assert {r["check"] for r in report["rows"]} == {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
     for check in (4, 5):
         assert rows(report, check)
         assert all(
@@ -180,3 +180,17 @@ def test_generation_equals_transformers_generate(report):
             assert f["same_text_as_lmeval"] == f["prompts"]
             # lm-eval's batch decodes until its last row stops: at least as many tokens
             assert f["lmeval_generated_tokens"] >= f["generated_tokens"]
+
+
+def test_the_scale_check_runs_the_7b_code_on_the_tiny_shape(report):
+    """Check 10 on the CPU: the tiny Qwen2 shape through the 7B check's code (bf16;
+    int8 and nf4 skipped without bitsandbytes); GPU-only figures absent."""
+    by_name = {r["name"]: r for r in rows(report, 10)}
+    assert set(by_name) == {f"scale/tiny-qwen2/{p}" for p in ("bf16", "int8", "nf4")}
+    r = by_name["scale/tiny-qwen2/bf16"]
+    f = r["figures"]
+    assert r["status"] == "pass", r
+    assert f["loglikelihood"]["tok_per_s"] > 0 and f["generated_tok_per_s"] > 0
+    assert 0 < f["body_parameters"] < 10**6 and "body_mfu" not in f
+    for p in ("int8", "nf4"):
+        assert by_name[f"scale/tiny-qwen2/{p}"]["status"] == "skipped"

@@ -65,7 +65,11 @@ def test_generation_is_lmevals(tiny):
     requests = make_generation_requests(5, 12)
     # a stop string the tiny model writes now and then: some rows stop early, others
     # run to max_gen_toks, and the batch waits for its last row
-    requests = [type(r)(r.context, ("\n\n", "Question:", "e"), r.max_gen_toks) for r in requests]
+    # and two generation settings: lm-eval batches each setting's prompts apart
+    requests = [
+        type(r)(r.context, ("\n\n", "Question:", "e"), r.max_gen_toks - 4 * (i % 2))
+        for i, r in enumerate(requests)
+    ]
     theirs = _lmeval(folder, 2).generate_until(
         [
             Instance(

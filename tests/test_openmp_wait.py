@@ -33,6 +33,7 @@ ctxt 1999
 
 def test_proc_stat_is_read_per_cpu():
     assert cpu_times(BEFORE) == {0: (1010, 1260), 1: (910, 1260)}
+    assert cpu_times("\n" + BEFORE + "\n") == cpu_times(BEFORE)  # blank lines: nothing
     assert free_cores(BEFORE, AFTER, [0, 1]) == pytest.approx(1.15)
     assert free_cores(BEFORE, AFTER, [0]) == pytest.approx(1.0)
     assert free_cores(BEFORE, AFTER, [1]) == pytest.approx(0.15)

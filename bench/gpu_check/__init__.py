@@ -24,6 +24,10 @@ the exit code is 1 when a row fails.
                batched, left-padded ``generate_until`` at batch 32: same texts
   9 invariance ``inference.batch_invariant``: the same log-likelihoods and texts at three
                token budgets and two shard counts, packed and invariant, and its cost
+ 10 scale      a 7B-class shape (Qwen2-7B's layers) in bf16, int8 and nf4: log-likelihood
+               and generation tokens/s, model FLOPs utilisation against the GPU's bf16
+               peak, decoding's share of its memory bandwidth, peak memory against the
+               plan
 
 Without CUDA (the test suite) the same code runs on tiny models: 4 and 5 are skipped and
 3 splits between CPU and disk, so the code cannot rot between GPU runs.
@@ -45,7 +49,7 @@ environment), ``baselines`` (lm-eval 0.4.13's batched log-likelihood and generat
 written out: the GPU machine has no lm-eval; tests/test_lmeval_baselines.py proves them
 equal to lm-eval's on the CPU), and one module per check: ``engine`` (1), ``precision`` (2, quant
 included), ``split`` (3), ``oom`` (4), ``plan`` (5), ``slots`` (6), ``prefix`` (7),
-``generation`` (8), ``invariance`` (9). The GPU machine's Python has torch, transformers and accelerate but
+``generation`` (8), ``invariance`` (9), ``scale`` (10). The GPU machine's Python has torch, transformers and accelerate but
 not polars, pytest or lm-eval: the package imports only the standard library at import
 time, llmboard and torch inside functions.
 """

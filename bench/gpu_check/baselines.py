@@ -12,8 +12,8 @@ the same numbers, the same texts):
 - its ``batch_size="auto"``: the largest batch, halving from ``max_batch_size`` (64),
   for which five forwards and log-softmaxes of the longest request's length run
   without running out of memory;
-- generation (``HFLM.generate_until``): prompts sorted longest first, ``batch_size`` a
-  call, left-padded, ``model.generate`` greedy with ``max_length`` = the padded prompt
+- generation (``HFLM.generate_until``): prompts grouped by generation settings, each
+  group sorted longest first, ``batch_size`` a call, left-padded, ``model.generate`` greedy with ``max_length`` = the padded prompt
   + ``max_gen_toks``, a batch running until every row has one stop string
   (``MultiTokenEOSCriteria``: the stop string in the decoded last tokens, one
   criterion per stop string, the tokenizer's EOS text among them), each text cut at
@@ -161,14 +161,21 @@ def lmeval_generate(model, tok, requests, batch_size: int) -> tuple[list[str], f
     eos = tok.decode([tok.eos_token_id], skip_special_tokens=False)
     pad = next(t for t in (tok.pad_token_id, tok.unk_token_id, tok.eos_token_id) if t is not None)
     encoded = [encode(tok, r.context) for r in requests]
-    order = sorted(range(len(requests)), key=lambda i: (-len(encoded[i]), requests[i].context))
+    # lm-eval's Collator(group_by="gen_kwargs"): one group per generation setting, in
+    # order of first appearance, each sorted longest first and cut into batches
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(requests):
+        groups.setdefault((r.until, r.max_gen_toks), []).append(i)
+    chunks = []
+    for members in groups.values():
+        members.sort(key=lambda i: (-len(encoded[i]), requests[i].context))
+        chunks += [members[b : b + batch_size] for b in range(0, len(members), batch_size)]
     texts: list = [None] * len(requests)
     generated = 0
     _sync()
     t0 = time.perf_counter()
-    for b in range(0, len(order), batch_size):
-        chunk = order[b : b + batch_size]
-        r0 = requests[chunk[0]]  # one batch: one set of generation settings (lm-eval groups)
+    for chunk in chunks:
+        r0 = requests[chunk[0]]  # the batch's generation settings
         until = [*r0.until, eos] if eos not in r0.until else list(r0.until)
         keep = _max_length(model) - r0.max_gen_toks
         rows = [encoded[i][-keep:] for i in chunk]

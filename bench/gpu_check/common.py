@@ -30,6 +30,7 @@ CHECKS = (
     "prefix",
     "generation",
     "invariance",
+    "scale",
 )
 CHECK_NUMBER = dict(
     engine=1,
@@ -42,6 +43,7 @@ CHECK_NUMBER = dict(
     prefix=7,
     generation=8,
     invariance=9,
+    scale=10,
 )
 QUANT = ("int8", "nf4")
 
@@ -81,6 +83,10 @@ MODELS = {
     ),
     "qwen2-1.5b-untied": ModelSpec(
         "qwen2-1.5b-untied", "qwen2", 1536, 28, 12, 2, 8960, False, 32768, logit_scale=8.0
+    ),
+    # check 10 only (scale.py): Qwen2-7B's layers, SmolLM2's vocabulary
+    "qwen2-7b": ModelSpec(
+        "qwen2-7b", "qwen2", 3584, 28, 28, 4, 18944, False, 32768, logit_scale=8.0
     ),
     "tiny-llama": ModelSpec("tiny-llama", "llama", 64, 2, 4, 2, 128, True, 2048, weight_scale=8.0),
     "tiny-qwen2": ModelSpec("tiny-qwen2", "qwen2", 64, 2, 4, 2, 128, False, 2048, weight_scale=8.0),

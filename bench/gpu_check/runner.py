@@ -32,6 +32,7 @@ from .plan import plan_rows
 from .precision import precision_rows
 from .prefix import prefix_rows
 from .report import environment, table
+from .scale import scale_rows
 from .slots import slot_rows
 from .split import split_rows
 from .workload import make_fewshot_requests, make_generation_requests, make_requests
@@ -67,7 +68,7 @@ def make_setup(args, work: Path) -> Setup:
         groups,
         Path(args.tokenizer),
         work,
-        bnb_status() if checks & {"quant"} else "not asked for",
+        bnb_status() if checks & {"quant", "scale"} else "not asked for",
         gpu_gb,
         fewshot,
         fewshot_groups,
@@ -121,6 +122,8 @@ def run_checks(setup: Setup) -> list[Row]:
         rows += guarded("engine", f"build/{spec.name}", partial(model_rows, setup, spec, i == 0))
     if "slots" in setup.checks:
         rows += slot_rows(setup)
+    if "scale" in setup.checks:
+        rows += guarded("scale", "scale", partial(scale_rows, setup))
     return sorted(rows, key=lambda r: r.check)
 
 

@@ -32,7 +32,7 @@ def cpu_times(stat_text: str) -> dict[int, tuple[int, int]]:
     in user time)."""
     out = {}
     for line in stat_text.splitlines():
-        name, *fields = line.split()
+        name, *fields = line.split() or [""]
         if not name.startswith("cpu") or name == "cpu":
             continue
         ticks = [int(x) for x in fields[:8]]
