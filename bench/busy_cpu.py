@@ -71,10 +71,10 @@ print(json.dumps({"wall": wall, "cpu": used, "waits": waits}), flush=True)
 
 
 def measure(policy: str, workload: str, busy: bool, invariant: bool) -> dict:
-    env = {**os.environ, **_policy_env(policy), "TOKENIZERS_PARALLELISM": "false"}
-    for var in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):  # only the policy measured
-        if var not in _policy_env(policy):
-            env.pop(var, None)
+    from llmboard.inference.threads import USER_SETTINGS
+
+    env = {k: v for k, v in os.environ.items() if k not in USER_SETTINGS}  # only the policy
+    env |= {**_policy_env(policy), "TOKENIZERS_PARALLELISM": "false"}
     # the competitor first: ``auto`` looks at the cores as the child starts
     hog = subprocess.Popen(["yes"], stdout=subprocess.DEVNULL) if busy else None
     child = subprocess.Popen(

@@ -1,7 +1,7 @@
 """What users would run instead (#30): lm-eval 0.4.13's ``hf`` model, its algorithms
 written out here because the GPU machine has torch and transformers but not lm-eval.
-Faithful, and proven so on the CPU against lm-eval itself (tests/test_gpu_check.py:
-the same numbers, the same texts):
+Faithful, and proven so on the CPU against lm-eval itself
+(tests/test_lmeval_baselines.py: the same numbers, the same texts):
 
 - log-likelihoods (``HFLM._loglikelihood_tokens``): requests grouped by context +
   continuation[:-1] (its logits cache: one row per group, its longest continuation),
@@ -25,18 +25,9 @@ from __future__ import annotations
 import time
 
 from .common import Run
+from .models import device_of, sync
 
 LMEVAL_MAX_BATCH = 64  # HFLM's max_batch_size default: where "auto" starts halving
-
-
-def _device(model):
-    return next(p.device for p in model.parameters() if p.device.type != "meta")
-
-
-def _sync():
-    from .models import sync
-
-    sync()
 
 
 def lmeval_pairs(model, tok, requests) -> list[tuple[list[int], list[int]]]:
@@ -48,6 +39,7 @@ def lmeval_pairs(model, tok, requests) -> list[tuple[list[int], list[int]]]:
 
 
 def _max_length(model) -> int:
+    """HFLM's ``max_length`` for the models here (their config's position count)."""
     return int(getattr(model.config, "max_position_embeddings", 2048))
 
 
@@ -56,7 +48,7 @@ def lmeval_loglikelihoods(model, pairs, batch_size: int, softmax_dtype=None):
     import torch
     import torch.nn.functional as F
 
-    dev, max_len = _device(model), _max_length(model)
+    dev, max_len = device_of(model), _max_length(model)
     groups: dict[tuple, list[int]] = {}
     for i, (c, k) in enumerate(pairs):
         groups.setdefault(tuple(c + k[:-1]), []).append(i)
@@ -95,7 +87,7 @@ def lmeval_auto_batch(model, pairs, softmax_dtype=None, start: int = LMEVAL_MAX_
     while size >= 1:
         try:
             with torch.no_grad():
-                test = torch.ones((size, length), dtype=torch.long, device=_device(model))
+                test = torch.ones((size, length), dtype=torch.long, device=device_of(model))
                 for _ in range(5):
                     F.log_softmax(model(test).logits, dim=-1, dtype=softmax_dtype)
             return size
@@ -106,28 +98,22 @@ def lmeval_auto_batch(model, pairs, softmax_dtype=None, start: int = LMEVAL_MAX_
     return 1
 
 
-def softmax_dtype_for(model):
-    """What users run: lm-eval's default (None: the logits' own dtype)."""
-    return None
-
-
-def run_lmeval(model, tok, requests, batch_size: int | str) -> tuple[Run, int]:
+def run_lmeval(model, tok, requests, batch_size: int | str) -> Run:
     """lm-eval's batched log-likelihoods timed, as a ``Run`` (its ``request_tokens`` also
     as its tokens through the model: the logits cache is not counted); ``batch_size`` a
-    number or "auto". Returns the run and the batch size used."""
+    number or "auto", the size used in ``Run.batch_size``. The log-softmax in the
+    logits' own dtype: lm-eval's default ``softmax_dtype``, what users run."""
     pairs = lmeval_pairs(model, tok, requests)
-    dtype = softmax_dtype_for(model)
-    size = lmeval_auto_batch(model, pairs, dtype) if batch_size == "auto" else batch_size
-    lmeval_loglikelihoods(model, pairs[:8], size, dtype)  # warm-up
-    _sync()
+    size = lmeval_auto_batch(model, pairs) if batch_size == "auto" else batch_size
+    lmeval_loglikelihoods(model, pairs[:8], size)  # warm-up
+    sync()
     t0 = time.perf_counter()
-    res = lmeval_loglikelihoods(model, pairs, size, dtype)
-    _sync()
+    res = lmeval_loglikelihoods(model, pairs, size)
+    sync()
     wall = time.perf_counter() - t0
     tokens = sum(len(c) + len(k) - 1 for c, k in pairs)
     # through the model: one row per context group, padded to its batch's longest
-    run = Run([x[0] for x in res], [x[1] for x in res], wall, tokens, tokens, batch_size=size)
-    return run, size
+    return Run([x[0] for x in res], [x[1] for x in res], wall, tokens, tokens, batch_size=size)
 
 
 # ----------------------------------------------------------------------------- generation
@@ -157,7 +143,7 @@ def lmeval_generate(model, tok, requests, batch_size: int) -> tuple[list[str], f
 
     from llmboard.inference.engine import encode
 
-    dev = _device(model)
+    dev = device_of(model)
     eos = tok.decode([tok.eos_token_id], skip_special_tokens=False)
     pad = next(t for t in (tok.pad_token_id, tok.unk_token_id, tok.eos_token_id) if t is not None)
     encoded = [encode(tok, r.context) for r in requests]
@@ -172,7 +158,7 @@ def lmeval_generate(model, tok, requests, batch_size: int) -> tuple[list[str], f
         chunks += [members[b : b + batch_size] for b in range(0, len(members), batch_size)]
     texts: list = [None] * len(requests)
     generated = 0
-    _sync()
+    sync()
     t0 = time.perf_counter()
     for chunk in chunks:
         r0 = requests[chunk[0]]  # the batch's generation settings
@@ -203,5 +189,5 @@ def lmeval_generate(model, tok, requests, batch_size: int) -> tuple[list[str], f
                 if u:
                     text = text.split(u)[0]
             texts[i] = text
-    _sync()
+    sync()
     return texts, time.perf_counter() - t0, generated

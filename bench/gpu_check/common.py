@@ -255,6 +255,10 @@ def lmeval_figures(engine: Run, runs: dict, p: str, n: int, sizes) -> dict:
     return figs
 
 
+def agrees_with_lmeval(figs: dict, sizes, tol: float) -> bool:
+    return all(figs[f"max_abs_dll_vs_lmeval_{s}"] <= tol for s in sizes)
+
+
 def beats_lmeval(figs: dict, sizes) -> bool:
     return all(figs[f"speedup_vs_lmeval_{s}"] >= LMEVAL_SPEEDUP for s in sizes)
 

@@ -16,6 +16,7 @@ from .common import (
     Setup,
     Timer,
     abs_diffs,
+    agrees_with_lmeval,
     beats_lmeval,
     failed,
     greedy_flips,
@@ -40,7 +41,7 @@ def model_runs(setup: Setup, spec: ModelSpec, folder: Path) -> tuple[dict, dict]
                 if p in setup.plain_precisions():
                     runs["plain", p] = run_plain(model, tok, setup.requests)
                     for size in setup.lmeval_batches:
-                        runs["lmeval", size, p] = run_lmeval(model, tok, setup.requests, size)[0]
+                        runs["lmeval", size, p] = run_lmeval(model, tok, setup.requests, size)
             except Exception as e:  # one precision failing must not hide the others
                 log.exception("%s %s", spec.name, p)
                 # the text alone: a kept traceback would keep the model's GPU memory
@@ -75,7 +76,7 @@ def engine_rows(setup: Setup, spec: ModelSpec, runs: dict, errors: dict) -> list
         if p == "fp32":
             tol = FP32_TOL[setup.device]
             ok = figs["max_abs_dll"] <= tol and figs["greedy_flips"] == 0
-            ok = ok and all(figs[f"max_abs_dll_vs_lmeval_{s}"] <= tol for s in setup.lmeval_batches)
+            ok = ok and agrees_with_lmeval(figs, setup.lmeval_batches, tol)
             target = f"max|dLL| <= {tol:g} (plain and lm-eval), no is_greedy flip, speedup >= 1"
         else:  # 16-bit rounding differs with batch shapes: judge both against fp32
             ref = runs["engine", "fp32"].ll

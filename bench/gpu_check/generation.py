@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .baselines import lmeval_generate
 from .common import LMEVAL_SPEEDUP, ModelSpec, Row, Setup, Timer, mean, verdict
-from .models import free_memory, load, sync
+from .models import device_of, free_memory, load, sync
 
 # check 8: greedy texts equal to transformers' generate in fp32; GPU kernels (cascade
 # attention's one softmax against SDPA's) may break a near-tie now and then
@@ -24,7 +24,7 @@ def hf_generate(model, tok, requests) -> tuple[list[str], float, int]:
 
     from llmboard.inference.engine import encode
 
-    dev = next(p.device for p in model.parameters() if p.device.type != "meta")
+    dev = device_of(model)
     eos_text = tok.decode([tok.eos_token_id], skip_special_tokens=False)
     texts, generated = [], 0
     sync()

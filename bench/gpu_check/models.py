@@ -73,6 +73,11 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def device_of(model):
+    """Where a model's inputs go: its first parameter's device that is not "meta"."""
+    return next(p.device for p in model.parameters() if p.device.type != "meta")
+
+
 def sync() -> None:
     import torch
 
@@ -119,7 +124,7 @@ def plain_loglikelihoods(model, tok, requests, prefix: int):
 
     from llmboard.inference.engine import split_pair
 
-    dev = next(p.device for p in model.parameters() if p.device.type != "meta")
+    dev = device_of(model)
     out = []
     with torch.inference_mode():
         for r in requests:

@@ -17,6 +17,7 @@ from .common import (
     Setup,
     Timer,
     abs_diffs,
+    agrees_with_lmeval,
     beats_lmeval,
     greedy_flips,
     lmeval_figures,
@@ -46,7 +47,7 @@ def prefix_rows(setup: Setup, spec: ModelSpec, folder: Path) -> list[Row]:
                 )
                 runs["plain", p] = run_plain(model, tok, setup.fewshot)
                 for size in setup.lmeval_batches:
-                    runs["lmeval", size, p] = run_lmeval(model, tok, setup.fewshot, size)[0]
+                    runs["lmeval", size, p] = run_lmeval(model, tok, setup.fewshot, size)
             finally:
                 model = tok = None
                 free_memory()
@@ -80,7 +81,7 @@ def prefix_rows(setup: Setup, spec: ModelSpec, folder: Path) -> list[Row]:
         if p == "fp32":
             tol = FP32_TOL[setup.device]
             ok = ok and figs["max_abs_dll_vs_plain"] <= tol and figs["greedy_flips"] == 0
-            ok = ok and all(figs[f"max_abs_dll_vs_lmeval_{s}"] <= tol for s in setup.lmeval_batches)
+            ok = ok and agrees_with_lmeval(figs, setup.lmeval_batches, tol)
             target += f", max|dLL| vs plain and lm-eval <= {tol:g}, no is_greedy flip"
         else:
             ref = runs["plain", "fp32"].ll
