@@ -72,6 +72,8 @@ bench: setup-dev
 # so name it in the call's carry):
 #   python3 -m bench.gpu_check run --tokenizer bench/out/gpu_kit/tokenizer \
 #       --wheels bench/out/gpu_kit/wheels --out "$OUT"
+# Check 11 (the workflow itself on the GPU) needs `prepare --workflow` too: its
+# wheelhouse travels in two calls of its own (docs/gpu.md, "The workflow on the GPU").
 .PHONY: gpu-check
 gpu-check: setup-dev
 	$(VENV)/bin/python -m bench.gpu_check prepare --out bench/out/gpu_kit

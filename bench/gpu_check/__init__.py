@@ -28,6 +28,10 @@ the exit code is 1 when a row fails.
                and generation tokens/s, model FLOPs utilisation against the GPU's bf16
                peak, decoding's share of its memory bandwidth, peak memory against the
                plan
+ 11 workflow   ``snakemake`` end to end on a random-weight checkpoint and .jsonl tasks:
+               fetch, convert, inference jobs given their GPU by CUDA_VISIBLE_DEVICES
+               from the memory plan, score, board, ``llmboard verify``; needs the kit's
+               workflow wheelhouse installed (``install-wheels``), else skipped
 
 Without CUDA (the test suite) the same code runs on tiny models: 4 and 5 are skipped and
 3 splits between CPU and disk, so the code cannot rot between GPU runs.
@@ -38,6 +42,10 @@ On the GPU machine, from the repo root (llmboard is not installed there: ``pytho
 puts the repo root on sys.path), with bench/out/gpu_kit carried along:
     python3 -m bench.gpu_check run --tokenizer bench/out/gpu_kit/tokenizer \\
         --wheels bench/out/gpu_kit/wheels --out "$OUT"
+Check 11's wheelhouse (``prepare --workflow``: Snakemake, polars, datasets, scipy and
+what they need beyond torch, transformers and accelerate, for Python 3.12) is larger
+than one call carries; its parts travel in calls that follow each other on the warm
+machine, the last one installing and running it (docs/gpu.md, "The workflow on the GPU").
 Here, on the CPU (tiny models):
     .venv/bin/python -m bench.gpu_check run --tokenizer bench/out/gpu_kit/tokenizer \\
         --out bench/out/gpu_check
@@ -49,7 +57,7 @@ environment), ``baselines`` (lm-eval 0.4.13's batched log-likelihood and generat
 written out: the GPU machine has no lm-eval; tests/test_lmeval_baselines.py proves them
 equal to lm-eval's on the CPU), and one module per check: ``engine`` (1), ``precision`` (2, quant
 included), ``split`` (3), ``oom`` (4), ``plan`` (5), ``slots`` (6), ``prefix`` (7),
-``generation`` (8), ``invariance`` (9), ``scale`` (10). The GPU machine's Python has torch, transformers and accelerate but
+``generation`` (8), ``invariance`` (9), ``scale`` (10), ``workflow`` (11). The GPU machine's Python has torch, transformers and accelerate but
 not polars, pytest or lm-eval: the package imports only the standard library at import
 time, llmboard and torch inside functions.
 """

@@ -31,6 +31,7 @@ CHECKS = (
     "generation",
     "invariance",
     "scale",
+    "workflow",
 )
 CHECK_NUMBER = dict(
     engine=1,
@@ -44,6 +45,7 @@ CHECK_NUMBER = dict(
     generation=8,
     invariance=9,
     scale=10,
+    workflow=11,
 )
 QUANT = ("int8", "nf4")
 

@@ -19,7 +19,8 @@ def fmt(v) -> str:
 
 
 def short_figures(figs: dict) -> str:
-    skip = {"placement", "holders"}
+    # lists and logs for the JSON only
+    skip = {"placement", "holders", "jobs", "snakemake_log_tail", "verify_tail"}
     parts = []
     for k, v in figs.items():
         if k in skip:
