@@ -292,3 +292,18 @@ def test_prompt_longer_than_the_budget_runs_in_budget_sized_pieces(arch, tiny_di
     ctx = [len(lm.tokenize_pair(r)[0]) for r in reqs[::2]]
     assert min(ctx) > 150 and lm.stats["prefix_tokens"] == sum(n - 1 for n in ctx)
     assert lm.stats["padded_tokens"] <= lm.stats["batches"] * 64
+
+
+def test_smollm2_body_and_head_weights_as_benchmarks_md_counts_them(smol_dir):
+    """docs/benchmarks.md bounds the zero-shot MMLU gain over lm-eval (which applies the
+    output head at every position) by these counts: (body + head) / body = 1.27."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(smol_dir)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    body = sum(p.numel() for p in model.model.layers.parameters() if p.dim() == 2)
+    head = model.lm_head.weight.numel()
+    assert (config.num_hidden_layers, round(body / 30 / 1e6, 2)) == (30, 3.54)
+    assert round(body / 1e6, 1) == 106.2 and round(head / 1e6, 1) == 28.3
+    assert round((2 * body + 2 * head) / (2 * body), 2) == 1.27
