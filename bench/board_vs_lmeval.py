@@ -769,11 +769,30 @@ def main() -> None:
         f"{args.lmeval_batch_size}; work {work_root}",
         flush=True,
     )
-    fams = []
+    fams, stopped = [], None
     try:
+        # every family's lm-eval tasks first: one lm-eval cannot run fails now, not after
+        # the families before it have run for half an hour
+        unsupported = {}
+        for family in families:
+            try:
+                tasks = family_tasks(settings, args.config, family, args.limit_scale)
+                write_lmeval_tasks(tasks, work_root / "preflight" / family)
+            except (KeyError, SystemExit) as e:
+                unsupported[family] = f"{type(e).__name__}: {e}"
+        if unsupported:
+            raise SystemExit(
+                "no lm-eval counterpart written for these families (leave them out with "
+                f"--families): {json.dumps(unsupported)}"
+            )
         for family in families:
             tasks = family_tasks(settings, args.config, family, args.limit_scale)
             fams.append(run_family(family, tasks, args, ctx))
+    except Exception as e:  # the families already run are still written, marked incomplete
+        if not fams:
+            raise
+        stopped = f"{type(e).__name__}: {e}"
+        print(f"\n!!! stopped after {len(fams)} families: {stopped}", flush=True)
     finally:
         if not args.keep_work:
             shutil.rmtree(work_root, ignore_errors=True)
@@ -801,6 +820,8 @@ def main() -> None:
         "families": fams,
         "total": tot,
         "mismatch": bool(mismatches) and args.dtype == "fp32",
+        # set when a family failed: the families listed ran in full, the rest did not
+        "stopped": stopped,
     }
     path = (
         args.json or REPO / "bench" / "results" / f"board_vs_lmeval-{args.model}-{args.dtype}.json"
@@ -808,6 +829,8 @@ def main() -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, default=str))
     print(f"\nwrote {path}")
+    if stopped:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
