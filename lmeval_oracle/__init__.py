@@ -428,7 +428,9 @@ def _yaml_with_functions(path: Path) -> dict:
     return yaml.load(path.read_text(), Loader=Loader)
 
 
-def write_lmeval_perplexity_tasks(docs: list[dict], work: Path) -> tuple[str, str]:
+def write_lmeval_perplexity_tasks(
+    docs: list[dict], work: Path, openai_name: str = "lambada_openai_lmeval"
+) -> tuple[str, str]:
     """lm-eval's ``lambada_openai`` (its YAML, the dataset redirected to ``docs`` as a local
     jsonl) and ``lambada_rolling_lmeval`` (``loglikelihood_rolling`` with wikitext's
     ``metric_list``, ``doc_to_target: "{{text}}"``, lm-eval's default process_results)
@@ -442,7 +444,7 @@ def write_lmeval_perplexity_tasks(docs: list[dict], work: Path) -> tuple[str, st
     }
     openai = yaml.safe_load((LMEVAL_TASKS / "lambada" / "lambada_openai.yaml").read_text())
     openai.pop("tag", None)
-    openai.update(task="lambada_openai_lmeval", **dataset)
+    openai.update(task=openai_name, **dataset)
     wikitext = _yaml_with_functions(LMEVAL_TASKS / "wikitext" / "wikitext.yaml")
     rolling = {
         "task": "lambada_rolling_lmeval",

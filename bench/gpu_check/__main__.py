@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import __doc__ as package_doc
 from .common import CHECKS, MODELS, REPO, log
-from .kit import install_command, prepare_kit, unpack_wheelhouse
+from .kit import install_command, prepare_kit, unmet_requirements, unpack_wheelhouse
 from .runner import cmd_run
 from .slots import hold_slot
 
@@ -73,7 +73,11 @@ def main() -> int:
     if args.cmd == "install-wheels":
         with tempfile.TemporaryDirectory() as tmp:
             wheels = unpack_wheelhouse(Path(args.wheelhouse), Path(tmp))
-            return subprocess.run(install_command(wheels, Path(args.target))).returncode
+            done = subprocess.run(install_command(wheels, Path(args.target)))
+        if done.returncode == 0:
+            for line in unmet_requirements(Path(args.target)):
+                print(f"warning: {line}")
+        return done.returncode
     if args.cmd == "hold-slot":
         print(json.dumps(hold_slot(args.lock_dir, args.local_gpus, args.seconds, args.cuda)))
         return 0

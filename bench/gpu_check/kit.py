@@ -28,12 +28,12 @@ TRAVEL_LIMIT = 64 * 2**20  # the working tree plus carried paths, per device cal
 # (and tested) here, for the GPU machine's Python.
 GPU_PYTHON = "3.12"
 GPU_BASE = ("torch", "transformers", "accelerate")  # and their own dependencies
-WORKFLOW_PACKAGES = ("snakemake", "polars", "jsonschema", "accelerate", "scipy", "datasets")
+WORKFLOW_PACKAGES = ("snakemake", "polars", "jsonschema", "scipy", "datasets")
 # left out: Snakemake imports it only for its ILP scheduler; the check runs `--scheduler
 # greedy`, which saves 15.6 MiB of CBC binaries
 WORKFLOW_LEAVE_OUT = ("pulp",)
-# one part per device call: the limit less room for the working tree (~2 MiB) and the
-# tokenizer (3.4 MiB), which travel with every call
+# one part per device call: the limit less 8 MiB of room for what travels with every
+# call, the working tree (~2 MiB) and the tokenizer (3.4 MiB)
 PART_BYTES = TRAVEL_LIMIT - 8 * 2**20
 WHEELHOUSE_PACK = "wheelhouse.tar.xz"
 WHEEL_PLATFORMS = ["manylinux2014_x86_64"] + [f"manylinux_2_{n}_x86_64" for n in (17, 24, 28)]
@@ -109,11 +109,15 @@ def canonical(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
 
 
-def installed_closure(names) -> dict[str, str]:
+def installed_closure(names, python: str | None = None) -> dict[str, str]:
     """The distributions installed here that ``names`` need, themselves included (their
-    requirements' markers evaluated for this Python, no extras): name -> version."""
+    requirements' markers evaluated for CPython ``python``, by default this one; no
+    extras): name -> version."""
     from packaging.requirements import Requirement
 
+    env = {"extra": ""}
+    if python:
+        env |= {"python_version": python, "python_full_version": f"{python}.0"}
     found: dict[str, str] = {}
     todo = [canonical(n) for n in names]
     while todo:
@@ -124,28 +128,28 @@ def installed_closure(names) -> dict[str, str]:
         found[name] = dist.version
         for text in dist.requires or []:
             req = Requirement(text)
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
+            if req.marker is None or req.marker.evaluate(env):
                 todo.append(canonical(req.name))
     return found
 
 
-def workflow_requirements() -> list[str]:
+def workflow_requirements(python: str = GPU_PYTHON) -> list[str]:
     """name==version for every distribution the workflow needs beyond the GPU machine's."""
-    base = installed_closure(GPU_BASE)
-    need = installed_closure(WORKFLOW_PACKAGES)
+    base = installed_closure(GPU_BASE, python)
+    need = installed_closure(WORKFLOW_PACKAGES, python)
     skip = set(base) | set(WORKFLOW_LEAVE_OUT)
     return sorted(f"{n}=={v}" for n, v in need.items() if n not in skip)
 
 
 def build_wheelhouse(out: Path, python: str = GPU_PYTHON, preset: int = 6) -> dict:
-    """The workflow's wheels for CPython ``python`` (``out/wheels``, kept for the next
-    build), packed into one .tar.xz cut into ``out/part-<i>`` pieces of at most PART_BYTES
+    """The workflow's wheels for CPython ``python`` (``out/wheels-py<python>``, kept for
+    the next build), packed into one .tar.xz cut into ``out/part-<i>`` pieces of at most PART_BYTES
     (a device call carries one), each with ``wheelhouse.json`` listing them all. A
     requirement with no wheel on the index (Snakemake's connection_pool) is built from its
     source distribution, if that gives a pure-Python wheel. ``preset``: xz's level."""
-    flat = out / "wheels"
+    flat = out / f"wheels-py{python}"  # a wheel's tags are for one Python
     flat.mkdir(parents=True, exist_ok=True)
-    reqs = workflow_requirements()
+    reqs = workflow_requirements(python)
     missing = [r for r in reqs if not _wheel_of(flat, r)]
     if (
         missing
@@ -210,7 +214,10 @@ def unpack_wheelhouse(folder: Path, into: Path) -> list[Path]:
     import hashlib
     import tarfile
 
-    listing = json.loads(next(folder.glob("part-*/wheelhouse.json")).read_text())
+    first = next(folder.glob("part-*/wheelhouse.json"), None)
+    if first is None:
+        raise SystemExit(f"{folder}: no part of the wheelhouse here (part-<i>/wheelhouse.json)")
+    listing = json.loads(first.read_text())
     chunks = [folder / p["folder"] / f"{WHEELHOUSE_PACK}.{p['folder']}" for p in listing["parts"]]
     if absent := [str(c.parent.name) for c in chunks if not c.exists()]:
         raise SystemExit(
@@ -238,6 +245,26 @@ def install_command(wheels: list[Path], target: Path) -> list[str]:
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps"]
     cmd += ["--no-compile", "--no-cache-dir", "--upgrade", "--target", str(target)]
     return cmd + [str(w) for w in wheels]
+
+
+def unmet_requirements(target: Path) -> list[str]:
+    """What the distributions installed in ``target`` need and do not find, with
+    ``target`` first on the path as it will be (the wheels go in with ``--no-deps``, so
+    pip checks nothing: a base package of another version than here shows up here)."""
+    from packaging.requirements import Requirement
+
+    path = [str(target), *sys.path]
+    found = {canonical(d.metadata["Name"]): d.version for d in metadata.distributions(path=path)}
+    problems = []
+    for dist in metadata.distributions(path=[str(target)]):
+        for text in dist.requires or []:
+            req = Requirement(text)
+            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+                continue
+            have = found.get(canonical(req.name))
+            if have is None or not req.specifier.contains(have, prereleases=True):
+                problems.append(f"{dist.metadata['Name']} needs {req}, finds {have or 'none'}")
+    return sorted(set(problems))
 
 
 def _sha256(path: Path) -> str:

@@ -22,6 +22,10 @@ from .models import save_random_model
 
 NAME = "workflow/snakemake end to end"
 PRECISIONS = ("fp32", "bf16")
+TASKS = {"wf_choice": {"shards": 2}, "wf_gen": None}
+SHARDS_PER_PRECISION = 3  # wf_choice's two and wf_gen's one
+# within one device call (600 s) with room for the model's build and the rest of `run`
+SNAKEMAKE_TIMEOUT_S, VERIFY_TIMEOUT_S = 360, 120
 RULES = ("fetch", "convert", "infer", "score", "leaderboard", "publish_leaderboard")
 MC_TASK = """task: wf_choice
 dataset: {source: wf_choice.jsonl}
@@ -49,13 +53,12 @@ def workflow_rows(setup: Setup) -> list[Row]:
         return [skipped("workflow", NAME, why)]
     with Timer(setup.timings, "workflow"):
         figs = run_workflow(setup)
-    jobs = figs["jobs"]
     ok = (
         figs["returncode"] == 0
         and set(RULES) <= set(figs["rules_run"])
         and figs["board_rows"] == len(PRECISIONS)
         and figs["verify_returncode"] == 0
-        and len(jobs) > 0
+        and figs["shards"] == len(PRECISIONS) * SHARDS_PER_PRECISION
         # every job got one GPU slot from the plan, set before torch started
         and figs["cuda_visible_devices"] == ["0"]
         and (not setup.cuda or figs["devices"] == ["cuda"])
@@ -80,11 +83,11 @@ def run_workflow(setup: Setup) -> dict:
     config = {
         "models": {"random": {"source": str(source)}},
         "precisions": list(PRECISIONS),
-        "tasks": {"wf_choice": {"shards": 2}, "wf_gen": None},
+        "tasks": TASKS,
         "tasks_dir": str(tasks),
-        # plan GPU jobs over one local GPU slot (the GPU machine's one GPU; on the CPU the
-        # same locking, with no CUDA behind it)
-        "resources": {"gpu_memory_gb": 80, "local_gpus": 1},
+        # plan GPU jobs over one local GPU slot (the GPU machine's one GPU, its memory as
+        # torch reports it; on the CPU the same locking, with no CUDA behind it)
+        "resources": {"gpu_memory_gb": setup.gpu_memory_gb or 80, "local_gpus": 1},
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
@@ -95,7 +98,7 @@ def run_workflow(setup: Setup) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")}
     env |= {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=1200)
+    done = _run(cmd, work, env, SNAKEMAKE_TIMEOUT_S)
     wall = time.perf_counter() - t0
     jobs = [
         _job(p)
@@ -116,11 +119,28 @@ def run_workflow(setup: Setup) -> dict:
     # `llmboard verify` as a user runs it, from the run's folder
     verify = [sys.executable, "-m", "llmboard.cli", "verify", "results", "--tasks-dir", str(tasks)]
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    checked = subprocess.run(verify, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    checked = _run(verify, work, env, VERIFY_TIMEOUT_S)
     figs["verify_returncode"] = checked.returncode
     figs["verify_tail"] = (checked.stdout + checked.stderr)[-1500:]
     figs["verify"] = "OK" if checked.returncode == 0 else "failed (verify_tail)"
     return figs
+
+
+def _run(cmd: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """A command's result; one that runs out of time is killed and reads as failed, with
+    what it printed, so the row and the JSON are still written."""
+    try:
+        return subprocess.run(
+            cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as e:
+        out = [
+            x.decode(errors="replace") if isinstance(x, bytes) else x or ""
+            for x in (e.stdout, e.stderr)
+        ]
+        return subprocess.CompletedProcess(
+            cmd, -9, out[0], out[1] + f"\ntimed out after {timeout} s"
+        )
 
 
 def write_tasks(folder: Path) -> Path:
