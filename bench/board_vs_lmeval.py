@@ -1,8 +1,8 @@
 """Benchmark (#18): the whole default board, llmboard vs lm-eval's CLI, task family by family.
 
 The families are config.yaml's task entries (arc_easy, arc_challenge, hellaswag, piqa,
-winogrande, openbookqa, boolq, mmlu: the group's 57 subjects, gsm8k_cot), each with the
-config's limit (times ``--limit-scale``), for one model entry (``--model``, default
+winogrande, openbookqa, boolq, mmlu: the group's 57 subjects, gsm8k_cot, lambada_openai,
+minerva_math_algebra, humaneval), each with the config's limit (times ``--limit-scale``), for one model entry (``--model``, default
 ``smollm2-135m-instruct``: raw prompts; ``smollm2-135m-instruct-chat``: its chat
 template, few-shot examples as turns, its system instruction if any) in one dtype
 (``--dtype fp32|bf16``), on the converted SmolLM2-135M-Instruct folder of
@@ -26,8 +26,12 @@ metrics, files written):
   --output_path <dir> --log_samples`` (plus ``--apply_chat_template
   --fewshot_as_multiturn`` / ``--system_instruction`` as the entry says). Its tasks are
   ours written in lm-eval's syntax on the same documents
-  (lmeval_oracle's ``write_lmeval_task``; gsm8k_cot: lm-eval's own
-  gsm8k-cot.yaml on our documents), so both sides see the same prompts.
+  (lmeval_oracle's ``write_lmeval_task``; gsm8k_cot, lambada_openai, minerva_math_algebra
+  and humaneval: lm-eval's own YAMLs on our documents, the last two with their utils.py
+  and ``--confirm_run_unsafe_code``, HF's code_eval answered offline by lmeval_oracle's
+  ``offline_code_eval``), so both sides see the same prompts. Ours is scored by
+  ``compute_score``, as the workflow's score job scores (humaneval's programs run in the
+  sandbox with config.yaml's ``code_execution``).
 
 Both processes get ``--threads`` threads (OMP_NUM_THREADS, MKL_NUM_THREADS and
 ``torch.set_num_threads``) and report their own peak RSS (``ru_maxrss`` at exit).
@@ -39,7 +43,8 @@ logits cache); generation, each prompt's tokens plus the tokens it generated (ou
 count for a document whose text is the same, else the returned text's tokens: a lower
 bound). Unpadded on both sides; padded counts are in the JSON.
 
-Checked per task and round: every metric of the task equal on both sides; in fp32 a
+Checked per task and round: every metric of the task equal on both sides (perplexities
+within 1e-4 relative, as fp32 log-likelihoods agree within 1e-4); in fp32 a
 difference prints a MISMATCH line and is recorded (the run goes on); in bf16 differences
 are recorded. HF datasets' cache for lm-eval's JSON files lives in the work folder and is
 kept across rounds (round 1 builds it, as a user's first run would).
@@ -137,6 +142,10 @@ def metric_key(metric: str) -> str:
 
 # ------------------------------------------------------------------ child: ours
 def child_ours(a) -> None:
+    from llmboard.inference.threads import openmp_wait_policy
+
+    # as an inference job decides it, before torch loads libgomp (idle cores: the default)
+    print(openmp_wait_policy(a.threads)[1], flush=True)
     import polars as pl
     import torch
 
