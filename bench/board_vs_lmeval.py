@@ -165,7 +165,6 @@ def child_ours(a) -> None:
     if prompting.chat_template is not False:
         chat = renderer(tok, prompting.chat_template, f"models.{a.model} ({a.model_dir})")
     invariant = settings.inference.batch_invariant
-    code = {k: v for k, v in settings.code_execution.items() if k != "allow_code_execution"}
     lm = JoinedLM(
         TransformersLM(model, tok, token_budget=a.token_budget, batch_invariant=invariant)
     )
@@ -201,7 +200,7 @@ def child_ours(a) -> None:
             model=a.model,
             metrics=task.metrics,
             primary_metric=task.primary_metric,
-            code=code if task.runs_code else None,
+            code=settings.sandbox() if task.runs_code else None,
         )
         rec["acc"] = {m: v["value"] for m, v in result["metrics"].items()}
         rec["n_docs"] = result["n"]
@@ -269,19 +268,13 @@ def write_lmeval_math_code_task(task, out_dir: Path) -> str:
     import yaml
 
     from llmboard.tasks.documents import load_docs
-    from lmeval_oracle import LMEVAL_TASKS, ORACLE_MATH_CODE
-
-    class Loader(yaml.SafeLoader):  # keeps each `!function x` as the string "!function x"
-        pass
-
-    Loader.add_constructor("!function", lambda ld, node: f"!function {ld.construct_scalar(node)}")
+    from lmeval_oracle import LMEVAL_TASKS, ORACLE_MATH_CODE, _yaml_with_functions, write_jsonl
 
     rel, split, _ = ORACLE_MATH_CODE[task.name]
     out_dir.mkdir(parents=True, exist_ok=True)
     name = PREFIX + task.name
-    data = out_dir / f"{name}.jsonl"
-    data.write_text("".join(json.dumps(d, default=str) + "\n" for d in load_docs(task)))
-    cfg = yaml.load((LMEVAL_TASKS / rel).read_text(), Loader=Loader)
+    data = write_jsonl(out_dir / f"{name}.jsonl", load_docs(task))
+    cfg = _yaml_with_functions(LMEVAL_TASKS / rel, keep_tag=True)
     if "include" in cfg:
         raise SystemExit(f"{task.name}: lm-eval's {rel} includes another file (not handled)")
     cfg.pop("tag", None)
@@ -300,8 +293,6 @@ def write_lmeval_perplexity_task(task, out_dir: Path) -> str:
     from llmboard.tasks.documents import load_docs
     from lmeval_oracle import write_lmeval_perplexity_tasks
 
-    if task.name != "lambada_openai":
-        raise SystemExit(f"{task.name}: no lm-eval counterpart known for this perplexity task")
     name, _ = write_lmeval_perplexity_tasks(load_docs(task), out_dir, PREFIX + task.name)
     return name
 
@@ -461,10 +452,15 @@ def compare_acc(tasks, ours: dict, theirs: dict) -> dict:
     return out
 
 
-def run_family(family: str, tasks: list, args, ctx: dict) -> dict:
+def lmeval_include(ctx: dict, family: str) -> Path:
+    """Where a family's lm-eval tasks are written (``--include_path``)."""
+    return ctx["work"] / family / "lmeval-tasks"
+
+
+def run_family(family: str, tasks: list, names: list[str], args, ctx: dict) -> dict:
+    """``names``: the family's lm-eval tasks, written in ``lmeval_include``."""
     work: Path = ctx["work"] / family
-    include = work / "lmeval-tasks"
-    names = write_lmeval_tasks(tasks, include)
+    include = lmeval_include(ctx, family)
     limit = tasks[0].spec.get("limit")
     n_docs = None
     rounds = []
@@ -862,11 +858,11 @@ def main() -> None:
     try:
         # every family's lm-eval tasks first: one lm-eval cannot run fails now, not after
         # the families before it have run for half an hour
-        unsupported = {}
+        planned, unsupported = {}, {}
         for family in families:
             try:
                 tasks = family_tasks(settings, args.config, family, args.limit_scale)
-                write_lmeval_tasks(tasks, work_root / "preflight" / family)
+                planned[family] = tasks, write_lmeval_tasks(tasks, lmeval_include(ctx, family))
             except (KeyError, SystemExit) as e:
                 unsupported[family] = f"{type(e).__name__}: {e}"
         if unsupported:
@@ -874,9 +870,8 @@ def main() -> None:
                 "no lm-eval counterpart written for these families (leave them out with "
                 f"--families): {json.dumps(unsupported)}"
             )
-        for family in families:
-            tasks = family_tasks(settings, args.config, family, args.limit_scale)
-            fams.append(run_family(family, tasks, args, ctx))
+        for family, (tasks, names) in planned.items():
+            fams.append(run_family(family, tasks, names, args, ctx))
     # a failed child exits through SystemExit (run_child): the families already run are
     # still written, marked incomplete
     except (Exception, SystemExit) as e:

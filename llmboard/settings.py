@@ -158,6 +158,10 @@ class Settings:
     code_execution: dict  # the config's code_execution mapping, defaults filled in
     statistics: dict  # the config's statistics mapping (and its seed), defaults filled in
 
+    def sandbox(self) -> dict:
+        """The settings a code task's programs run with: code_execution less its switch."""
+        return {k: v for k, v in self.code_execution.items() if k != "allow_code_execution"}
+
 
 def load_settings(config: dict, origin: str = "config") -> Settings:
     """Validate ``config`` (not changed) and build the settings; ``origin`` names the file

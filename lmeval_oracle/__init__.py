@@ -418,13 +418,15 @@ def lambada_text(doc: dict) -> str:
     return doc["query"] + " " + doc["answers_text"][0]
 
 
-def _yaml_with_functions(path: Path) -> dict:
-    """An lm-eval YAML whose ``!function`` tags are read as plain strings."""
+def _yaml_with_functions(path: Path, keep_tag: bool = False) -> dict:
+    """An lm-eval YAML whose ``!function`` tags are read as plain strings (``keep_tag``:
+    "!function x", for a YAML written again for lm-eval's own loader)."""
+    prefix = "!function " if keep_tag else ""
 
     class Loader(yaml.SafeLoader):
         pass
 
-    Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+    Loader.add_constructor("!function", lambda loader, node: prefix + loader.construct_scalar(node))
     return yaml.load(path.read_text(), Loader=Loader)
 
 

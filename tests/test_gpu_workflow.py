@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from bench.gpu_check import kit
 
@@ -69,7 +70,7 @@ def _python(exe: Path, *args: str, **env) -> subprocess.CompletedProcess:
 def test_wheelhouse_parts_fit_a_device_call_and_leave_out_the_base(wheelhouse, tokenizer_dir):
     out, listing = wheelhouse
     base = kit.installed_closure(kit.GPU_BASE)
-    names = {kit.canonical(w.split("-")[0]) for w in listing["wheels"]}
+    names = {canonicalize_name(w.split("-")[0]) for w in listing["wheels"]}
     need = {"snakemake", "polars", "polars-runtime-32", "jsonschema", "scipy", "datasets"}
     assert need <= names and not names & set(base) and "pulp" not in names
     assert len(listing["wheels"]) == len(listing["requirements"])  # one wheel each

@@ -87,8 +87,7 @@ def download_wheels(out: Path, requirements: list[str]) -> None:
     fatal: without them the quantised rows are skipped there."""
     out.mkdir(parents=True, exist_ok=True)
     for req in requirements:
-        name = req.split("==")[0]
-        if list(out.glob(f"{name}-{req.partition('==')[2]}-*.whl")):
+        if _wheel_of(out, req):
             continue
         done = subprocess.run(pip_download(out, [req]), capture_output=True, text=True)
         if done.returncode:
@@ -105,31 +104,33 @@ def pip_download(out: Path, requirements: list[str], python: str = GPU_PYTHON) -
     return cmd + requirements
 
 
-def canonical(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
+def requirements_of(dist, python: str | None = None) -> list:
+    """A distribution's requirements (``packaging`` Requirements) whose markers hold for
+    CPython ``python`` (by default this one), extras left out."""
+    from packaging.requirements import Requirement
+
+    env = {"extra": ""}
+    if python:
+        env |= {"python_version": python, "python_full_version": f"{python}.0"}
+    reqs = [Requirement(text) for text in dist.requires or []]
+    return [r for r in reqs if r.marker is None or r.marker.evaluate(env)]
 
 
 def installed_closure(names, python: str | None = None) -> dict[str, str]:
     """The distributions installed here that ``names`` need, themselves included (their
     requirements' markers evaluated for CPython ``python``, by default this one; no
     extras): name -> version."""
-    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
 
-    env = {"extra": ""}
-    if python:
-        env |= {"python_version": python, "python_full_version": f"{python}.0"}
     found: dict[str, str] = {}
-    todo = [canonical(n) for n in names]
+    todo = [canonicalize_name(n) for n in names]
     while todo:
         name = todo.pop()
         if name in found:
             continue
         dist = metadata.distribution(name)
         found[name] = dist.version
-        for text in dist.requires or []:
-            req = Requirement(text)
-            if req.marker is None or req.marker.evaluate(env):
-                todo.append(canonical(req.name))
+        todo += [canonicalize_name(r.name) for r in requirements_of(dist, python)]
     return found
 
 
@@ -147,6 +148,8 @@ def build_wheelhouse(out: Path, python: str = GPU_PYTHON, preset: int = 6) -> di
     (a device call carries one), each with ``wheelhouse.json`` listing them all. A
     requirement with no wheel on the index (Snakemake's connection_pool) is built from its
     source distribution, if that gives a pure-Python wheel. ``preset``: xz's level."""
+    from llmboard.hashing import sha256_file
+
     flat = out / f"wheels-py{python}"  # a wheel's tags are for one Python
     flat.mkdir(parents=True, exist_ok=True)
     reqs = workflow_requirements(python)
@@ -171,7 +174,7 @@ def build_wheelhouse(out: Path, python: str = GPU_PYTHON, preset: int = 6) -> di
         "left_out": list(WORKFLOW_LEAVE_OUT),
         "requirements": reqs,
         "wheels": {w.name: w.stat().st_size for w in wheels},
-        "packed": {"bytes": packed.stat().st_size, "sha256": _sha256(packed)},
+        "packed": {"bytes": packed.stat().st_size, "sha256": sha256_file(packed)},
         "parts": [],
     }
     with packed.open("rb") as f:
@@ -251,36 +254,32 @@ def unmet_requirements(target: Path) -> list[str]:
     """What the distributions installed in ``target`` need and do not find, with
     ``target`` first on the path as it will be (the wheels go in with ``--no-deps``, so
     pip checks nothing: a base package of another version than here shows up here)."""
-    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
 
     path = [str(target), *sys.path]
-    found = {canonical(d.metadata["Name"]): d.version for d in metadata.distributions(path=path)}
+    found = {
+        canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions(path=path)
+    }
     problems = []
     for dist in metadata.distributions(path=[str(target)]):
-        for text in dist.requires or []:
-            req = Requirement(text)
-            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+        for req in requirements_of(dist):
+            if canonicalize_name(req.name) in WORKFLOW_LEAVE_OUT:  # left out on purpose
                 continue
-            if canonical(req.name) in WORKFLOW_LEAVE_OUT:  # left out on purpose
-                continue
-            have = found.get(canonical(req.name))
+            have = found.get(canonicalize_name(req.name))
             if have is None or not req.specifier.contains(have, prereleases=True):
                 problems.append(f"{dist.metadata['Name']} needs {req}, finds {have or 'none'}")
     return sorted(set(problems))
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _wheel_of(folder: Path, requirement: str) -> Path | None:
+    """The wheel of ``name==version`` in ``folder``, if there is one."""
+    from packaging.utils import canonicalize_name, parse_wheel_filename
+    from packaging.version import Version
+
     name, _, version = requirement.partition("==")
     for whl in folder.glob("*.whl"):
-        n, v = whl.name.split("-")[:2]
-        if canonical(n) == canonical(name) and v == version:
+        n, v, _, _ = parse_wheel_filename(whl.name)
+        if n == canonicalize_name(name) and v == Version(version):
             return whl
     return None
 

@@ -2,7 +2,7 @@
 on a local random-weight checkpoint and ``.jsonl`` tasks (multiple choice and
 generation), fetch, convert, inference jobs that get their GPU through
 ``CUDA_VISIBLE_DEVICES`` from the memory plan, score, board, and ``llmboard verify`` on
-what it wrote. It needs Snakemake, polars, jsonschema and scipy: on the GPU machine the
+what it wrote. It needs the packages of ``kit.WORKFLOW_PACKAGES``: on the GPU machine the
 kit's workflow wheelhouse, installed by ``install-wheels`` (docs/gpu.md); without them
 the row is skipped, so the other checks run on a bare machine."""
 
@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 
 from .common import MODELS, REPO, Row, Setup, Timer, skipped, verdict
+from .kit import WORKFLOW_PACKAGES
 from .models import save_random_model
 
 NAME = "workflow/snakemake end to end"
 PRECISIONS = ("fp32", "bf16")
 TASKS = {"wf_choice": {"shards": 2}, "wf_gen": None}
-SHARDS_PER_PRECISION = 3  # wf_choice's two and wf_gen's one
+SHARDS_PER_PRECISION = sum((o or {}).get("shards", 1) for o in TASKS.values())
 # within one device call (600 s) with room for the model's build and the rest of `run`
 SNAKEMAKE_TIMEOUT_S, VERIFY_TIMEOUT_S = 360, 120
 RULES = ("fetch", "convert", "infer", "score", "leaderboard", "publish_leaderboard")
@@ -47,7 +48,8 @@ metric_list:
 
 
 def workflow_rows(setup: Setup) -> list[Row]:
-    missing = [m for m in ("snakemake", "polars", "jsonschema", "scipy") if not _importable(m)]
+    # their import names are their distribution names
+    missing = [m for m in WORKFLOW_PACKAGES if importlib.util.find_spec(m) is None]
     if missing:
         why = f"{', '.join(missing)} not installed (install the kit's workflow wheelhouse)"
         return [skipped("workflow", NAME, why)]
@@ -173,7 +175,3 @@ def _job(info_file: Path) -> dict:
 
 def _board_rows(csv: Path) -> int:
     return max(len(csv.read_text().strip().splitlines()) - 1, 0) if csv.exists() else 0
-
-
-def _importable(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None

@@ -132,9 +132,7 @@ class WorkflowPlan:
         """The sandbox's settings a code task is scored with (None: not a code task)."""
         if not self.tasks[task].runs_code or self.settings is None:
             return None
-        code = dict(self.settings.code_execution)
-        code.pop("allow_code_execution", None)
-        return code
+        return self.settings.sandbox()
 
     def scorer_key(self, task: str) -> str:
         """The scorer version, and for a code task the sandbox's limits too: a new
