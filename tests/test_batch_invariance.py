@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from llmboard.inference import cpu_linear
 from llmboard.inference.api import LoadOptions, LoglikelihoodRequest, load_backend
 from llmboard.tasks.definitions import load_task
 from llmboard.tasks.documents import fewshot_pool, load_docs
@@ -109,7 +110,8 @@ def test_packed_engine_depends_on_the_budget_invariant_mode_stays_close(smol_dir
     b = _loglikelihoods(inv)(pairs, 2048)
     assert max(abs(x[0] - y[0]) for x, y in zip(a, b)) < 1e-4
     assert [x[1] for x in a] == [y[1] for y in b]
-    assert (packed.numerics, inv.numerics) == ("e1", "e1-bi")
+    dnn = "-dnn" if cpu_linear.available() else ""  # linear layers through oneDNN
+    assert (packed.numerics, inv.numerics) == (f"e1{dnn}", f"e1{dnn}-bi")
 
 
 def test_setting_reaches_the_engine_and_the_score(tmp_path, smol_dir):
@@ -125,10 +127,11 @@ def test_setting_reaches_the_engine_and_the_score(tmp_path, smol_dir):
     task = load_task(TASKS / "arc_easy.yaml", {"limit": 4})
     pq, js = tmp_path / "0-of-1.parquet", tmp_path / "0-of-1.json"
     predict_shard(lm, context, task, 0, 1, pq, js, seed=1234)
-    assert json.loads(js.read_text())["numerics"] == "e1-bi"
+    assert json.loads(js.read_text())["numerics"] == lm.numerics
+    assert lm.numerics.endswith("-bi")
     out = tmp_path / "score.json"
     score([pq], [js], out, model="smol", metrics=task.metrics, primary_metric=task.primary_metric)
-    assert json.loads(out.read_text())["provenance"]["numerics"] == ["e1-bi"]
+    assert json.loads(out.read_text())["provenance"]["numerics"] == [lm.numerics]
 
 
 def test_generations_identical_at_every_budget_slot_count_and_shard_count(engine):

@@ -52,9 +52,11 @@ log = logging.getLogger(__name__)
 # the request store's key with the weights and precision. Bump it when a change to the
 # engine changes numbers, so that stored answers of the old form are not reused.
 NUMERICS = "e1"
-# batch-invariant mode (``inference.batch_invariant``) computes in another layout: its
-# numbers differ from the packed mode's in the last bits, so they are stored apart
-INVARIANT_NUMERICS = NUMERICS + "-bi"
+# linear layers through oneDNN (``cpu_linear``: CPU, fp32/bf16) round differently from
+# PyTorch's default kernels; batch-invariant mode (``inference.batch_invariant``)
+# computes in another layout: each differs in the last bits, so each is stored apart
+ONEDNN_SUFFIX = "-dnn"
+INVARIANT_SUFFIX = "-bi"
 
 
 def split_pair(tokenizer, context: str, continuation: str, prefix_token_id: int):
@@ -139,8 +141,11 @@ class TransformersLM(LM):
         min_row: int = 0,
         min_shared: float = MIN_SHARED_TOKENS,
         batch_invariant: bool = False,
+        onednn: bool = True,
     ):
         import torch
+
+        from .cpu_linear import pack_linears, packed_layers
 
         self.model = model
         self.tokenizer = tokenizer
@@ -172,6 +177,10 @@ class TransformersLM(LM):
         # log-likelihoods take ``_invariant_loglikelihoods``, which shares prefixes in
         # whole blocks instead of ``_prefix_groups``' split where the documents decide
         self.batch_invariant = batch_invariant
+        # linear layers on the CPU through oneDNN with reordered weights (cpu_linear):
+        # a decoding step's few rows 1.7x faster in fp32; it changes the model in place,
+        # so a model packed by an earlier engine stays packed (and its numerics say so)
+        self.onednn_linears = pack_linears(model) if onednn else packed_layers(model)
         if batch_invariant:
             pad_small_linears(model)
         self.stats = {
@@ -187,7 +196,11 @@ class TransformersLM(LM):
     # ------------------------------------------------------------ loglikelihood
     @property
     def numerics(self) -> str:
-        return INVARIANT_NUMERICS if self.batch_invariant else NUMERICS
+        return (
+            NUMERICS
+            + (ONEDNN_SUFFIX if self.onednn_linears else "")
+            + (INVARIANT_SUFFIX if self.batch_invariant else "")
+        )
 
     def tokenize_pair(self, request: LoglikelihoodRequest) -> tuple[list[int], list[int]]:
         return split_pair(

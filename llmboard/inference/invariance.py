@@ -57,13 +57,15 @@ def pad_small_linears(model) -> int:
     for module in model.modules():
         if type(module) is not torch.nn.Linear or getattr(module, "_llmboard_padded", False):
             continue
-        module.forward = _padded(module.forward)
+        module.forward = padded(module.forward)
         module._llmboard_padded = True
         changed += 1
     return changed
 
 
-def _padded(forward):
+def padded(forward):
+    """``forward`` of a linear layer, computing at least ``MIN_LINEAR_ROWS`` rows."""
+
     def padded_forward(x):
         rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
         if rows >= MIN_LINEAR_ROWS or rows == 0:

@@ -11,7 +11,7 @@ engine's numeric form (the backend's ``LM.numerics``), and the exact token ids o
 request; a generation also by its stop strings, ``max_gen_toks`` and its sampling settings
 with the seed (which ``api.sample_seed`` draws per document and repeat). A packed engine's
 generation depends in its last bits on the prompts beside it, so the store hands back one
-of the texts it could have given; in batch-invariant mode (numerics ``e1-bi``) exactly the
+of the texts it could have given; in batch-invariant mode (numerics ending ``-bi``) exactly the
 text it would give.
 
 Layout, safe with many writers on a shared filesystem (no locks, no SQLite):

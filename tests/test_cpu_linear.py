@@ -1,0 +1,87 @@
+"""Linear layers through oneDNN with reordered weights (llmboard/inference/cpu_linear.py),
+on the real SmolLM2: what is packed and what is not, that a packed layer computes the
+product (against float64), that its rows do not depend on the rows beside them (what
+batch invariance relies on), and the engine's numerics name."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llmboard.inference import cpu_linear
+from llmboard.inference.engine import TransformersLM
+from llmboard.inference.invariance import pad_small_linears
+from llmboard.inference.loading import load_model
+
+pytestmark = pytest.mark.skipif(not cpu_linear.available(), reason="PyTorch without oneDNN")
+
+
+@pytest.fixture(scope="module")
+def smol(smol_dir):
+    torch.set_num_threads(2)
+    model, tok, _ = load_model(smol_dir, "fp32")
+    dense = {n: m.weight.detach().clone() for n, m in model.named_modules() if _linear(m)}
+    return model, tok, dense
+
+
+def _linear(m) -> bool:
+    return type(m) is torch.nn.Linear
+
+
+def test_every_linear_packed_dense_weights_freed_tied_head_kept(smol):
+    model, tok, dense = smol
+    embedding = model.get_input_embeddings().weight
+    lm = TransformersLM(model, tok, token_budget=256)
+    linears = {n: m for n, m in model.named_modules() if _linear(m)}
+    assert lm.onednn_linears == len(linears) == 30 * 7 + 1  # 7 per layer and the head
+    assert lm.numerics == "e1-dnn"
+    head = model.get_output_embeddings()
+    assert head.weight is embedding  # tied to the embeddings: kept, still dense
+    for name, m in linears.items():
+        if m is not head:
+            assert m.weight.is_mkldnn, name  # the reordered weight replaced the dense one
+            assert "weight" not in dict(m.named_parameters(recurse=False)), name
+    # a second engine on the same model: nothing packed twice, still named
+    again = TransformersLM(model, tok, token_budget=256, onednn=False)
+    assert again.onednn_linears == lm.onednn_linears and again.numerics == "e1-dnn"
+
+
+def test_packed_layer_computes_the_product_rows_independent_of_their_batch(smol):
+    model, tok, dense = smol
+    TransformersLM(model, tok, token_budget=256)
+    gen = torch.Generator().manual_seed(0)
+    layers = model.model.layers[0]
+    for name, m in (
+        ("model.layers.0.self_attn.q_proj", layers.self_attn.q_proj),
+        ("model.layers.0.mlp.down_proj", layers.mlp.down_proj),
+        ("lm_head", model.get_output_embeddings()),
+    ):
+        x = torch.randn(300, m.in_features, generator=gen)
+        with torch.inference_mode():
+            full = m(x)
+            truth = x.double() @ dense[name].double().T
+            assert (full.double() - truth).abs().max() < 1e-4, name
+            for rows in (2, 3, 5, 11, 16, 17, 33, 64, 129):
+                part = m(x[:rows].contiguous())
+                assert torch.equal(part, full[:rows]), (name, rows)
+
+
+def test_not_packed_other_dtypes_offloaded_layers_and_wrong_inputs(smol_dir):
+    model, tok, _ = load_model(smol_dir, "fp32")
+    m64 = torch.nn.Linear(8, 4).double()
+    assert cpu_linear.pack_linears(torch.nn.Sequential(m64)) == 0  # float64: left alone
+    hooked = model.model.layers[1].mlp.up_proj
+    hooked._hf_hook = object()  # as accelerate marks a layer it places (offloaded)
+    before = hooked.weight
+    pad_small_linears(model)  # padded first (an invariant engine): stays padded
+    n = cpu_linear.pack_linears(model)
+    assert n == 30 * 7  # all but the hooked one
+    assert hooked.weight is before and not hasattr(hooked, cpu_linear.PACKED_ATTR)
+    down = model.model.layers[0].mlp.down_proj
+    x = torch.randn(20, 1536, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        # one row, padded to 16 by the wrapper: the numbers of the row in a batch (oneDNN
+        # takes another kernel for a single row of this width)
+        assert torch.equal(down(x[:1]), down(x)[:1])
+    with pytest.raises(TypeError, match="packed for torch.float32"):
+        down(x.bfloat16())
