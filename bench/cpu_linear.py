@@ -8,6 +8,12 @@ two sides' answers agree (generated texts identical; log-likelihoods within the 
     .venv/bin/python -m bench.cpu_linear --rounds 3
     .venv/bin/python -m bench.cpu_linear --dtype bf16 --generation-docs 8
 
+First, every linear weight of the model alone (``--product-rows``: a decoding step's
+rows, a prompt chunk's), one product after another, torch's ``F.linear`` against oneDNN
+on the reordered weight, interleaved; then the engine.
+
+    .venv/bin/python -m bench.cpu_linear --rounds 3 --products-only
+
 Workloads: gsm8k_cot 8-shot generation (``--generation-docs`` documents, the task's
 256 tokens and stop strings) and ARC-Easy zero-shot multiple choice
 (``--choice-docs`` documents), both through ``TransformersLM`` as a job builds it
@@ -44,6 +50,35 @@ def workloads(gen_docs: int, choice_docs: int):
     return gen, [LoglikelihoodRequest(r["context"], r["continuation"]) for r in rows]
 
 
+def time_products(model, rows: list[int], rounds: int) -> dict:
+    """Seconds to apply every linear weight of ``model`` to ``rows`` random rows, with
+    ``F.linear`` (PyTorch's default kernels) and with oneDNN on the reordered weight:
+    {rows: {"torch": [s per round], "onednn": [...]}}."""
+    import torch
+    import torch.nn.functional as F
+
+    weights = [m.weight.detach() for m in model.modules() if type(m) is torch.nn.Linear]
+    reordered = [torch.ops.mkldnn._reorder_linear_weight(w) for w in weights]
+    linear = torch.ops.mkldnn._linear_pointwise
+    out: dict = {n: {"torch": [], "onednn": []} for n in rows}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for n in rows:
+                xs = {
+                    k: torch.randn(n, k, dtype=weights[0].dtype)
+                    for k in {w.shape[1] for w in weights}
+                }
+                t = time.perf_counter()
+                for w in weights:
+                    F.linear(xs[w.shape[1]], w)
+                out[n]["torch"].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                for w, r in zip(weights, reordered):
+                    linear(xs[w.shape[1]], r, None, "none", [], "")
+                out[n]["onednn"].append(time.perf_counter() - t)
+    return out
+
+
 def main() -> None:
     from llmboard.settings import schema_default
 
@@ -57,6 +92,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--token-budget", type=int, default=schema_default("inference", "token_budget"))
     ap.add_argument("--out", default=str(REPO / "bench" / "out"))
+    ap.add_argument("--product-rows", nargs="+", type=int, default=[1, 24, 2048])
+    ap.add_argument("--products-only", action="store_true", help="skip the engine runs")
     ap.add_argument("--json", default=None, help="default: bench/results/cpu_linear-DTYPE.json")
     args = ap.parse_args()
 
@@ -67,6 +104,23 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     model_dir = ensure_model(Path(args.out))
+    plain, _, _ = load_model(model_dir, args.dtype)
+    products = time_products(plain, args.product_rows, args.rounds)
+    del plain
+    for n, t in products.items():
+        a, b = t["torch"], t["onednn"]
+        print(
+            f"every linear weight x {n} rows: F.linear {min(a) * 1e3:.1f} / "
+            f"{statistics.median(a) * 1e3:.1f} ms, oneDNN reordered {min(b) * 1e3:.1f} / "
+            f"{statistics.median(b) * 1e3:.1f} ms: {min(a) / min(b):.2f}x / "
+            f"{statistics.median(a) / statistics.median(b):.2f}x (min / median)"
+        )
+    out = Path(args.json or REPO / "bench" / "results" / f"cpu_linear-{args.dtype}.json")
+    if args.products_only:
+        out = out.with_name(out.stem + "-products.json")
+        out.write_text(json.dumps({"dtype": args.dtype, "products_s": products}, indent=1) + "\n")
+        print(f"wrote {out}")
+        return
     invariant = schema_default("inference", "batch_invariant")
     engines = {}
     for name, onednn in (("torch", False), ("onednn", True)):
@@ -110,6 +164,7 @@ def main() -> None:
         "texts_identical": f"{same_texts} of {len(gen)}",
         "max_abs_dll": max_dll,
         "greedy_equal": greedy_equal,
+        "products_s": products,
     }
     for w in ("generation", "choice"):
         t, o = times[(w, "torch")], times[(w, "onednn")]
@@ -123,7 +178,6 @@ def main() -> None:
     print(
         f"texts identical {same_texts} of {len(gen)}; max |dLL| {max_dll:.2e}; greedy equal {greedy_equal}"
     )
-    out = Path(args.json or REPO / "bench" / "results" / f"cpu_linear-{args.dtype}.json")
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
 
