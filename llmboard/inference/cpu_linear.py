@@ -1,19 +1,21 @@
 """Linear layers on the CPU through oneDNN, with each weight reordered once.
 
 PyTorch's fp32 ``F.linear`` on the CPU is MKL's sgemm on the weight as stored. For the
-few rows of a decoding step that reads the weights at a third of the memory's speed;
+few rows of a decoding step that reads the weights at under half the memory's speed;
 oneDNN with the weight reordered once into its blocked layout
 (``torch.ops.mkldnn._reorder_linear_weight``, what inductor's freezing pass does for CPU
-inference) computes the same product 1.7x faster at 16-32 rows in fp32, 1.6x in bf16,
-and 1.2x at 2,048 rows (docs/engine.md). Its rows are independent of the rows beside
+inference) computes the same product 1.7x faster at 1 to 24 rows in fp32 and 1.15x at
+2,048 rows (``bench/cpu_linear.py``, docs/engine.md). Its rows are independent of the rows beside
 them from 2 rows on, the property batch invariance needs (MKL's from about 12; the
 engine still pads small products to ``invariance.MIN_LINEAR_ROWS``), and the numbers do
 not depend on whether the weight was reordered: a different rounding of the same
 product than MKL's, hence numerics ``-dnn`` in the request store's key.
 
-The reordered weight replaces the layer's own (no second copy in memory); a weight the
-model ties to another module (the output head and the input embeddings) is kept and
-the reordered one added. A packed layer computes only in its own dtype on the CPU.
+The reordered weight replaces the layer's own in the model; a weight the model ties to
+another module (the output head and the input embeddings) is kept and the reordered one
+added. The process still grows by about the reordered copy: transformers memory-maps
+the safetensors file, and the mapping lives while any tensor of it does (measured in
+docs/engine.md). A packed layer computes only in its own dtype on the CPU.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def pack_linears(model) -> int:
         reordered = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
         setattr(module, PACKED_ATTR, reordered)
         if id(weight) not in tied:
-            # the reordered weight is the layer's weight now: the dense one is freed
+            # the reordered weight is the layer's weight now (the dense one is dropped)
             del module.weight
             module.weight = reordered
         forward = _packed_forward(module, reordered)
