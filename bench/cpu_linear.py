@@ -50,32 +50,29 @@ def workloads(gen_docs: int, choice_docs: int):
     return gen, [LoglikelihoodRequest(r["context"], r["continuation"]) for r in rows]
 
 
-def time_products(model, rows: list[int], rounds: int) -> dict:
-    """Seconds to apply every linear weight of ``model`` to ``rows`` random rows, with
-    ``F.linear`` (PyTorch's default kernels) and with oneDNN on the reordered weight:
-    {rows: {"torch": [s per round], "onednn": [...]}}."""
+def time_products(models: dict, rows: list[int], rounds: int) -> dict:
+    """Seconds to apply every linear layer of each model (``{"torch": the model as loaded,
+    "onednn": packed by cpu_linear.pack_linears}``) to ``rows`` random rows, the two
+    interleaved: {rows: {"torch": [s per round], "onednn": [...]}}."""
     import torch
-    import torch.nn.functional as F
 
-    weights = [m.weight.detach() for m in model.modules() if type(m) is torch.nn.Linear]
-    reordered = [torch.ops.mkldnn._reorder_linear_weight(w) for w in weights]
-    linear = torch.ops.mkldnn._linear_pointwise
-    out: dict = {n: {"torch": [], "onednn": []} for n in rows}
+    layers = {
+        n: [m for m in model.modules() if type(m) is torch.nn.Linear] for n, model in models.items()
+    }
+    out: dict = {n: {name: [] for name in models} for n in rows}
+    first = layers["torch"]
     with torch.inference_mode():
         for _ in range(rounds):
             for n in rows:
                 xs = {
-                    k: torch.randn(n, k, dtype=weights[0].dtype)
-                    for k in {w.shape[1] for w in weights}
+                    k: torch.randn(n, k, dtype=first[0].weight.dtype)
+                    for k in {m.in_features for m in first}
                 }
-                t = time.perf_counter()
-                for w in weights:
-                    F.linear(xs[w.shape[1]], w)
-                out[n]["torch"].append(time.perf_counter() - t)
-                t = time.perf_counter()
-                for w, r in zip(weights, reordered):
-                    linear(xs[w.shape[1]], r, None, "none", [], "")
-                out[n]["onednn"].append(time.perf_counter() - t)
+                for name, linears in layers.items():
+                    t = time.perf_counter()
+                    for m in linears:
+                        m(xs[m.in_features])
+                    out[n][name].append(time.perf_counter() - t)
     return out
 
 
@@ -99,14 +96,15 @@ def main() -> None:
 
     import torch
 
+    from llmboard.inference.cpu_linear import pack_linears
     from llmboard.inference.engine import TransformersLM
     from llmboard.inference.loading import load_model
 
     torch.set_num_threads(args.threads)
     model_dir = ensure_model(Path(args.out))
-    plain, _, _ = load_model(model_dir, args.dtype)
-    products = time_products(plain, args.product_rows, args.rounds)
-    del plain
+    models = {name: load_model(model_dir, args.dtype)[:2] for name in ("torch", "onednn")}
+    pack_linears(models["onednn"][0])
+    products = time_products({n: m for n, (m, _) in models.items()}, args.product_rows, args.rounds)
     for n, t in products.items():
         a, b = t["torch"], t["onednn"]
         print(
@@ -122,17 +120,17 @@ def main() -> None:
         print(f"wrote {out}")
         return
     invariant = schema_default("inference", "batch_invariant")
-    engines = {}
-    for name, onednn in (("torch", False), ("onednn", True)):
-        model, tok, _ = load_model(model_dir, args.dtype)
-        engines[name] = TransformersLM(
+    engines = {
+        name: TransformersLM(
             model,
             tok,
             token_budget=args.token_budget,
             batch_invariant=invariant,
-            onednn=onednn,
+            onednn=name == "onednn",
             progress_every=1e9,
         )
+        for name, (model, tok) in models.items()
+    }
     print({n: (lm.numerics, lm.onednn_linears) for n, lm in engines.items()})
     gen, ll = workloads(args.generation_docs, args.choice_docs)
     times: dict = {(w, n): [] for w in ("generation", "choice") for n in engines}

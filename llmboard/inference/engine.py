@@ -35,6 +35,7 @@ from .api import (
     RollingLoglikelihood,
     rolling_windows,
 )
+from .cpu_linear import pack_linears, packed_layers
 from .invariance import BLOCK, SCORE_CHUNK, canonical_width, chain_end, pad_small_linears
 from .prefix import (
     MIN_SHARED_TOKENS,
@@ -144,8 +145,6 @@ class TransformersLM(LM):
         onednn: bool = True,
     ):
         import torch
-
-        from .cpu_linear import pack_linears, packed_layers
 
         self.model = model
         self.tokenizer = tokenizer
