@@ -194,16 +194,30 @@ def test_generations_identical_at_every_budget_slot_count_and_shard_count(engine
         assert [packed[i] for i in greedy] == [ref[i] for i in greedy]
 
 
+@pytest.mark.parametrize("threads", [2, 16])
+@pytest.mark.parametrize("kv", [3, 1])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_block_attention_is_attention_and_a_row_alone_gets_the_same_bits(dtype):
+def test_block_attention_is_attention_and_a_row_alone_gets_the_same_bits(dtype, kv, threads):
     """generation's attention: softmax(q k^T) v over [shared blocks | own columns] as a
     float64 reference computes it; and each row's output equal, bit for bit, to the row
     computed alone with all its columns its own, whatever the other rows' widths and
-    however many leading blocks are read from the one shared copy."""
+    however many leading blocks are read from the one shared copy. Three query rows a
+    key head (SmolLM2's, padded to ``MIN_BATCHED_ROWS``), also with a single key head (a
+    row alone is then a batch of one matrix) and at 16 threads (MKL's kernel for a
+    single matrix of few rows follows the thread count: 28 rows at 16 threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _block_attention_rows(dtype, kv)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _block_attention_rows(dtype, kv: int):
     from llmboard.inference.invariance import BLOCK, block_attention
 
     gen = torch.Generator().manual_seed(3)
-    n, kv, g, d, width = 6, 3, 3, 64, 5 * BLOCK
+    n, g, d, width = 6, 3, 64, 5 * BLOCK
     lengths = [70, 200, 129, 64, 300, 191]  # each row's columns (shared ones included)
     q = torch.randn(n, kv, g, d, generator=gen).to(dtype) * 0.125
     k = torch.randn(n, kv, width, d, generator=gen).to(dtype)

@@ -61,9 +61,46 @@ def test_packed_layer_computes_the_product_rows_independent_of_their_batch(smol)
             full = m(x)
             truth = x.double() @ dense[name].double().T
             assert (full.double() - truth).abs().max() < 1e-4, name
-            for rows in (2, 3, 5, 11, 16, 17, 33, 64, 129):
-                part = m(x[:rows].contiguous())
-                assert torch.equal(part, full[:rows]), (name, rows)
+            _rows_alone_equal_rows_in_a_batch(m, x, (2, 3, 5, 11, 16, 17, 33, 64, 129))
+
+
+def _rows_alone_equal_rows_in_a_batch(m, x, rows_list, threads=(1, 2, 16)):
+    """``m`` of the first rows of ``x`` equals those rows of ``m(x)``, bit for bit, at
+    each thread count (the kernels' split of a product follows the threads)."""
+    before = torch.get_num_threads()
+    try:
+        for t in threads:
+            torch.set_num_threads(t)
+            with torch.inference_mode():
+                full = m(x)
+                for rows in rows_list:
+                    assert torch.equal(m(x[:rows].contiguous()), full[:rows]), (t, rows)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_padding_each_kernel_needs_at_any_thread_count(dtype):
+    """What ``invariance``'s row minimums rest on, at 1, 2 and 16 threads, on 7B-class
+    widths too: a packed layer padded by the invariant engine (a single row to
+    ``MIN_ONEDNN_ROWS``), and a layer oneDNN does not pack (MKL, padded to
+    ``MIN_LINEAR_ROWS``), give every row the numbers it gets in a batch of 300."""
+    from llmboard.inference.invariance import MIN_LINEAR_ROWS, MIN_ONEDNN_ROWS, PADDED_ATTR
+
+    gen = torch.Generator().manual_seed(2)
+    rows = range(1, 41)
+    for k, n in ((1536, 576), (4096, 256), (11008, 128)):
+        packed = torch.nn.Linear(k, n, bias=False).to(dtype)
+        plain = torch.nn.Linear(k, n, bias=False).to(dtype)
+        plain._hf_hook = object()  # left to MKL, as an offloaded layer is
+        model = torch.nn.Sequential(packed, plain)
+        assert cpu_linear.pack_linears(model) == 1
+        assert pad_small_linears(model) == 2
+        assert getattr(packed, PADDED_ATTR) == MIN_ONEDNN_ROWS
+        assert getattr(plain, PADDED_ATTR) == MIN_LINEAR_ROWS
+        x = torch.randn(300, k, generator=gen).to(dtype)
+        _rows_alone_equal_rows_in_a_batch(packed, x, rows)
+        _rows_alone_equal_rows_in_a_batch(plain, x, rows)
 
 
 def test_not_packed_other_dtypes_offloaded_layers_and_wrong_inputs(smol_dir):

@@ -6,8 +6,9 @@ oneDNN with the weight reordered once into its blocked layout
 (``torch.ops.mkldnn._reorder_linear_weight``, what inductor's freezing pass does for CPU
 inference) computes the same product 1.7x faster at 1 to 24 rows in fp32 and 1.15x at
 2,048 rows (``bench/cpu_linear.py``, docs/engine.md). Its rows are independent of the rows beside
-them from 2 rows on, the property batch invariance needs (MKL's from about 12; the
-engine still pads small products to ``invariance.MIN_LINEAR_ROWS``), and the numbers do
+them from 2 rows on (1 to 16 threads), the property batch invariance needs (MKL's from
+12 to 28 rows, following the thread count): the invariant engine pads a single row to
+``invariance.MIN_ONEDNN_ROWS``, a packed layer's only padding. The numbers do
 not depend on whether the weight was reordered: a different rounding of the same
 product than MKL's, hence numerics ``-dnn`` in the request store's key.
 
@@ -20,7 +21,7 @@ docs/engine.md). A packed layer computes only in its own dtype on the CPU.
 
 from __future__ import annotations
 
-from .invariance import padded
+from .invariance import MIN_ONEDNN_ROWS, PADDED_ATTR, padded
 
 PACKED_ATTR = "_llmboard_onednn"
 
@@ -65,8 +66,9 @@ def pack_linears(model) -> int:
             del module.weight
             module.weight = reordered
         forward = _packed_forward(module, reordered)
-        if getattr(module, "_llmboard_padded", False):  # padded before: stays padded
-            forward = padded(forward)
+        if getattr(module, PADDED_ATTR, 0):  # padded before: stays padded, for oneDNN
+            forward = padded(forward, MIN_ONEDNN_ROWS)
+            setattr(module, PADDED_ATTR, MIN_ONEDNN_ROWS)
         module.forward = forward
     return packed_layers(model)
 

@@ -4,21 +4,23 @@ shard count.
 
 What varies on PyTorch's CPU kernels (measured one op at a time, docs/engine.md):
 attention's output for a query changes with the number of key columns of its row and
-with where its keys sit (the kernels' blocking and vector tails follow the row); an
-fp32 matmul of fewer than about 12 rows takes another kernel; a sum over the vocabulary
-of a single row is split across threads. Matmuls of more rows, row-wise norms and the
-rows of one batch are independent of each other. So in invariant mode:
+with where its keys sit (the kernels' blocking and vector tails follow the row); a
+product of few rows takes another kernel than a product of many (how few depends on the
+kernel, below); a sum over the vocabulary of a single row is split across threads.
+Products of more rows, row-wise norms and the rows of one batch are independent of each
+other. So in invariant mode:
 
 - every row's width is ``canonical_width`` of its own tokens, and rows share a batch
   (or an attention call) only with rows of the same width;
 - prompts share keys and values only in whole ``BLOCK``-token blocks (``chain_end``),
   each block computed from the blocks before it alone;
-- linear layers see at least ``MIN_LINEAR_ROWS`` rows (``pad_small_linears``), and the
-  output head and log-softmax whole chunks of ``SCORE_CHUNK`` rows;
+- linear layers see at least ``MIN_ONEDNN_ROWS`` rows (packed by ``cpu_linear``) or
+  ``MIN_LINEAR_ROWS`` (any other) (``pad_small_linears``), and the output head and
+  log-softmax whole chunks of ``SCORE_CHUNK`` rows;
 - generation's attention (``block_attention``) takes every product in ``BLOCK``-column
-  pieces of at least ``MIN_LINEAR_ROWS`` query rows, so that a row reads the prompt
-  blocks every row shares from one copy and its own columns from its buffer, and gets the
-  numbers it would get alone.
+  pieces of at least ``MIN_BATCHED_ROWS`` query rows, two matrices or more at a time, so
+  that a row reads the prompt blocks every row shares from one copy and its own columns
+  from its buffer, and gets the numbers it would get alone.
 """
 
 from __future__ import annotations
@@ -26,7 +28,18 @@ from __future__ import annotations
 ROW_QUANTUM = 16  # rows are a multiple of this wide
 BLOCK = 64  # prompts share their keys and values in whole blocks of this many tokens
 SCORE_CHUNK = 32
-MIN_LINEAR_ROWS = 16
+# The fewest rows of a product whose rows equal the same rows of any larger product
+# (measured on this CPU, fp32 and bf16, 1 to 16 threads: tests/test_cpu_linear.py and
+# tests/test_batch_invariance.py):
+# - oneDNN with a reordered weight (cpu_linear) takes a vector kernel for a single row only
+MIN_ONEDNN_ROWS = 2
+# - MKL's sgemm (a linear layer oneDNN does not pack) splits fewer rows across threads
+#   otherwise, and how few grows with the threads: 12 rows at 2 threads, 28 at 16
+MIN_LINEAR_ROWS = 32
+# - a batched matmul of two or more matrices (attention): 4 rows at any thread count; a
+#   batch of one matrix is MKL's sgemm above, so block_attention never sends one
+MIN_BATCHED_ROWS = 4
+PADDED_ATTR = "_llmboard_padded"  # on a padded layer: the rows it computes at least
 
 
 def canonical_width(length: int) -> int:
@@ -48,29 +61,33 @@ def chain_end(tokens) -> int:
 
 
 def pad_small_linears(model) -> int:
-    """Make every ``torch.nn.Linear`` of ``model`` compute at least ``MIN_LINEAR_ROWS``
-    rows (zeros added, their outputs dropped), so that a decoding step of a few rows
-    uses the kernel a large batch uses. Returns the number of layers changed."""
+    """Make every ``torch.nn.Linear`` of ``model`` compute at least ``MIN_ONEDNN_ROWS``
+    rows if ``cpu_linear`` packed it, ``MIN_LINEAR_ROWS`` if not (zeros added, their
+    outputs dropped), so that a decoding step of a few rows uses the kernel a large batch
+    uses. Returns the number of layers changed."""
     import torch
+
+    from .cpu_linear import PACKED_ATTR
 
     changed = 0
     for module in model.modules():
-        if type(module) is not torch.nn.Linear or getattr(module, "_llmboard_padded", False):
+        if type(module) is not torch.nn.Linear or getattr(module, PADDED_ATTR, 0):
             continue
-        module.forward = padded(module.forward)
-        module._llmboard_padded = True
+        minimum = MIN_ONEDNN_ROWS if hasattr(module, PACKED_ATTR) else MIN_LINEAR_ROWS
+        module.forward = padded(module.forward, minimum)
+        setattr(module, PADDED_ATTR, minimum)
         changed += 1
     return changed
 
 
-def padded(forward):
-    """``forward`` of a linear layer, computing at least ``MIN_LINEAR_ROWS`` rows."""
+def padded(forward, minimum: int):
+    """``forward`` of a linear layer, computing at least ``minimum`` rows."""
 
     def padded_forward(x):
         rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-        if rows >= MIN_LINEAR_ROWS or rows == 0:
+        if rows >= minimum or rows == 0:
             return forward(x)
-        out = _rows(x.reshape(rows, x.shape[-1]), forward, 0)
+        out = _rows(x.reshape(rows, x.shape[-1]), forward, 0, minimum)
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
     return padded_forward
@@ -85,8 +102,8 @@ def block_attention(qg, key, value, mask, prefix, g: int):
     A row's numbers do not depend on the other rows, on W (columns past its own are
     masked) or on where the shared prefix ends (measured on PyTorch's CPU kernels, fp32
     and bf16, tests/test_batch_invariance.py): every matmul has at least
-    ``MIN_LINEAR_ROWS`` query rows (an fp32 matmul of fewer takes another kernel, so the
-    one shared matmul for all rows and a row's own matmul agree), the probabilities
+    ``MIN_BATCHED_ROWS`` query rows in each of two matrices or more (fewer take another
+    kernel, so the one shared matmul for all rows and a row's own matmul agree), the probabilities
     times values are taken one BLOCK of columns at a time (a longer reduction's
     blocking would follow W), and those pieces are added in a pairwise tree over their
     column position (zeros past a row's columns add nothing). Reading the shared prefix
@@ -96,13 +113,13 @@ def block_attention(qg, key, value, mask, prefix, g: int):
 
     n, kv, m, d = qg.shape
     w = key.shape[2]
-    sr = _rows(qg, lambda x: torch.matmul(x, key.transpose(-1, -2)), 2).float().contiguous()
+    sr = _rows(qg, lambda x: _matmul(x, key.transpose(-1, -2)), 2).float().contiguous()
     sr.view(n, kv, g, m // g, w).masked_fill_(~mask[:, :, None], float("-inf"))
     if prefix is not None:
         pk, pv = prefix
         plen = pk.shape[1]
         qs = qg.transpose(0, 1).reshape(kv, n * m, d)  # every row against one copy
-        sp = _rows(qs, lambda x: torch.matmul(x, pk.transpose(-1, -2)), 1)
+        sp = _rows(qs, lambda x: _matmul(x, pk.transpose(-1, -2)), 1)
         sp = sp.reshape(kv, n, m, plen).transpose(0, 1).float()
         sr = torch.cat([sp, sr], dim=-1)
     probs = torch.softmax(sr, dim=-1).to(qg.dtype)
@@ -110,12 +127,12 @@ def block_attention(qg, key, value, mask, prefix, g: int):
     if prefix is not None:
         nb = plen // BLOCK
         pp = probs[..., :plen].transpose(0, 1).reshape(kv, n * m, nb, BLOCK).transpose(1, 2)
-        part = _rows(pp, lambda x: torch.matmul(x, pv.view(kv, nb, BLOCK, d)), 2)
+        part = _rows(pp, lambda x: _matmul(x, pv.view(kv, nb, BLOCK, d)), 2)
         pieces.append(part.reshape(kv, nb, n, m, d).permute(2, 0, 1, 3, 4))  # [n, kv, nb, m, d]
         probs = probs[..., plen:]
     nb = w // BLOCK
     po = probs.reshape(n, kv, m, nb, BLOCK).transpose(2, 3)  # [n, kv, nb, m, BLOCK]
-    pieces.append(_rows(po, lambda x: torch.matmul(x, value.view(n, kv, nb, BLOCK, d)), 3))
+    pieces.append(_rows(po, lambda x: _matmul(x, value.view(n, kv, nb, BLOCK, d)), 3))
     parts = torch.cat(pieces, dim=2) if len(pieces) > 1 else pieces[0]
     while parts.shape[2] > 1:  # pairs (0, 1), (2, 3), ... whatever the count
         if parts.shape[2] % 2:
@@ -124,15 +141,27 @@ def block_attention(qg, key, value, mask, prefix, g: int):
     return parts[:, :, 0]
 
 
-def _rows(x, product, dim: int):
+def _rows(x, product, dim: int, minimum: int = MIN_BATCHED_ROWS):
     """``product(x)`` with ``x`` padded with zero rows along ``dim`` to at least
-    ``MIN_LINEAR_ROWS``, the padding's rows dropped from the result."""
+    ``minimum``, the padding's rows dropped from the result."""
     import torch
 
     rows = x.shape[dim]
-    if rows >= MIN_LINEAR_ROWS:
+    if rows >= minimum:
         return product(x)
     pad = list(x.shape)
-    pad[dim] = MIN_LINEAR_ROWS - rows
+    pad[dim] = minimum - rows
     out = product(torch.cat([x, x.new_zeros(pad)], dim=dim))
     return out.narrow(dim, 0, rows)
+
+
+def _matmul(a, b):
+    """``a @ b`` (same batch shapes) computed as a batch of two matrices or more: a batch
+    of one is MKL's sgemm, whose kernel for a few rows follows the thread count."""
+    import torch
+
+    if a.dim() > 2 and a.shape[:-2].numel() > 1:
+        return torch.matmul(a, b)
+    a2, b2 = a.reshape(1, *a.shape[-2:]), b.reshape(1, *b.shape[-2:])
+    out = torch.matmul(torch.cat([a2, a2.new_zeros(a2.shape)]), torch.cat([b2, b2]))[0]
+    return out.reshape(*a.shape[:-1], out.shape[-1])
