@@ -54,6 +54,12 @@ llmboard is faster; rows where it is not are marked), tokens of each side and th
 ratio, peak RSS of each side, accuracy equal; then the total (9 processes a side, each
 loading the model). JSON to bench/results/board_vs_lmeval-<model>-<dtype>.json.
 
+``--one-process``: the families' tasks in one process a side instead, as the board
+runs them (ours: one model load for every task, as the workflow's one inference job per
+model x precision; lm-eval: one CLI call with every task, ``--limit`` the largest of the
+families' limits, each task's documents already cut to its own): one row, ``board``,
+whose wall times count one interpreter start, import and model load a side.
+
 At least 3 rounds are recommended for the numbers one reports (min and median), on an
 otherwise idle machine: with both threads of a side competing with another process,
 every forward pass waits at OpenMP barriers, which penalises the side with more,
@@ -159,7 +165,12 @@ def child_ours(a) -> None:
     torch.set_num_threads(a.threads)
     settings = board(a.config)
     prompting = settings.models[a.model].prompting
-    tasks = family_tasks(settings, a.config, a.family, a.limit_scale)
+    # one family, or the whole board in one process (--one-process): families comma-joined
+    tasks = [
+        t
+        for family in a.family.split(",")
+        for t in family_tasks(settings, a.config, family, a.limit_scale)
+    ]
     model, tok, context = load_model(a.model_dir, a.dtype)
     chat = None
     if prompting.chat_template is not False:
@@ -452,16 +463,28 @@ def compare_acc(tasks, ours: dict, theirs: dict) -> dict:
     return out
 
 
-def lmeval_include(ctx: dict, family: str) -> Path:
-    """Where a family's lm-eval tasks are written (``--include_path``)."""
-    return ctx["work"] / family / "lmeval-tasks"
+def lmeval_include(ctx: dict, family: str | None = None) -> Path:
+    """Where a family's lm-eval tasks are written (``--include_path``); without a family,
+    the folder above every family's (lm-eval reads its YAMLs recursively)."""
+    return ctx["work"] / "lmeval-tasks" / (family or "")
 
 
-def run_family(family: str, tasks: list, names: list[str], args, ctx: dict) -> dict:
-    """``names``: the family's lm-eval tasks, written in ``lmeval_include``."""
+def board_limit(tasks: list):
+    """One ``--limit`` for lm-eval's CLI over tasks of several limits: the largest (each
+    task's documents are already written cut to its own limit), None if any has none."""
+    limits = [t.spec.get("limit") for t in tasks]
+    return None if None in limits else max(int(x) for x in limits)
+
+
+def run_family(
+    family: str, tasks: list, names: list[str], args, ctx: dict, members: list | None = None
+) -> dict:
+    """``names``: the family's lm-eval tasks, written in ``lmeval_include``. ``members``:
+    the families a pseudo-family ``family`` stands for (``--one-process``: every family's
+    tasks in one process a side)."""
     work: Path = ctx["work"] / family
-    include = lmeval_include(ctx, family)
-    limit = tasks[0].spec.get("limit")
+    include = lmeval_include(ctx, None if members else family)
+    limit = board_limit(tasks)
     n_docs = None
     rounds = []
     samples = ours_first = None
@@ -478,7 +501,7 @@ def run_family(family: str, tasks: list, names: list[str], args, ctx: dict) -> d
             "--model",
             args.model,
             "--family",
-            family,
+            ",".join(members or [family]),
             "--limit-scale",
             repr(args.limit_scale),
             "--dtype",
@@ -737,6 +760,12 @@ def parse_args(argv):
     ap.add_argument("--model", default="smollm2-135m-instruct", help="config.yaml model entry")
     ap.add_argument("--dtype", default="fp32", choices=sorted(PRECISION))
     ap.add_argument("--families", nargs="+", default=None, help="default: every task entry")
+    ap.add_argument(
+        "--one-process",
+        action="store_true",
+        help="the families' tasks in one process a side (ours: one model load for every "
+        "task, as an inference job runs a model x precision; lm-eval: one CLI call)",
+    )
     ap.add_argument("--rounds", type=int, default=2, help="3 or more for reported numbers")
     ap.add_argument("--limit-scale", type=float, default=1.0, help="every limit times this")
     ap.add_argument("--lmeval-batch-size", type=int, default=32)
@@ -870,8 +899,13 @@ def main() -> None:
                 "no lm-eval counterpart written for these families (leave them out with "
                 f"--families): {json.dumps(unsupported)}"
             )
-        for family, (tasks, names) in planned.items():
-            fams.append(run_family(family, tasks, names, args, ctx))
+        if args.one_process:
+            every = [t for tasks, _ in planned.values() for t in tasks]
+            names = [n for _, ns in planned.values() for n in ns]
+            fams.append(run_family("board", every, names, args, ctx, members=list(planned)))
+        else:
+            for family, (tasks, names) in planned.items():
+                fams.append(run_family(family, tasks, names, args, ctx))
     # a failed child exits through SystemExit (run_child): the families already run are
     # still written, marked incomplete
     except (Exception, SystemExit) as e:
