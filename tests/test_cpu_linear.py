@@ -84,8 +84,8 @@ def test_padding_each_kernel_needs_at_any_thread_count(dtype):
     """What ``invariance``'s row minimums rest on, at 1, 2 and 16 threads, on 7B-class
     widths too: a packed layer padded by the invariant engine (a single row to
     ``MIN_ONEDNN_ROWS``), and a layer oneDNN does not pack (MKL, padded to
-    ``MIN_LINEAR_ROWS``), give every row the numbers it gets in a batch of 300."""
-    from llmboard.inference.invariance import MIN_LINEAR_ROWS, MIN_ONEDNN_ROWS, PADDED_ATTR
+    ``MIN_MKL_ROWS``), give every row the numbers it gets in a batch of 300."""
+    from llmboard.inference.invariance import MIN_MKL_ROWS, MIN_ONEDNN_ROWS, PADDED_ATTR
 
     gen = torch.Generator().manual_seed(2)
     rows = range(1, 41)
@@ -97,7 +97,7 @@ def test_padding_each_kernel_needs_at_any_thread_count(dtype):
         assert cpu_linear.pack_linears(model) == 1
         assert pad_small_linears(model) == 2
         assert getattr(packed, PADDED_ATTR) == MIN_ONEDNN_ROWS
-        assert getattr(plain, PADDED_ATTR) == MIN_LINEAR_ROWS
+        assert getattr(plain, PADDED_ATTR) == MIN_MKL_ROWS
         x = torch.randn(300, k, generator=gen).to(dtype)
         _rows_alone_equal_rows_in_a_batch(packed, x, rows)
         _rows_alone_equal_rows_in_a_batch(plain, x, rows)
@@ -122,3 +122,24 @@ def test_not_packed_other_dtypes_offloaded_layers_and_wrong_inputs(smol_dir):
         assert torch.equal(down(x[:1]), down(x)[:1])
     with pytest.raises(TypeError, match="packed for torch.float32"):
         down(x.bfloat16())
+
+
+def test_a_layer_computing_on_a_gpu_keeps_its_padding():
+    """A layer accelerate runs on a GPU (its hook's execution device) is padded as the
+    invariant engine always padded it (``MIN_LINEAR_ROWS``), so GPU numbers do not move;
+    the same layer on the CPU gets MKL's ``MIN_MKL_ROWS``."""
+    from types import SimpleNamespace
+
+    from llmboard.inference.invariance import MIN_LINEAR_ROWS, MIN_MKL_ROWS, PADDED_ATTR
+
+    on_gpu, on_cpu = torch.nn.Linear(8, 4), torch.nn.Linear(8, 4)
+    on_gpu._hf_hook = SimpleNamespace(execution_device=torch.device("cuda", 0))
+    on_cpu._hf_hook = SimpleNamespace(execution_device="cpu")
+    assert pad_small_linears(torch.nn.Sequential(on_gpu, on_cpu)) == 2
+    assert getattr(on_gpu, PADDED_ATTR) == MIN_LINEAR_ROWS
+    assert getattr(on_cpu, PADDED_ATTR) == MIN_MKL_ROWS
+    x = torch.randn(3, 8)
+    with torch.inference_mode():  # the CPU one computes 32 rows and returns its 3
+        out = on_cpu(x)
+    assert out.shape == (3, 4)
+    assert torch.allclose(out, x @ on_cpu.weight.detach().T + on_cpu.bias.detach(), atol=1e-6)

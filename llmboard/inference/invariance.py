@@ -14,8 +14,9 @@ other. So in invariant mode:
   (or an attention call) only with rows of the same width;
 - prompts share keys and values only in whole ``BLOCK``-token blocks (``chain_end``),
   each block computed from the blocks before it alone;
-- linear layers see at least ``MIN_ONEDNN_ROWS`` rows (packed by ``cpu_linear``) or
-  ``MIN_LINEAR_ROWS`` (any other) (``pad_small_linears``), and the output head and
+- linear layers see at least ``MIN_ONEDNN_ROWS`` rows (packed by ``cpu_linear``),
+  ``MIN_MKL_ROWS`` (any other on the CPU) or ``MIN_LINEAR_ROWS`` (a GPU's)
+  (``pad_small_linears``), and the output head and
   log-softmax whole chunks of ``SCORE_CHUNK`` rows;
 - generation's attention (``block_attention``) takes every product in ``BLOCK``-column
   pieces of at least ``MIN_BATCHED_ROWS`` query rows, two matrices or more at a time, so
@@ -33,9 +34,12 @@ SCORE_CHUNK = 32
 # tests/test_batch_invariance.py):
 # - oneDNN with a reordered weight (cpu_linear) takes a vector kernel for a single row only
 MIN_ONEDNN_ROWS = 2
-# - MKL's sgemm (a linear layer oneDNN does not pack) splits fewer rows across threads
-#   otherwise, and how few grows with the threads: 12 rows at 2 threads, 28 at 16
-MIN_LINEAR_ROWS = 32
+# - MKL's sgemm (a linear layer on the CPU that oneDNN does not pack) splits fewer rows
+#   across threads otherwise, and how few grows with the threads: 12 at 2 threads, 28 at 16
+MIN_MKL_ROWS = 32
+# - a linear layer on a GPU: as the invariant engine has always padded them (the GPU
+#   check measures how far the rules get there; kept, so that GPU numbers do not move)
+MIN_LINEAR_ROWS = 16
 # - a batched matmul of two or more matrices (attention): 4 rows at any thread count; a
 #   batch of one matrix is MKL's sgemm above, so block_attention never sends one
 MIN_BATCHED_ROWS = 4
@@ -62,9 +66,10 @@ def chain_end(tokens) -> int:
 
 def pad_small_linears(model) -> int:
     """Make every ``torch.nn.Linear`` of ``model`` compute at least ``MIN_ONEDNN_ROWS``
-    rows if ``cpu_linear`` packed it, ``MIN_LINEAR_ROWS`` if not (zeros added, their
-    outputs dropped), so that a decoding step of a few rows uses the kernel a large batch
-    uses. Returns the number of layers changed."""
+    rows if ``cpu_linear`` packed it, ``MIN_MKL_ROWS`` if it computes on the CPU
+    otherwise, ``MIN_LINEAR_ROWS`` on a GPU (zeros added, their outputs dropped), so
+    that a decoding step of a few rows uses the kernel a large batch uses. Returns the
+    number of layers changed."""
     import torch
 
     from .cpu_linear import PACKED_ATTR
@@ -73,11 +78,27 @@ def pad_small_linears(model) -> int:
     for module in model.modules():
         if type(module) is not torch.nn.Linear or getattr(module, PADDED_ATTR, 0):
             continue
-        minimum = MIN_ONEDNN_ROWS if hasattr(module, PACKED_ATTR) else MIN_LINEAR_ROWS
+        minimum = (
+            MIN_ONEDNN_ROWS
+            if hasattr(module, PACKED_ATTR)
+            else MIN_MKL_ROWS
+            if _computes_on_cpu(module)
+            else MIN_LINEAR_ROWS
+        )
         module.forward = padded(module.forward, minimum)
         setattr(module, PADDED_ATTR, minimum)
         changed += 1
     return changed
+
+
+def _computes_on_cpu(module) -> bool:
+    """Where a layer computes: accelerate's hook moves its inputs (and offloaded weights)
+    to its execution device; else where its weight is."""
+    import torch
+
+    hook = getattr(module, "_hf_hook", None)
+    where = getattr(hook, "execution_device", None)
+    return torch.device(where if where is not None else module.weight.device).type == "cpu"
 
 
 def padded(forward, minimum: int):
