@@ -123,8 +123,9 @@ def block_attention(qg, key, value, mask, prefix, g: int):
     A row's numbers do not depend on the other rows, on W (columns past its own are
     masked) or on where the shared prefix ends (measured on PyTorch's CPU kernels, fp32
     and bf16, tests/test_batch_invariance.py): every matmul has at least
-    ``MIN_BATCHED_ROWS`` query rows in each of two matrices or more (fewer take another
-    kernel, so the one shared matmul for all rows and a row's own matmul agree), the probabilities
+    ``MIN_BATCHED_ROWS`` query rows in each of two matrices or more on the CPU (fewer
+    take another kernel, so the one shared matmul for all rows and a row's own matmul
+    agree; ``MIN_LINEAR_ROWS`` on a GPU, as before), the probabilities
     times values are taken one BLOCK of columns at a time (a longer reduction's
     blocking would follow W), and those pieces are added in a pairwise tree over their
     column position (zeros past a row's columns add nothing). Reading the shared prefix
@@ -134,13 +135,14 @@ def block_attention(qg, key, value, mask, prefix, g: int):
 
     n, kv, m, d = qg.shape
     w = key.shape[2]
-    sr = _rows(qg, lambda x: _matmul(x, key.transpose(-1, -2)), 2).float().contiguous()
+    least = MIN_BATCHED_ROWS if qg.is_cpu else MIN_LINEAR_ROWS
+    sr = _rows(qg, lambda x: _matmul(x, key.transpose(-1, -2)), 2, least).float().contiguous()
     sr.view(n, kv, g, m // g, w).masked_fill_(~mask[:, :, None], float("-inf"))
     if prefix is not None:
         pk, pv = prefix
         plen = pk.shape[1]
         qs = qg.transpose(0, 1).reshape(kv, n * m, d)  # every row against one copy
-        sp = _rows(qs, lambda x: _matmul(x, pk.transpose(-1, -2)), 1)
+        sp = _rows(qs, lambda x: _matmul(x, pk.transpose(-1, -2)), 1, least)
         sp = sp.reshape(kv, n, m, plen).transpose(0, 1).float()
         sr = torch.cat([sp, sr], dim=-1)
     probs = torch.softmax(sr, dim=-1).to(qg.dtype)
@@ -148,12 +150,12 @@ def block_attention(qg, key, value, mask, prefix, g: int):
     if prefix is not None:
         nb = plen // BLOCK
         pp = probs[..., :plen].transpose(0, 1).reshape(kv, n * m, nb, BLOCK).transpose(1, 2)
-        part = _rows(pp, lambda x: _matmul(x, pv.view(kv, nb, BLOCK, d)), 2)
+        part = _rows(pp, lambda x: _matmul(x, pv.view(kv, nb, BLOCK, d)), 2, least)
         pieces.append(part.reshape(kv, nb, n, m, d).permute(2, 0, 1, 3, 4))  # [n, kv, nb, m, d]
         probs = probs[..., plen:]
     nb = w // BLOCK
     po = probs.reshape(n, kv, m, nb, BLOCK).transpose(2, 3)  # [n, kv, nb, m, BLOCK]
-    pieces.append(_rows(po, lambda x: _matmul(x, value.view(n, kv, nb, BLOCK, d)), 3))
+    pieces.append(_rows(po, lambda x: _matmul(x, value.view(n, kv, nb, BLOCK, d)), 3, least))
     parts = torch.cat(pieces, dim=2) if len(pieces) > 1 else pieces[0]
     while parts.shape[2] > 1:  # pairs (0, 1), (2, 3), ... whatever the count
         if parts.shape[2] % 2:
@@ -162,7 +164,7 @@ def block_attention(qg, key, value, mask, prefix, g: int):
     return parts[:, :, 0]
 
 
-def _rows(x, product, dim: int, minimum: int = MIN_BATCHED_ROWS):
+def _rows(x, product, dim: int, minimum: int):
     """``product(x)`` with ``x`` padded with zero rows along ``dim`` to at least
     ``minimum``, the padding's rows dropped from the result."""
     import torch
@@ -177,11 +179,11 @@ def _rows(x, product, dim: int, minimum: int = MIN_BATCHED_ROWS):
 
 
 def _matmul(a, b):
-    """``a @ b`` (same batch shapes) computed as a batch of two matrices or more: a batch
-    of one is MKL's sgemm, whose kernel for a few rows follows the thread count."""
+    """``a @ b`` (same batch shapes), on the CPU as a batch of two matrices or more: a
+    batch of one is MKL's sgemm, whose kernel for a few rows follows the thread count."""
     import torch
 
-    if a.dim() > 2 and a.shape[:-2].numel() > 1:
+    if not a.is_cpu or (a.dim() > 2 and a.shape[:-2].numel() > 1):
         return torch.matmul(a, b)
     a2, b2 = a.reshape(1, *a.shape[-2:]), b.reshape(1, *b.shape[-2:])
     out = torch.matmul(torch.cat([a2, a2.new_zeros(a2.shape)]), torch.cat([b2, b2]))[0]
