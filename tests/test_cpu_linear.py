@@ -143,3 +143,33 @@ def test_a_layer_computing_on_a_gpu_keeps_its_padding():
         out = on_cpu(x)
     assert out.shape == (3, 4)
     assert torch.allclose(out, x @ on_cpu.weight.detach().T + on_cpu.bias.detach(), atol=1e-6)
+
+
+def test_row_minimums_are_checked_on_the_machine_and_raised_where_they_fail(caplog):
+    """Each minimum is verified before use (``verified_rows``): a product whose rows
+    change below 8 rows gets 8 and a warning naming it; one that never agrees gets
+    ``PROBE_ROWS`` and says invariance is not assured; on this CPU the measured minimums
+    hold as they are, for SmolLM2's layers and its attention (head width 64)."""
+    import logging
+
+    from llmboard.inference import invariance
+
+    x = torch.randn(invariance.PROBE_ROWS, 16, generator=torch.Generator().manual_seed(4))
+
+    def switches_below_8(rows):  # another rounding for fewer than 8 rows
+        return rows * (1.0 if rows.shape[0] >= 8 else 1.0 + 2**-20)
+
+    with caplog.at_level(logging.WARNING, logger="llmboard.inference.invariance"):
+        assert invariance.verified_rows(switches_below_8, x, 0, 2, "test") == 8
+        assert "test product of fewer than 8 rows" in caplog.text
+
+        def never_agrees(rows):
+            return rows + rows.shape[0]
+
+        assert invariance.verified_rows(never_agrees, x, 0, 2, "odd") == invariance.PROBE_ROWS
+        assert "may depend on its batch" in caplog.text
+    for dtype in (torch.float32, torch.bfloat16):
+        assert invariance.batched_rows(dtype, 64) == invariance.MIN_BATCHED_ROWS
+        packed = torch.nn.Linear(576, 1536).to(dtype)
+        cpu_linear.pack_linears(torch.nn.Sequential(packed))
+        assert invariance.linear_rows(packed, invariance.MIN_ONEDNN_ROWS) == 2

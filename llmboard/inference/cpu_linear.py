@@ -21,7 +21,7 @@ docs/engine.md). A packed layer computes only in its own dtype on the CPU.
 
 from __future__ import annotations
 
-from .invariance import MIN_ONEDNN_ROWS, PADDED_ATTR, padded
+from .invariance import MIN_ONEDNN_ROWS, PADDED_ATTR, linear_rows, padded
 
 PACKED_ATTR = "_llmboard_onednn"
 
@@ -65,11 +65,11 @@ def pack_linears(model) -> int:
             # the reordered weight is the layer's weight now (the dense one is dropped)
             del module.weight
             module.weight = reordered
-        forward = _packed_forward(module, reordered)
+        module.forward = _packed_forward(module, reordered)
         if getattr(module, PADDED_ATTR, 0):  # padded before: stays padded, for oneDNN
-            forward = padded(forward, MIN_ONEDNN_ROWS)
-            setattr(module, PADDED_ATTR, MIN_ONEDNN_ROWS)
-        module.forward = forward
+            least = linear_rows(module, MIN_ONEDNN_ROWS)
+            module.forward = padded(module.forward, least)
+            setattr(module, PADDED_ATTR, least)
     return packed_layers(model)
 
 

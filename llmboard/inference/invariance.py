@@ -26,6 +26,10 @@ other. So in invariant mode:
 
 from __future__ import annotations
 
+import logging
+
+log = logging.getLogger(__name__)
+
 ROW_QUANTUM = 16  # rows are a multiple of this wide
 BLOCK = 64  # prompts share their keys and values in whole blocks of this many tokens
 SCORE_CHUNK = 32
@@ -44,6 +48,14 @@ MIN_LINEAR_ROWS = 16
 #   batch of one matrix is MKL's sgemm above, so block_attention never sends one
 MIN_BATCHED_ROWS = 4
 PADDED_ATTR = "_llmboard_padded"  # on a padded layer: the rows it computes at least
+# Another CPU (a cluster's nodes), library or thread count may switch kernels elsewhere:
+# each minimum above is checked on the machine at hand before it is used
+# (``verified_rows``), and raised where the check fails. A product of PROBE_ROWS rows is
+# the reference; the row counts checked are where kernels were seen to switch, and more.
+PROBE_ROWS = 64
+PROBE_COUNTS = (2, 3, 4, 5, 8, 11, 12, 16, 17, 27, 28, 33)
+
+_verified: dict = {}  # (what, shape, dtype, threads) -> rows: each probed once a process
 
 
 def canonical_width(length: int) -> int:
@@ -78,17 +90,87 @@ def pad_small_linears(model) -> int:
     for module in model.modules():
         if type(module) is not torch.nn.Linear or getattr(module, PADDED_ATTR, 0):
             continue
-        minimum = (
-            MIN_ONEDNN_ROWS
-            if hasattr(module, PACKED_ATTR)
-            else MIN_MKL_ROWS
-            if _computes_on_cpu(module)
-            else MIN_LINEAR_ROWS
-        )
+        if hasattr(module, PACKED_ATTR) or _computes_on_cpu(module):
+            start = MIN_ONEDNN_ROWS if hasattr(module, PACKED_ATTR) else MIN_MKL_ROWS
+            minimum = linear_rows(module, start)
+        else:
+            minimum = MIN_LINEAR_ROWS
         module.forward = padded(module.forward, minimum)
         setattr(module, PADDED_ATTR, minimum)
         changed += 1
     return changed
+
+
+def linear_rows(module, start: int) -> int:
+    """``verified_rows`` for a linear layer computing on the CPU (once per shape, dtype
+    and kernel: the model's layers share a few shapes)."""
+    import torch
+
+    from .cpu_linear import PACKED_ATTR
+
+    weight = getattr(module, PACKED_ATTR, None)
+    kind = "oneDNN" if weight is not None else "MKL"
+    dtype = (weight if weight is not None else module.weight).dtype
+    key = (kind, module.in_features, module.out_features, dtype, torch.get_num_threads())
+    if key not in _verified:
+        x = torch.randn(PROBE_ROWS, module.in_features, generator=torch.Generator().manual_seed(0))
+        forward = module.forward
+        with torch.inference_mode():
+            _verified[key] = verified_rows(forward, x.to(dtype), 0, start, f"{kind} linear")
+    return _verified[key]
+
+
+def batched_rows(dtype, d: int) -> int:
+    """``verified_rows`` for attention's batched products on the CPU (queries against a
+    block of keys, a block of probabilities against values; head width ``d``)."""
+    import torch
+
+    key = ("batched", d, dtype, torch.get_num_threads())
+    if key not in _verified:
+        gen = torch.Generator().manual_seed(0)
+        keys = torch.randn(2, d, BLOCK, generator=gen).to(dtype)
+        values = torch.randn(2, BLOCK, d, generator=gen).to(dtype)
+        q = torch.randn(2, PROBE_ROWS, d, generator=gen).to(dtype)
+        p = torch.rand(2, PROBE_ROWS, BLOCK, generator=gen).to(dtype)
+        with torch.inference_mode():
+            _verified[key] = max(
+                verified_rows(lambda x: torch.matmul(x, keys), q, 1, MIN_BATCHED_ROWS, "scores"),
+                verified_rows(lambda x: torch.matmul(x, values), p, 1, MIN_BATCHED_ROWS, "values"),
+            )
+    return _verified[key]
+
+
+def verified_rows(product, x, dim: int, start: int, what: str) -> int:
+    """The fewest rows, from ``start`` and doubled until it holds, from which ``product``
+    of the first rows of ``x`` (along ``dim``) gives those rows of ``product(x)`` bit for
+    bit, checked at ``PROBE_COUNTS`` on this machine and thread count; PROBE_ROWS if none
+    holds (then logged: invariance is not assured)."""
+    import torch
+
+    full = product(x)
+    least = start
+    while least < PROBE_ROWS:
+        counts = sorted({least, least + 1, *PROBE_COUNTS} - set(range(least)))
+        if all(
+            torch.equal(product(x.narrow(dim, 0, r).contiguous()), full.narrow(dim, 0, r))
+            for r in counts
+            if r < PROBE_ROWS
+        ):
+            break
+        least *= 2
+    least = min(least, PROBE_ROWS)
+    if least != start:
+        log.warning(
+            "batch invariance: on this machine a %s product of fewer than %d rows takes "
+            "another kernel (%d expected at %d threads); padding to %d%s",
+            what,
+            least,
+            start,
+            torch.get_num_threads(),
+            least,
+            "" if least < PROBE_ROWS else ": a request's numbers may depend on its batch",
+        )
+    return least
 
 
 def _computes_on_cpu(module) -> bool:
@@ -135,7 +217,7 @@ def block_attention(qg, key, value, mask, prefix, g: int):
 
     n, kv, m, d = qg.shape
     w = key.shape[2]
-    least = MIN_BATCHED_ROWS if qg.is_cpu else MIN_LINEAR_ROWS
+    least = batched_rows(qg.dtype, d) if qg.is_cpu else MIN_LINEAR_ROWS
     sr = _rows(qg, lambda x: _matmul(x, key.transpose(-1, -2)), 2, least).float().contiguous()
     sr.view(n, kv, g, m // g, w).masked_fill_(~mask[:, :, None], float("-inf"))
     if prefix is not None:
