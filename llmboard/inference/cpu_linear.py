@@ -21,7 +21,7 @@ docs/engine.md). A packed layer computes only in its own dtype on the CPU.
 
 from __future__ import annotations
 
-from .invariance import MIN_ONEDNN_ROWS, PADDED_ATTR, linear_rows, padded
+from .invariance import PADDED_ATTR, pad_small_linears
 
 PACKED_ATTR = "_llmboard_onednn"
 
@@ -66,10 +66,9 @@ def pack_linears(model) -> int:
             del module.weight
             module.weight = reordered
         module.forward = _packed_forward(module, reordered)
-        if getattr(module, PADDED_ATTR, 0):  # padded before: stays padded, for oneDNN
-            least = linear_rows(module, MIN_ONEDNN_ROWS)
-            module.forward = padded(module.forward, least)
-            setattr(module, PADDED_ATTR, least)
+        if getattr(module, PADDED_ATTR, 0):  # padded before (for MKL): again, for oneDNN
+            delattr(module, PADDED_ATTR)
+            pad_small_linears(module)
     return packed_layers(model)
 
 

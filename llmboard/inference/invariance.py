@@ -90,26 +90,24 @@ def pad_small_linears(model) -> int:
     for module in model.modules():
         if type(module) is not torch.nn.Linear or getattr(module, PADDED_ATTR, 0):
             continue
-        if hasattr(module, PACKED_ATTR) or _computes_on_cpu(module):
-            start = MIN_ONEDNN_ROWS if hasattr(module, PACKED_ATTR) else MIN_MKL_ROWS
-            minimum = linear_rows(module, start)
-        else:
-            minimum = MIN_LINEAR_ROWS
+        on_cpu = hasattr(module, PACKED_ATTR) or _computes_on_cpu(module)
+        minimum = linear_rows(module) if on_cpu else MIN_LINEAR_ROWS
         module.forward = padded(module.forward, minimum)
         setattr(module, PADDED_ATTR, minimum)
         changed += 1
     return changed
 
 
-def linear_rows(module, start: int) -> int:
-    """``verified_rows`` for a linear layer computing on the CPU (once per shape, dtype
-    and kernel: the model's layers share a few shapes)."""
+def linear_rows(module) -> int:
+    """``verified_rows`` for a linear layer computing on the CPU, from
+    ``MIN_ONEDNN_ROWS`` if ``cpu_linear`` packed it, else ``MIN_MKL_ROWS`` (once per
+    shape, dtype and kernel: the model's layers share a few shapes)."""
     import torch
 
     from .cpu_linear import PACKED_ATTR
 
     weight = getattr(module, PACKED_ATTR, None)
-    kind = "oneDNN" if weight is not None else "MKL"
+    kind, start = ("oneDNN", MIN_ONEDNN_ROWS) if weight is not None else ("MKL", MIN_MKL_ROWS)
     dtype = (weight if weight is not None else module.weight).dtype
     key = (kind, module.in_features, module.out_features, dtype, torch.get_num_threads())
     if key not in _verified:
