@@ -175,9 +175,15 @@ def child_ours(a) -> None:
     chat = None
     if prompting.chat_template is not False:
         chat = renderer(tok, prompting.chat_template, f"models.{a.model} ({a.model_dir})")
-    invariant = settings.inference.batch_invariant
+    inf = settings.inference
     lm = JoinedLM(
-        TransformersLM(model, tok, token_budget=a.token_budget, batch_invariant=invariant)
+        TransformersLM(
+            model,
+            tok,
+            token_budget=a.token_budget,
+            batch_invariant=inf.batch_invariant,
+            draft_tokens=inf.draft_tokens,
+        )
     )
     shards = [(task, 0, 1) for task in tasks]
     runs = {run[0]: run for run in joined_runs(shards)}

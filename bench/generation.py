@@ -15,8 +15,9 @@ the same), not the tokens lm-eval computes past a row's stop while its batch fin
     .venv/bin/python -m bench.generation --limit 16 --rounds 0 --profile
 
 llmboard's engine is config.yaml's default (``inference.batch_invariant``; ``--packed``
-for the packed engine). ``--profile`` adds one llmboard run under torch's profiler and
-prints where its time goes, operator by operator (self CPU time).
+for the packed engine; ``inference.draft_tokens``, ``--draft-tokens 0`` for none).
+``--profile`` adds one llmboard run under torch's profiler and prints where its time
+goes, operator by operator (self CPU time).
 """
 
 from __future__ import annotations
@@ -63,45 +64,73 @@ def profile(lm, reqs) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
-def main() -> None:
+def workload_arguments(ap, limit: int) -> None:
+    """The arguments that choose a generation workload (``workload``)."""
     from llmboard.settings import schema_default
 
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
     ap.add_argument("--task", default="gsm8k_cot", choices=[*ORACLE, *ORACLE_MATH_CODE])
-    ap.add_argument("--limit", type=int, default=32)
+    ap.add_argument("--limit", type=int, default=limit)
     ap.add_argument("--dtype", default="fp32", choices=sorted(PRECISION))
-    ap.add_argument("--lmeval-batch-sizes", nargs="+", type=int, default=[8, 16, 32])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--token-budget", type=int, default=schema_default("inference", "token_budget"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(REPO / "bench" / "out"))
-    ap.add_argument("--json", default=None, help="default: bench/results/generation-TASK.json")
-    ap.add_argument("--packed", action="store_true", help="batch_invariant: false")
-    ap.add_argument("--max-gen-toks", type=int, default=None, help="default: the task's")
-    ap.add_argument("--profile", action="store_true", help="profile one llmboard run")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("lm_eval").setLevel(logging.ERROR)
 
+
+def workload(args):
+    """(model directory, request dicts, lm-eval's task): lm-eval's own task on the
+    repository's documents, torch at ``--threads``."""
     import torch
-    from lm_eval.models.huggingface import HFLM
 
-    from llmboard.inference.engine import TransformersLM
-    from llmboard.inference.loading import load_model
     from llmboard.tasks.documents import fewshot_pool
     from llmboard.tasks.prompts import build_generation_requests
 
     torch.set_num_threads(args.threads)
     model_dir = ensure_model(Path(args.out))
     task, docs, lt = lmeval_generation_task(args.task, Path(tempfile.mkdtemp()), args.limit)
-    reqs = build_generation_requests(task, docs, pool=fewshot_pool(task))
+    return model_dir, build_generation_requests(task, docs, pool=fewshot_pool(task)), lt
+
+
+def workload_record(args, documents: int) -> dict:
+    """What a result file says of its workload."""
+    keys = ("task", "dtype", "threads", "token_budget")
+    return {"documents": documents, **{k: getattr(args, k) for k in keys}}
+
+
+def main() -> None:
+    from llmboard.settings import schema_default
+
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    workload_arguments(ap, limit=32)
+    ap.add_argument("--lmeval-batch-sizes", nargs="+", type=int, default=[8, 16, 32])
+    ap.add_argument("--json", default=None, help="default: bench/results/generation-TASK.json")
+    ap.add_argument("--packed", action="store_true", help="batch_invariant: false")
+    ap.add_argument("--draft-tokens", type=int, default=schema_default("inference", "draft_tokens"))
+    ap.add_argument("--max-gen-toks", type=int, default=None, help="default: the task's")
+    ap.add_argument("--profile", action="store_true", help="profile one llmboard run")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+
+    from lm_eval.models.huggingface import HFLM
+
+    from llmboard.inference.engine import TransformersLM
+    from llmboard.inference.loading import load_model
+
+    model_dir, reqs, lt = workload(args)
     instances = sorted(lt.instances, key=lambda i: i.doc_id)
     assert [i.args[0] for i in instances] == [r["context"] for r in reqs]
     model, tok, _ = load_model(model_dir, args.dtype)
     invariant = schema_default("inference", "batch_invariant") and not args.packed
-    lm = TransformersLM(model, tok, token_budget=args.token_budget, batch_invariant=invariant)
+    lm = TransformersLM(
+        model,
+        tok,
+        token_budget=args.token_budget,
+        batch_invariant=invariant,
+        draft_tokens=args.draft_tokens,
+    )
     if args.max_gen_toks:
         reqs = [{**r, "max_gen_toks": args.max_gen_toks} for r in reqs]
         for i in instances:
@@ -140,12 +169,9 @@ def main() -> None:
         return {"min_s": min(ts), "median_s": statistics.median(ts), "runs_s": ts}
 
     result = {
-        "task": args.task,
-        "documents": len(reqs),
-        "dtype": args.dtype,
-        "threads": args.threads,
-        "token_budget": args.token_budget,
+        **workload_record(args, len(reqs)),
         "batch_invariant": invariant,
+        "draft_tokens": args.draft_tokens,
         "generated_tokens": tokens,
         "lmeval_probe_s": probe,
         "lmeval_batch_size": best,

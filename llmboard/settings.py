@@ -132,6 +132,7 @@ class InferenceSettings:
     offload_folder: str | None
     default_mem_mb: int
     batch_invariant: bool
+    draft_tokens: int
 
 
 @dataclass(frozen=True)

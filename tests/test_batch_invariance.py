@@ -55,7 +55,11 @@ def _layouts(run, items, cut):
 def engine(request, smol_dir):
     torch.set_num_threads(2)  # the default inference.threads: work split across threads
     lm, _, _ = load_backend(
-        "transformers", smol_dir, request.param, LoadOptions(token_budget=256, batch_invariant=True)
+        "transformers",
+        smol_dir,
+        request.param,
+        # drafts too: their length follows the budget (the rows a step may hold)
+        LoadOptions(token_budget=256, batch_invariant=True, draft_tokens=4),
     )
     return request.param, lm
 
@@ -136,7 +140,8 @@ def test_setting_reaches_the_engine_and_the_score(tmp_path, smol_dir):
 
 def test_generations_identical_at_every_budget_slot_count_and_shard_count(engine):
     """Greedy and seeded sampled texts: the token budget sets the number of slots (2 at
-    128, 5 at 512 and 4,096 here), the shards which prompts decode side by side. The
+    128, 5 at 512 and 4,096 here) and how many draft tokens a greedy row checks a step
+    (none at 128, up to 4 at 4,096), the shards which prompts decode side by side. The
     gsm8k_cot prompts (8 exemplars, ~800 tokens) share their first blocks with each
     other in one shard; the first of them is alone with a short NQ-Open prompt in the
     other layout."""

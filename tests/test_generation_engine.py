@@ -179,3 +179,53 @@ def test_gsm8k_cot_predictions_and_score(smol_dir, tmp_path):
     assert score["n"] == 3 and json.loads(json.dumps(score))["primary_metric"] == (
         "exact_match,strict-match"
     )
+
+
+def test_prompt_lookup_drafts_the_latest_continuation():
+    """A draft continues the longest recurring tail (up to NGRAM tokens) from its most
+    recent earlier occurrence, and nothing where the tail never occurred."""
+    from llmboard.inference.generation import _Lookup
+
+    look = _Lookup([5, 1, 2, 3, 9, 9, 1, 2, 4, 7, 8])
+    assert look.draft(4) == []  # 8 occurred nowhere before
+    look.push(1)
+    assert look.draft(3) == [2, 4, 7]  # "1" last occurred before "2 4 7"
+    look.push(2)
+    assert look.draft(3) == [4, 7, 8]  # "1 2": the latest of its two occurrences
+    look.push(3)
+    assert look.draft(5) == [9, 9, 1, 2, 4]  # "1 2 3" (three tokens) beats "2 3"
+    assert look.draft(0) == []
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_drafts_keep_the_texts_of_one_token_a_step(smol_dir, precision):
+    """Greedy generation checking prompt-lookup drafts gives what one token a step gives:
+    the same text, token count and stop reason, with stops (a stop string, EOS,
+    max_gen_toks) met inside a draft the model accepted; sampled rows take no drafts."""
+    from llmboard.inference.api import Sampling
+
+    model, tok, _ = load_model(smol_dir, precision)
+    # 2,048 tokens: 32 rows a step, so each of the five rows drafts up to 5 tokens
+    lm = TransformersLM(model, tok, token_budget=2048, batch_invariant=True)
+    count = "Repeat after me forever: red, green, blue, red, green, blue, red, green, blue, red,"
+    reqs = [
+        GenerationRequest(count, ("blue, red, green, blue",), 48),  # met mid-draft
+        GenerationRequest(count, (), 7),  # max_gen_toks mid-draft
+        GenerationRequest(SHARED + QUESTIONS[0], ("\n\n",), 24),
+        GenerationRequest(SHARED + QUESTIONS[3], (".",), 24),
+        GenerationRequest(count, (), 16, Sampling(temperature=0.7, top_p=0.9, top_k=0, seed=3)),
+    ]
+
+    def run(k):
+        lm.draft_tokens = k
+        lm.stats.pop("accepted_tokens", None)
+        out = [(g.text, g.tokens, g.stop_reason) for g in lm.generate_until(reqs)]
+        return out, lm.stats.get("accepted_tokens", 0)
+
+    plain, none = run(0)
+    assert none == 0
+    assert plain[0][2] == "until" and plain[1][2] == "max_gen_toks" and plain[1][1] == 7
+    for k in (1, 4, 8):
+        drafted, accepted = run(k)
+        assert drafted == plain, k
+        assert accepted >= (10 if k > 1 else 1), k  # drafts were taken, not just proposed

@@ -13,7 +13,7 @@ from test_job_contract import CALLS, load_counting  # noqa: F401 - the counting 
 from llmboard.inference import api
 from llmboard.inference.api import load_backend
 from llmboard.inference.predictions import predict_shard, shard_requests
-from llmboard.settings import load_settings
+from llmboard.settings import load_settings, schema_default
 from llmboard.tasks.definitions import load_task
 from llmboard.workflow.items import InferJob, as_params
 from llmboard.workflow.jobs import run_predictions
@@ -63,6 +63,7 @@ def job(tmp_path, tiny_dirs, monkeypatch):
 
 def test_small_shards_are_one_call_with_the_numbers_of_separate_ones(job, tmp_path):
     assert job.load.batch_invariant  # the default
+    assert job.load.draft_tokens == schema_default("inference", "draft_tokens") > 0
     CALLS.clear()
     run_predictions(job, tmp_path / "receipt.json")
     tasks = {

@@ -190,6 +190,8 @@ class LoadOptions:
     trust_remote_code: bool = False
     # a request's numbers independent of batching, budget and shards (docs/engine.md)
     batch_invariant: bool = False
+    # generation: draft tokens per greedy row and step (prompt lookup; texts unchanged)
+    draft_tokens: int = 0
 
 
 class Loaded(NamedTuple):

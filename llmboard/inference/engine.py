@@ -143,6 +143,7 @@ class TransformersLM(LM):
         min_shared: float = MIN_SHARED_TOKENS,
         batch_invariant: bool = False,
         onednn: bool = True,
+        draft_tokens: int = 0,
     ):
         import torch
 
@@ -176,6 +177,9 @@ class TransformersLM(LM):
         # log-likelihoods take ``_invariant_loglikelihoods``, which shares prefixes in
         # whole blocks instead of ``_prefix_groups``' split where the documents decide
         self.batch_invariant = batch_invariant
+        # generation: tokens a greedy row's own context proposes for each decoding step
+        # to check (batch-invariant engine only: generation.Generator); texts unchanged
+        self.draft_tokens = draft_tokens
         # linear layers on the CPU through oneDNN with reordered weights (cpu_linear):
         # a decoding step's few rows 1.7x faster in fp32; it changes the model in place,
         # so a model packed by an earlier engine stays packed (and its numerics say so)
@@ -731,5 +735,6 @@ def load(model_dir, precision: str, options: LoadOptions) -> Loaded:
         tokenizer,
         token_budget=options.token_budget,
         batch_invariant=options.batch_invariant,
+        draft_tokens=options.draft_tokens,
     )
     return Loaded(lm, tokenizer, context)

@@ -10,6 +10,13 @@ few-shot examples that every prompt of the task starts with. Here:
   generated, in a preallocated key/value buffer. A row that meets a stop string, EOS,
   ``max_gen_toks`` or the model window leaves at once and the next prompt takes its
   slot; nothing waits for the slowest row.
+- Batch-invariant engine, greedy rows: a decoding step also checks up to
+  ``draft_tokens`` tokens that a row's own context proposes (prompt lookup: what
+  followed the last time its latest tokens occurred, in its prompt or its generation),
+  when few rows are in flight (a step then costs mostly its weight read, not its rows).
+  The model's picks decide, as one token a step would: a draft is kept only as far as
+  it equals them, and the row's numbers are those of a step at a time (a row's numbers
+  do not depend on the rows computed beside it, its own drafts included: invariance.py).
 - Prompts are left-truncated to ``max_length - max_gen_toks`` as lm-eval does; prompt
   chunks go through the model at most ``token_budget`` tokens at a time; out of memory
   halves the slots and resumes the unfinished requests.
@@ -33,6 +40,9 @@ log = logging.getLogger(__name__)
 # decoding step reads every weight once for all its rows, so more rows share that read,
 # while each row's key/value buffer (prompt + max_gen_toks tokens) costs memory
 TOKENS_PER_ROW = 64
+# prompt lookup: a row's draft continues the longest of its last NGRAM, ..., 1 tokens
+# that occurred before in its context (the most recent occurrence)
+NGRAM = 3
 
 
 class SlotCache:
@@ -108,6 +118,34 @@ class _Row:
     prompt_tokens: int = 0  # the whole prompt, prefix included, after truncation
     sampling: object = None  # api.Sampling, None: greedy
     rng: object = None  # the row's own torch.Generator, seeded by sampling.seed
+    lookup: _Lookup | None = None  # drafts from the row's context (greedy rows)
+
+
+class _Lookup:
+    """A row's whole context (prompt, then what it generated) and, for each n-gram of
+    up to ``NGRAM`` tokens, where the token after its most recent occurrence sits."""
+
+    def __init__(self, prompt: list[int]):
+        self.ctx: list[int] = []
+        self.after: list[dict] = [{} for _ in range(NGRAM + 1)]
+        for t in prompt:
+            self.push(t)
+
+    def push(self, token: int) -> None:
+        ctx = self.ctx
+        ctx.append(token)
+        end = len(ctx) - 1  # the n-grams ending just before the new token lead to it
+        for n in range(1, min(NGRAM, end) + 1):
+            self.after[n][tuple(ctx[end - n : end])] = end
+
+    def draft(self, k: int) -> list[int]:
+        """Up to ``k`` tokens that followed the longest recurring tail of the context."""
+        ctx = self.ctx
+        for n in range(min(NGRAM, len(ctx)), 0, -1):
+            at = self.after[n].get(tuple(ctx[-n:]))
+            if at is not None:
+                return ctx[at : at + k]
+        return []
 
 
 class _Chains:
@@ -233,6 +271,8 @@ class Generator:
         # batch-invariant: shared in whole blocks instead (where the common prefix ends
         # depends on the other prompts, so a row's numbers must not: block_attention)
         self.chains = _Chains(lm, prompts) if lm.batch_invariant else None
+        # drafts only where a row's numbers do not depend on the rows beside it
+        self.drafting = lm.batch_invariant and lm.draft_tokens > 0
         P = self.chains.shared if self.chains else common_prefix(prompts)
         results: dict[int, tuple] = {}
         lm._begin("prompts", len(requests), "generated_tokens")
@@ -294,6 +334,8 @@ class Generator:
                     if r.sampling is not None:
                         slots[s].sampling = r.sampling
                         slots[s].rng = _generator(r.sampling.seed, lm.device)
+                    elif self.drafting:
+                        slots[s].lookup = _Lookup(prompts[i])
                     new.append(s)
             if new:
                 self._prefill(cache, new, slots, P)
@@ -308,10 +350,16 @@ class Generator:
                 slots = [slots[s] for s in active]
                 n_slots = len(slots)
                 active = list(range(n_slots))
-            last = [[slots[s].generated[-1]] for s in active]
-            logits_rows = self._forward(cache, active, [slots[s] for s in active], last, P)
-            self._append(slots, active, logits_rows)
-            self._finish_rows(slots, active, P, results)
+            rows = [slots[s] for s in active]
+            k = self._draft_length(len(active))
+            steps = [[r.generated[-1], *self._draft(r, k, cache)] for r in rows]
+            if max(map(len, steps)) == 1:
+                logits_rows = self._forward(cache, active, rows, steps, P)
+                self._append(slots, active, logits_rows)
+                self._finish_rows(slots, active, P, results)
+            else:
+                logits = self._forward(cache, active, rows, steps, P, every=True)
+                self._verify(slots, active, steps, logits, results)
 
     def _prefill(self, cache, new: list[int], slots, P) -> None:
         """The new rows' own prompt tokens, a chunk of rows at a time within the budget;
@@ -345,15 +393,16 @@ class Generator:
             used = max(used, n)
         flush()
 
-    def _forward(self, cache: SlotCache, slot_ids, rows, tokens, P):
+    def _forward(self, cache: SlotCache, slot_ids, rows, tokens, P, every=False):
         """One forward of ``tokens[i]`` (right-padded) for each row; returns the logits
-        (float32) at each row's last real position."""
+        (float32) at each row's last real position, or with ``every`` at all its real
+        positions, row after row (a decoding step with drafts)."""
         import torch
 
         lm = self.lm
         dev = lm.device
         n, q = len(rows), max(len(t) for t in tokens)
-        if lm.batch_invariant and q > 1:  # a prompt: padded to its canonical width
+        if lm.batch_invariant and q > 1 and not every:  # a prompt: its canonical width
             q = canonical_width(q)
         pad = lm.prefix_token_id
         ids = torch.tensor([t + [pad] * (q - len(t)) for t in tokens], device=dev)
@@ -384,7 +433,10 @@ class Generator:
             llmboard_cache=cache,
         ).last_hidden_state
         lengths = torch.tensor([len(t) for t in tokens], device=hidden.device)
-        last = hidden[torch.arange(n, device=hidden.device), lengths - 1]
+        if every:
+            last = hidden[torch.arange(q, device=hidden.device)[None, :] < lengths[:, None]]
+        else:
+            last = hidden[torch.arange(n, device=hidden.device), lengths - 1]
         for r, t in zip(rows, tokens):
             r.written += len(t)
         lm.stats["batches"] += 1
@@ -403,34 +455,90 @@ class Generator:
             row = slots[s]
             if row.sampling is not None:
                 t = sample(logits[k], row.sampling, row.rng)
-            row.generated.append(int(t))
+            self._push(row, int(t))
+
+    @staticmethod
+    def _push(row: _Row, token: int) -> None:
+        row.generated.append(token)
+        if row.lookup is not None:
+            row.lookup.push(token)
+
+    # ------------------------------------------------------------------ drafts
+    def _draft_length(self, active: int) -> int:
+        """Draft tokens per row this step: as many as keep the step within the rows the
+        token budget allows (``TOKENS_PER_ROW``), at most ``draft_tokens``; none while
+        the slots are full (a step of many rows costs what its rows compute)."""
+        if not self.drafting:
+            return 0
+        rows = self.lm.token_budget // TOKENS_PER_ROW
+        return max(0, min(self.lm.draft_tokens, rows // active - 1))
+
+    def _draft(self, r: _Row, k: int, cache: SlotCache) -> list[int]:
+        """A greedy row's draft, no longer than the tokens it may still generate (its
+        ``max_gen_toks``, the model window, its buffer)."""
+        if r.lookup is None or k <= 0:
+            return []
+        room = min(
+            r.max_gen - len(r.generated),
+            self.lm.max_len - r.prompt_tokens - len(r.generated),
+            cache.k[0].shape[2] - r.written,
+        )
+        return r.lookup.draft(min(k, room - 1))
+
+    def _verify(self, slots, slot_ids, steps, logits, results) -> None:
+        """Each row's picks at its last token and drafts (``logits``: their rows in
+        order): the picks are kept up to the first one its draft did not predict (that
+        one included), each checked for a stop as a step at a time would; the buffer
+        keeps the columns of the tokens kept. A sampled row (no draft) samples its one."""
+        picks = logits.argmax(dim=-1).tolist()
+        at = 0
+        stats = self.lm.stats
+        for s, step in zip(slot_ids, steps):
+            row = slots[s]
+            row.written -= len(step)
+            stats["draft_tokens"] = stats.get("draft_tokens", 0) + len(step) - 1
+            for j, pick in enumerate(picks[at : at + len(step)]):
+                if row.sampling is not None:  # (no draft: its one token, sampled)
+                    pick = sample(logits[at], row.sampling, row.rng)
+                self._push(row, pick)
+                row.written += 1
+                if self._finish(slots, s, results) or (j + 1 < len(step) and step[j + 1] != pick):
+                    break
+                if j + 1 < len(step):
+                    stats["accepted_tokens"] = stats.get("accepted_tokens", 0) + 1
+            at += len(step)
 
     def _finish_rows(self, slots, slot_ids, P, results) -> None:
-        lm = self.lm
         for s in slot_ids:
-            r = slots[s]
-            if r is None:
-                continue
-            reason = None
-            text = None
-            if r.generated[-1] in self.eos_ids:
-                reason = "eos"
-            else:
-                text = lm.tokenizer.decode(r.generated, skip_special_tokens=True)
-                if any(u and u in text for u in r.until):
-                    reason = "until"
-                elif len(r.generated) >= r.max_gen:
-                    reason = "max_gen_toks"
-                elif r.prompt_tokens + len(r.generated) >= lm.max_len:
-                    reason = "window"
-            if reason is None:
-                continue
-            if text is None:
-                text = lm.tokenizer.decode(r.generated, skip_special_tokens=True)
-            for u in r.until:  # lm-eval: cut at each stop string in turn
-                if u:
-                    text = text.split(u)[0]
-            results[r.index] = (text, len(r.generated), reason, r.prompt_tokens)
-            lm.stats["generated_tokens"] = lm.stats.get("generated_tokens", 0) + len(r.generated)
-            lm._advance(1)
-            slots[s] = None
+            if slots[s] is not None:
+                self._finish(slots, s, results)
+
+    def _finish(self, slots, s: int, results) -> bool:
+        """Whether the row in slot ``s`` stops at its last token (EOS, a stop string,
+        ``max_gen_toks``, the model window); if so its result is kept, the slot freed."""
+        lm = self.lm
+        r = slots[s]
+        reason = None
+        text = None
+        if r.generated[-1] in self.eos_ids:
+            reason = "eos"
+        else:
+            text = lm.tokenizer.decode(r.generated, skip_special_tokens=True)
+            if any(u and u in text for u in r.until):
+                reason = "until"
+            elif len(r.generated) >= r.max_gen:
+                reason = "max_gen_toks"
+            elif r.prompt_tokens + len(r.generated) >= lm.max_len:
+                reason = "window"
+        if reason is None:
+            return False
+        if text is None:
+            text = lm.tokenizer.decode(r.generated, skip_special_tokens=True)
+        for u in r.until:  # lm-eval: cut at each stop string in turn
+            if u:
+                text = text.split(u)[0]
+        results[r.index] = (text, len(r.generated), reason, r.prompt_tokens)
+        lm.stats["generated_tokens"] = lm.stats.get("generated_tokens", 0) + len(r.generated)
+        lm._advance(1)
+        slots[s] = None
+        return True

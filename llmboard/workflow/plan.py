@@ -349,6 +349,7 @@ class WorkflowPlan:
                 offload_folder=inf.offload_folder,
                 trust_remote_code=entry.trust_remote_code,
                 batch_invariant=inf.batch_invariant,
+                draft_tokens=inf.draft_tokens,
             ),
             prompting=entry.prompting,
             items=tuple(self.infer_items(model, precision, part, workflow_dir)),
