@@ -7,7 +7,7 @@ short), the real SmolLM2, fp32. Each round, interleaved:
 Inference time only (the model is loaded once, outside the timings); minimum and median
 of each over the rounds, and B / A (target: <= 55 %). Outputs are compared too.
 ``--generation N``: gsm8k_cot's first N documents, then 2N, instead (generations stored).
-The engine runs as the config says (``inference.batch_invariant``).
+The engine runs as the config says (``inference.batch_invariant``, ``draft_tokens``).
 
     .venv/bin/python -m bench.request_store --rounds 3 --fraction 0.2
     .venv/bin/python -m bench.request_store --rounds 3 --generation 8
@@ -105,8 +105,18 @@ def main() -> None:
         )
         convert(Path(args.out) / "smollm2-ckpt", model_dir)
     model, tok, context = load_model(model_dir, "fp32")
-    budget = settings.inference.token_budget
-    invariant = settings.inference.batch_invariant
+    inf = settings.inference
+    invariant = inf.batch_invariant
+
+    def engine():
+        return TransformersLM(
+            model,
+            tok,
+            token_budget=inf.token_budget,
+            batch_invariant=invariant,
+            draft_tokens=inf.draft_tokens,
+        )
+
     if args.generation:
         once, twice = gsm8k_requests(args.generation), gsm8k_requests(2 * args.generation)
         print(f"gsm8k_cot: {len(once)} prompts at 1x, {len(twice)} at 2x")
@@ -121,18 +131,18 @@ def main() -> None:
         def run(lm, requests):
             return lm.loglikelihood(requests)
 
-    print(f"batch_invariant: {invariant}")
+    print(f"batch_invariant: {invariant}, draft_tokens: {inf.draft_tokens}")
     times: dict[str, list[float]] = {"scratch": [], "store": []}
     identical = True
     for r in range(args.rounds):
-        lm = TransformersLM(model, tok, token_budget=budget, batch_invariant=invariant)
+        lm = engine()
         t = time.perf_counter()
         scratch = run(lm, twice)
         times["scratch"].append(time.perf_counter() - t)
         with tempfile.TemporaryDirectory() as folder:
 
             def stored_lm():
-                inner = TransformersLM(model, tok, token_budget=budget, batch_invariant=invariant)
+                inner = engine()
                 where = (folder, context.checkpoint_sha256, "fp32", inner.numerics)
                 return StoredLM(inner, RequestStore(*where), RequestStore(*where, "generation"))
 

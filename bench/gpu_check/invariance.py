@@ -1,8 +1,8 @@
 """Check 9 (invariance): ``inference.batch_invariant`` on the device. The same requests
 (the engine's and check 7's few-shot ones, and check 8's generations) at token budgets
 256, 1,024 and 8,192, as one shard and as two: how many log-likelihoods and texts are
-bit-identical, in the packed engine and in invariant mode, fp32 and bf16, and what
-invariant mode costs in time. On the CPU the layout rules make it exact (the row
+bit-identical, in the packed engine and in invariant mode (generating with the job's
+``inference.draft_tokens``), fp32 and bf16, and what invariant mode costs in time. On the CPU the layout rules make it exact (the row
 passes only then); on a GPU the kernels choose tiles and split-K by shape, so the row
 measures how far the same rules get there."""
 
@@ -34,6 +34,9 @@ def _identical(got: dict) -> tuple[int, int]:
 
 def invariance_rows(setup: Setup, spec: ModelSpec, folder: Path) -> list[Row]:
     from llmboard.inference.engine import TransformersLM
+    from llmboard.settings import schema_default
+
+    drafts = schema_default("inference", "draft_tokens")
 
     rows = []
     # requests of one document stay together when split in two (a shard never splits one)
@@ -51,6 +54,8 @@ def invariance_rows(setup: Setup, spec: ModelSpec, folder: Path) -> list[Row]:
                         token_budget=setup.budget,
                         progress_every=1e9,
                         batch_invariant=mode == "invariant",
+                        # the job's drafts (invariant mode only; the texts must not move)
+                        draft_tokens=drafts if mode == "invariant" else 0,
                     )
 
                     def ll(reqs, budget, lm=lm):
