@@ -48,7 +48,7 @@ def main() -> None:
     for r in range(args.rounds):
         for k in args.drafts:
             lm.draft_tokens = k
-            for key in ("draft_tokens", "accepted_tokens"):
+            for key in ("drafted_tokens", "kept_draft_tokens"):
                 lm.stats.pop(key, None)
             t = time.perf_counter()
             out = lm.generate_until(reqs)
@@ -59,8 +59,8 @@ def main() -> None:
             identical &= same == len(reqs)
             tokens = sum(g.tokens for g in out)
             counts[k] = {
-                "proposed": lm.stats.get("draft_tokens", 0),
-                "kept": lm.stats.get("accepted_tokens", 0),
+                "proposed": lm.stats.get("drafted_tokens", 0),
+                "kept": lm.stats.get("kept_draft_tokens", 0),
             }
             print(
                 f"  round {r + 1}, drafts {k}: {times[k][-1]:.1f} s, {same}/{len(reqs)} "

@@ -188,15 +188,18 @@ def predict_task(
     n_shards: int = 1,
     token_budget: int | None = None,
     seed: int = 1234,
+    **load,
 ) -> dict:
-    """Load a model and predict one task shard, as an inference job does for each item."""
+    """Load a model and predict one task shard, as an inference job does for each item
+    (``load``: more of the job's ``LoadOptions``)."""
     from llmboard.inference.api import LoadOptions, load_backend
     from llmboard.inference.predictions import predict_shard
     from llmboard.settings import schema_default
 
     budget = token_budget or schema_default("inference", "token_budget")
     backend = schema_default("inference", "backend")
-    lm, _, context = load_backend(backend, model_dir, precision, LoadOptions(token_budget=budget))
+    options = LoadOptions(token_budget=budget, **load)
+    lm, _, context = load_backend(backend, model_dir, precision, options)
     return predict_shard(lm, context, task, shard, n_shards, out_parquet, out_json, seed=seed)
 
 

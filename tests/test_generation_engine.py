@@ -160,7 +160,14 @@ def test_gsm8k_cot_predictions_and_score(smol_dir, tmp_path):
     generation -> filters and exact_match at scoring time."""
     task = load_task(REPO / "tasks" / "gsm8k_cot.yaml", {"limit": 3})
     info = predict_task(
-        smol_dir, "fp32", task, tmp_path / "p.parquet", tmp_path / "p.json", token_budget=512
+        smol_dir,
+        "fp32",
+        task,
+        tmp_path / "p.parquet",
+        tmp_path / "p.json",
+        token_budget=512,
+        batch_invariant=True,
+        draft_tokens=4,
     )
     df = pl.read_parquet(tmp_path / "p.parquet")
     assert df["doc_id"].to_list() == [0, 1, 2]
@@ -168,6 +175,9 @@ def test_gsm8k_cot_predictions_and_score(smol_dir, tmp_path):
     assert df["targets"].to_list()[0] == ["18"]
     assert all(r in ("until", "eos", "max_gen_toks") for r in df["stop_reason"])
     assert info["n_requests"] == 3 and info["engine_stats"]["prefix_tokens"] > 500
+    # the sidecar counts the drafts (8 rows a step at this budget: a draft token a row)
+    drafted = json.loads((tmp_path / "p.json").read_text())["engine_stats"]
+    assert drafted["drafted_tokens"] >= drafted["kept_draft_tokens"] > 0
     score = compute_score(
         [str(tmp_path / "p.parquet")],
         [str(tmp_path / "p.json")],
@@ -218,9 +228,9 @@ def test_drafts_keep_the_texts_of_one_token_a_step(smol_dir, precision):
 
     def run(k):
         lm.draft_tokens = k
-        lm.stats.pop("accepted_tokens", None)
+        lm.stats.pop("kept_draft_tokens", None)
         out = [(g.text, g.tokens, g.stop_reason) for g in lm.generate_until(reqs)]
-        return out, lm.stats.get("accepted_tokens", 0)
+        return out, lm.stats.get("kept_draft_tokens", 0)
 
     plain, none = run(0)
     assert none == 0

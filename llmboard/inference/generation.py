@@ -483,7 +483,8 @@ class Generator:
             self.lm.max_len - r.prompt_tokens - len(r.generated),
             cache.k[0].shape[2] - r.written,
         )
-        return r.lookup.draft(min(k, room - 1))
+        k = min(k, room - 1)  # the step's own pick comes after the draft
+        return r.lookup.draft(k) if k > 0 else []
 
     def _verify(self, slots, slot_ids, steps, logits, results) -> None:
         """Each row's picks at its last token and drafts (``logits``: their rows in
@@ -496,7 +497,7 @@ class Generator:
         for s, step in zip(slot_ids, steps):
             row = slots[s]
             row.written -= len(step)
-            stats["draft_tokens"] = stats.get("draft_tokens", 0) + len(step) - 1
+            stats["drafted_tokens"] = stats.get("drafted_tokens", 0) + len(step) - 1
             for j, pick in enumerate(picks[at : at + len(step)]):
                 if row.sampling is not None:  # (no draft: its one token, sampled)
                     pick = sample(logits[at], row.sampling, row.rng)
@@ -505,7 +506,7 @@ class Generator:
                 if self._finish(slots, s, results) or (j + 1 < len(step) and step[j + 1] != pick):
                     break
                 if j + 1 < len(step):
-                    stats["accepted_tokens"] = stats.get("accepted_tokens", 0) + 1
+                    stats["kept_draft_tokens"] = stats.get("kept_draft_tokens", 0) + 1
             at += len(step)
 
     def _finish_rows(self, slots, slot_ids, P, results) -> None:
