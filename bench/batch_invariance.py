@@ -55,7 +55,11 @@ def main() -> None:
                 "transformers",
                 MODEL,
                 precision,
-                LoadOptions(token_budget=budget, batch_invariant=mode == "invariant"),
+                LoadOptions(
+                    token_budget=budget,
+                    batch_invariant=mode == "invariant",
+                    draft_tokens=schema_default("inference", "draft_tokens"),
+                ),
             )[0]
             for mode in ("packed", "invariant")
         }

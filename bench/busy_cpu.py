@@ -44,7 +44,11 @@ from llmboard.tasks.prompts import build_generation_requests, build_requests
 
 model, workload, invariant = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 torch.set_num_threads(schema_default("inference", "threads"))
-opts = LoadOptions(schema_default("inference", "token_budget"), batch_invariant=invariant)
+opts = LoadOptions(
+    schema_default("inference", "token_budget"),
+    batch_invariant=invariant,
+    draft_tokens=schema_default("inference", "draft_tokens"),  # (invariant mode only)
+)
 lm = load_backend("transformers", model, "fp32", opts)[0]
 if workload == "choice":
     task = load_task("tasks/arc_easy.yaml", {"limit": 40})

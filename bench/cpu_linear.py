@@ -126,6 +126,7 @@ def main() -> None:
             tok,
             token_budget=args.token_budget,
             batch_invariant=invariant,
+            draft_tokens=schema_default("inference", "draft_tokens"),
             onednn=name == "onednn",
             progress_every=1e9,
         )
