@@ -236,7 +236,12 @@ def test_full_run_then_incremental_changes(ws):
     ws.write_config(
         {
             **ws.base,
-            "inference": {"token_budget": 256, "threads": 2, "tasks_per_job": 1},
+            "inference": {
+                "token_budget": 256,
+                "threads": 2,
+                "tasks_per_job": 1,
+                "draft_tokens": 0,
+            },
             "log_level": "DEBUG",
         }
     )
