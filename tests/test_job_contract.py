@@ -53,7 +53,11 @@ def test_a_job_is_one_value_that_survives_snakemakes_params(tmp_path):
     tasks = make_task(tmp_path / "tasks")
     (tmp_path / "m.safetensors").write_bytes(b"stand-in")
     cfg = config(
-        tasks, tmp_path / "m.safetensors", max_memory={"cpu": "3GiB"}, batch_invariant=False
+        tasks,
+        tmp_path / "m.safetensors",
+        max_memory={"cpu": "3GiB"},
+        batch_invariant=False,
+        draft_tokens=2,
     )
     plan = build_plan(load_settings(cfg), tasks, root=tmp_path)
     (part,) = [k[2] for k in plan.infer_jobs]
@@ -70,6 +74,7 @@ def test_a_job_is_one_value_that_survives_snakemakes_params(tmp_path):
         max_memory={"cpu": "3GiB"},
         trust_remote_code=True,
         batch_invariant=False,
+        draft_tokens=2,
     )
     assert job.model_dir == plan.model_dir("m") and job.local_gpus == (0, 2)
     assert job.request_store is None and job.prompting.is_raw
