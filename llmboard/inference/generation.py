@@ -353,13 +353,8 @@ class Generator:
             rows = [slots[s] for s in active]
             k = self._draft_length(len(active))
             steps = [[r.generated[-1], *self._draft(r, k, cache)] for r in rows]
-            if max(map(len, steps)) == 1:
-                logits_rows = self._forward(cache, active, rows, steps, P)
-                self._append(slots, active, logits_rows)
-                self._finish_rows(slots, active, P, results)
-            else:
-                logits = self._forward(cache, active, rows, steps, P, every=True)
-                self._verify(slots, active, steps, logits, results)
+            logits = self._forward(cache, active, rows, steps, P, every=True)
+            self._verify(slots, active, steps, logits, results)
 
     def _prefill(self, cache, new: list[int], slots, P) -> None:
         """The new rows' own prompt tokens, a chunk of rows at a time within the budget;
@@ -396,7 +391,7 @@ class Generator:
     def _forward(self, cache: SlotCache, slot_ids, rows, tokens, P, every=False):
         """One forward of ``tokens[i]`` (right-padded) for each row; returns the logits
         (float32) at each row's last real position, or with ``every`` at all its real
-        positions, row after row (a decoding step with drafts)."""
+        positions, row after row (a decoding step: a row's last token and its draft)."""
         import torch
 
         lm = self.lm
@@ -487,17 +482,19 @@ class Generator:
         return r.lookup.draft(k) if k > 0 else []
 
     def _verify(self, slots, slot_ids, steps, logits, results) -> None:
-        """Each row's picks at its last token and drafts (``logits``: their rows in
-        order): the picks are kept up to the first one its draft did not predict (that
-        one included), each checked for a stop as a step at a time would; the buffer
-        keeps the columns of the tokens kept. A sampled row (no draft) samples its one."""
+        """A decoding step's picks, each row's at its last token and its drafts if any
+        (``logits``: their rows in order): kept up to the first one its draft did not
+        predict (that one included), each checked for a stop as a step at a time would;
+        the buffer keeps the columns of the tokens kept. A sampled row (no draft) samples
+        its one."""
         picks = logits.argmax(dim=-1).tolist()
         at = 0
         stats = self.lm.stats
         for s, step in zip(slot_ids, steps):
             row = slots[s]
             row.written -= len(step)
-            stats["drafted_tokens"] = stats.get("drafted_tokens", 0) + len(step) - 1
+            if len(step) > 1:
+                stats["drafted_tokens"] = stats.get("drafted_tokens", 0) + len(step) - 1
             for j, pick in enumerate(picks[at : at + len(step)]):
                 if row.sampling is not None:  # (no draft: its one token, sampled)
                     pick = sample(logits[at], row.sampling, row.rng)

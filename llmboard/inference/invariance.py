@@ -109,13 +109,12 @@ def linear_rows(module) -> int:
     weight = getattr(module, PACKED_ATTR, None)
     kind, start = ("oneDNN", MIN_ONEDNN_ROWS) if weight is not None else ("MKL", MIN_MKL_ROWS)
     dtype = (weight if weight is not None else module.weight).dtype
-    key = (kind, module.in_features, module.out_features, dtype, torch.get_num_threads())
-    if key not in _verified:
+
+    def probe():
         x = torch.randn(PROBE_ROWS, module.in_features, generator=torch.Generator().manual_seed(0))
-        forward = module.forward
-        with torch.inference_mode():
-            _verified[key] = verified_rows(forward, x.to(dtype), 0, start, f"{kind} linear")
-    return _verified[key]
+        return verified_rows(module.forward, x.to(dtype), 0, start, f"{kind} linear")
+
+    return _once((kind, module.in_features, module.out_features, dtype), probe)
 
 
 def batched_rows(dtype, d: int) -> int:
@@ -123,18 +122,28 @@ def batched_rows(dtype, d: int) -> int:
     block of keys, a block of probabilities against values; head width ``d``)."""
     import torch
 
-    key = ("batched", d, dtype, torch.get_num_threads())
-    if key not in _verified:
+    def probe():
         gen = torch.Generator().manual_seed(0)
         keys = torch.randn(2, d, BLOCK, generator=gen).to(dtype)
         values = torch.randn(2, BLOCK, d, generator=gen).to(dtype)
         q = torch.randn(2, PROBE_ROWS, d, generator=gen).to(dtype)
         p = torch.rand(2, PROBE_ROWS, BLOCK, generator=gen).to(dtype)
+        return max(
+            verified_rows(lambda x: torch.matmul(x, keys), q, 1, MIN_BATCHED_ROWS, "scores"),
+            verified_rows(lambda x: torch.matmul(x, values), p, 1, MIN_BATCHED_ROWS, "values"),
+        )
+
+    return _once(("batched", d, dtype), probe)
+
+
+def _once(key: tuple, probe) -> int:
+    """``probe()``'s row minimum, computed once a process per ``key`` and thread count."""
+    import torch
+
+    key = (*key, torch.get_num_threads())
+    if key not in _verified:
         with torch.inference_mode():
-            _verified[key] = max(
-                verified_rows(lambda x: torch.matmul(x, keys), q, 1, MIN_BATCHED_ROWS, "scores"),
-                verified_rows(lambda x: torch.matmul(x, values), p, 1, MIN_BATCHED_ROWS, "values"),
-            )
+            _verified[key] = probe()
     return _verified[key]
 
 
