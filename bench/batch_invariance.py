@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,7 +35,7 @@ def main() -> None:
     import torch
 
     from llmboard.inference.api import LoadOptions, LoglikelihoodRequest, load_backend
-    from llmboard.settings import schema_default
+    from llmboard.settings import InferenceSettings, schema_default
     from llmboard.tasks.definitions import load_task
     from llmboard.tasks.documents import fewshot_pool, load_docs
     from llmboard.tasks.prompts import build_requests
@@ -47,7 +48,8 @@ def main() -> None:
     ap.add_argument("--generation-docs", type=int, default=8)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    budget = schema_default("inference", "token_budget")
+    job = LoadOptions.of(InferenceSettings.defaults())
+    budget = job.token_budget
     print(f"threads {args.threads}, default budget {budget}, model {MODEL.name}")
     for precision in args.precisions:
         lms = {
@@ -55,11 +57,7 @@ def main() -> None:
                 "transformers",
                 MODEL,
                 precision,
-                LoadOptions(
-                    token_budget=budget,
-                    batch_invariant=mode == "invariant",
-                    draft_tokens=schema_default("inference", "draft_tokens"),
-                ),
+                replace(job, batch_invariant=mode == "invariant"),
             )[0]
             for mode in ("packed", "invariant")
         }

@@ -100,6 +100,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -155,7 +156,8 @@ def child_ours(a) -> None:
     import polars as pl
     import torch
 
-    from llmboard.inference.engine import TransformersLM
+    from llmboard.inference.api import LoadOptions
+    from llmboard.inference.engine import engine_for
     from llmboard.inference.joined import JoinedLM
     from llmboard.inference.loading import load_model
     from llmboard.inference.predictions import joined_runs, predict_shard, prefetch_run
@@ -175,16 +177,8 @@ def child_ours(a) -> None:
     chat = None
     if prompting.chat_template is not False:
         chat = renderer(tok, prompting.chat_template, f"models.{a.model} ({a.model_dir})")
-    inf = settings.inference
-    lm = JoinedLM(
-        TransformersLM(
-            model,
-            tok,
-            token_budget=a.token_budget,
-            batch_invariant=inf.batch_invariant,
-            draft_tokens=inf.draft_tokens,
-        )
-    )
+    options = replace(LoadOptions.of(settings.inference), token_budget=a.token_budget)
+    lm = JoinedLM(engine_for(model, tok, options))
     shards = [(task, 0, 1) for task in tasks]
     runs = {run[0]: run for run in joined_runs(shards)}
     out: dict = {"tasks": {}}

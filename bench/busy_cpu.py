@@ -32,7 +32,8 @@ MODEL = REPO / "resources/models/smollm2-135m-instruct/0b8d6ce683ce"
 
 CHILD = r"""
 import json, os, resource, sys, time
-from llmboard.settings import schema_default
+from dataclasses import replace
+from llmboard.settings import InferenceSettings, schema_default
 if sys.argv[4] == "auto":  # as an inference job decides, before torch loads libgomp
     from llmboard.inference.threads import openmp_wait_policy
     openmp_wait_policy(schema_default("inference", "threads"))
@@ -44,11 +45,7 @@ from llmboard.tasks.prompts import build_generation_requests, build_requests
 
 model, workload, invariant = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 torch.set_num_threads(schema_default("inference", "threads"))
-opts = LoadOptions(
-    schema_default("inference", "token_budget"),
-    batch_invariant=invariant,
-    draft_tokens=schema_default("inference", "draft_tokens"),  # (invariant mode only)
-)
+opts = replace(LoadOptions.of(InferenceSettings.defaults()), batch_invariant=invariant)
 lm = load_backend("transformers", model, "fp32", opts)[0]
 if workload == "choice":
     task = load_task("tasks/arc_easy.yaml", {"limit": 40})

@@ -26,6 +26,7 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench.engine_vs_lmeval import ensure_model
@@ -96,9 +97,11 @@ def main() -> None:
 
     import torch
 
+    from llmboard.inference.api import LoadOptions
     from llmboard.inference.cpu_linear import pack_linears
-    from llmboard.inference.engine import TransformersLM
+    from llmboard.inference.engine import engine_for
     from llmboard.inference.loading import load_model
+    from llmboard.settings import InferenceSettings
 
     torch.set_num_threads(args.threads)
     model_dir = ensure_model(Path(args.out))
@@ -119,17 +122,10 @@ def main() -> None:
         out.write_text(json.dumps({"dtype": args.dtype, "products_s": products}, indent=1) + "\n")
         print(f"wrote {out}")
         return
-    invariant = schema_default("inference", "batch_invariant")
+    options = replace(LoadOptions.of(InferenceSettings.defaults()), token_budget=args.token_budget)
+    invariant = options.batch_invariant
     engines = {
-        name: TransformersLM(
-            model,
-            tok,
-            token_budget=args.token_budget,
-            batch_invariant=invariant,
-            draft_tokens=schema_default("inference", "draft_tokens"),
-            onednn=name == "onednn",
-            progress_every=1e9,
-        )
+        name: engine_for(model, tok, options, onednn=name == "onednn", progress_every=1e9)
         for name, (model, tok) in models.items()
     }
     print({n: (lm.numerics, lm.onednn_linears) for n, lm in engines.items()})

@@ -28,6 +28,7 @@ import logging
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench.engine_vs_lmeval import PRECISION, ensure_model
@@ -116,21 +117,24 @@ def main() -> None:
 
     from lm_eval.models.huggingface import HFLM
 
-    from llmboard.inference.engine import TransformersLM
+    from llmboard.inference.api import LoadOptions
+    from llmboard.inference.engine import engine_for
     from llmboard.inference.loading import load_model
+    from llmboard.settings import InferenceSettings
 
     model_dir, reqs, lt = workload(args)
     instances = sorted(lt.instances, key=lambda i: i.doc_id)
     assert [i.args[0] for i in instances] == [r["context"] for r in reqs]
     model, tok, _ = load_model(model_dir, args.dtype)
-    invariant = schema_default("inference", "batch_invariant") and not args.packed
-    lm = TransformersLM(
-        model,
-        tok,
+    job = LoadOptions.of(InferenceSettings.defaults())
+    invariant = job.batch_invariant and not args.packed
+    options = replace(
+        job,
         token_budget=args.token_budget,
         batch_invariant=invariant,
         draft_tokens=args.draft_tokens,
     )
+    lm = engine_for(model, tok, options)
     if args.max_gen_toks:
         reqs = [{**r, "max_gen_toks": args.max_gen_toks} for r in reqs]
         for i in instances:

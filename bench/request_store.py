@@ -88,7 +88,8 @@ def main() -> None:
     from llmboard.checkpoints.convert import convert
     from llmboard.checkpoints.fetch import fetch
     from llmboard.checkpoints.sources import parse_source
-    from llmboard.inference.engine import TransformersLM
+    from llmboard.inference.api import LoadOptions
+    from llmboard.inference.engine import engine_for
     from llmboard.inference.loading import load_model
     from llmboard.inference.request_store import RequestStore, StoredLM
     from llmboard.settings import settings_from_file
@@ -105,17 +106,10 @@ def main() -> None:
         )
         convert(Path(args.out) / "smollm2-ckpt", model_dir)
     model, tok, context = load_model(model_dir, "fp32")
-    inf = settings.inference
-    invariant = inf.batch_invariant
+    options = LoadOptions.of(settings.inference)
 
     def engine():
-        return TransformersLM(
-            model,
-            tok,
-            token_budget=inf.token_budget,
-            batch_invariant=invariant,
-            draft_tokens=inf.draft_tokens,
-        )
+        return engine_for(model, tok, options)
 
     if args.generation:
         once, twice = gsm8k_requests(args.generation), gsm8k_requests(2 * args.generation)
@@ -131,7 +125,7 @@ def main() -> None:
         def run(lm, requests):
             return lm.loglikelihood(requests)
 
-    print(f"batch_invariant: {invariant}, draft_tokens: {inf.draft_tokens}")
+    print(f"batch_invariant: {options.batch_invariant}, draft_tokens: {options.draft_tokens}")
     times: dict[str, list[float]] = {"scratch": [], "store": []}
     identical = True
     for r in range(args.rounds):

@@ -134,6 +134,13 @@ class InferenceSettings:
     batch_invariant: bool
     draft_tokens: int
 
+    @classmethod
+    def defaults(cls) -> InferenceSettings:
+        """``inference:`` as a config that leaves it out gets it: the schema's defaults
+        (for callers that load a model as a job would without a config: benchmarks)."""
+        fields = schema()["properties"]["inference"]["properties"]
+        return cls(**{name: schema_default("inference", name) for name in fields})
+
 
 @dataclass(frozen=True)
 class ResourceSettings:

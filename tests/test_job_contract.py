@@ -7,12 +7,15 @@ import re
 
 import polars as pl
 import pytest
+import yaml
 
 from llmboard.inference import api
-from llmboard.settings import SettingsError, load_settings
+from llmboard.settings import InferenceSettings, SettingsError, load_settings
 from llmboard.workflow.items import InferJob, ScoreJob, as_params
 from llmboard.workflow.jobs import run_predictions
 from llmboard.workflow.plan import build_plan
+
+from conftest import REPO
 
 TASK = """task: add
 dataset: {source: add.jsonl, split: validation}
@@ -86,6 +89,29 @@ def test_a_job_is_one_value_that_survives_snakemakes_params(tmp_path):
     score = plan.score_job("m", "fp32")
     assert ScoreJob.from_params(pickle.loads(pickle.dumps(as_params(score)))) == score
     assert score.log_level == "DEBUG" and [i.task for i in score.items] == ["add"]
+
+
+def test_a_config_without_inference_loads_as_benchmarks_load(tmp_path):
+    """Benchmarks that time the engine as a job runs it take ``LoadOptions.of`` of
+    ``InferenceSettings.defaults()``: the options of a job whose config leaves
+    ``inference:`` out, each one the schema file's default."""
+    tasks = make_task(tmp_path / "tasks")
+    (tmp_path / "m.safetensors").write_bytes(b"stand-in")
+    cfg = config(tasks, tmp_path / "m.safetensors")
+    del cfg["inference"]
+    settings = load_settings(cfg)
+    plan = build_plan(settings, tasks, root=tmp_path)
+    (part,) = [k[2] for k in plan.infer_jobs]
+    job = plan.infer_job("m", "fp32", part, str(tmp_path))
+    assert settings.inference == InferenceSettings.defaults()
+    assert job.load == api.LoadOptions.of(InferenceSettings.defaults(), trust_remote_code=True)
+    schema = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
+    defaults = {k: v["default"] for k, v in schema["properties"]["inference"]["properties"].items()}
+    load = vars(job.load)
+    assert {k: load[k] for k in load if k in defaults} == {
+        k: defaults[k] for k in load if k in defaults
+    }
+    assert set(load) - set(defaults) == {"trust_remote_code"} and load["trust_remote_code"]
 
 
 def test_unknown_backend_is_named_before_any_job(tmp_path):

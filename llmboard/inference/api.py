@@ -15,9 +15,12 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..settings import SettingsError
+
+if TYPE_CHECKING:
+    from ..settings import InferenceSettings
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,21 @@ class LoadOptions:
     batch_invariant: bool = False
     # generation: draft tokens per greedy row and step (prompt lookup; texts unchanged)
     draft_tokens: int = 0
+
+    @classmethod
+    def of(cls, inference: InferenceSettings, trust_remote_code: bool = False) -> LoadOptions:
+        """The options a job loads with, from the config's ``inference:`` (the plan's
+        inference jobs, and benchmarks that time the engine as a job runs it, so that a
+        setting added here reaches them all)."""
+        return cls(
+            token_budget=inference.token_budget,
+            device_map=inference.device_map,
+            max_memory=inference.max_memory,
+            offload_folder=inference.offload_folder,
+            trust_remote_code=trust_remote_code,
+            batch_invariant=inference.batch_invariant,
+            draft_tokens=inference.draft_tokens,
+        )
 
 
 class Loaded(NamedTuple):

@@ -730,11 +730,18 @@ def load(model_dir, precision: str, options: LoadOptions) -> Loaded:
         offload_folder=options.offload_folder,
         trust_remote_code=options.trust_remote_code,
     )
-    lm = TransformersLM(
+    return Loaded(engine_for(model, tokenizer, options), tokenizer, context)
+
+
+def engine_for(model, tokenizer, options: LoadOptions, **engine) -> TransformersLM:
+    """The engine a job wraps its loaded model in (``load``), for benchmarks too that load
+    a model once and time the job's engine on it; ``engine``: TransformersLM's own knobs
+    (``progress_every``, ...)."""
+    return TransformersLM(
         model,
         tokenizer,
         token_budget=options.token_budget,
         batch_invariant=options.batch_invariant,
         draft_tokens=options.draft_tokens,
+        **engine,
     )
-    return Loaded(lm, tokenizer, context)
