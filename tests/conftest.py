@@ -73,10 +73,10 @@ def tokenizer_dir(smol_dir, tmp_path_factory) -> Path:
     return out
 
 
-def tiny_config(arch: str):
-    from transformers import GPT2Config, LlamaConfig, Qwen2Config
+def tiny_config(arch: str, **fields):
+    from transformers import Gemma2Config, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
 
-    common = dict(vocab_size=49152, bos_token_id=1, eos_token_id=2)
+    common = dict(vocab_size=49152, bos_token_id=1, eos_token_id=2, **fields)
     if arch == "llama":  # SmolLM2's own shape, shrunk
         return LlamaConfig(
             hidden_size=64,
@@ -101,15 +101,27 @@ def tiny_config(arch: str):
             tie_word_embeddings=False,
             **common,
         )
+    if arch in ("gemma2", "mistral"):  # attention beyond Llama's: tests/test_attention_kinds.py
+        cls = Gemma2Config if arch == "gemma2" else MistralConfig
+        return cls(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            max_position_embeddings=2048,
+            **common,
+        )
     raise ValueError(arch)
 
 
-def make_tiny_model(arch: str, seed: int = 0):
+def make_tiny_model(arch: str, seed: int = 0, **fields):
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch))
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, **fields))
     # random init has tiny weights; scale up so that logits differ between tokens
     with torch.no_grad():
         for p in model.parameters():

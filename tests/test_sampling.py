@@ -81,7 +81,13 @@ def test_samples_are_transformers_own_seeded_draws(tiny):
     with the same seed (no stop string can end it: `until` is a string it never writes,
     EOS is suppressed on both sides by min_new_tokens / a long max)."""
     model, tok = tiny
-    lm = TransformersLM(model, tok, token_budget=512)
+    assert_transformers_draws(TransformersLM(model, tok, token_budget=512))
+
+
+def assert_transformers_draws(lm) -> None:
+    """The engine's 12 seeded tokens for each of PROMPTS are transformers' own (at least
+    three prompts compared: one whose draw holds EOS is left out)."""
+    model, tok = lm.model, lm.tokenizer
     compared = 0
     for i, prompt in enumerate(PROMPTS):
         s = Sampling(**SAMPLING, seed=sample_seed(1234, i, 0))
@@ -90,7 +96,7 @@ def test_samples_are_transformers_own_seeded_draws(tiny):
             continue  # HF's min_new_tokens masks EOS; ours would stop there
         (g,) = lm.generate_until([GenerationRequest(prompt, ("\x00never",), 12, s)])
         assert g.tokens == 12
-        assert g.text == tok.decode(want, skip_special_tokens=True)
+        assert g.text == tok.decode(want, skip_special_tokens=True), prompt
         compared += 1
     assert compared >= 3
 

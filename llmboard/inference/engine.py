@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 
 from .. import progress
+from ..settings import SettingsError
 from .api import (
     LM,
     Generation,
@@ -58,6 +59,30 @@ NUMERICS = "e1"
 # computes in another layout: each differs in the last bits, so each is stored apart
 ONEDNN_SUFFIX = "-dnn"
 INVARIANT_SUFFIX = "-bi"
+
+
+class UnsupportedModel(SettingsError):
+    """A model whose attention the engine's own kernels (prefix.py, invariance.py: full
+    causal attention over a row's tree, its blocks and a shared prefix) would compute
+    wrong: refused with the config field that says why, never approximated."""
+
+
+def sliding_window(config) -> int | None:
+    """How many tokens a query of the model's sliding-window layers sees (Mistral 7B v0.1,
+    Gemma 2 and 3; Qwen2 only where its config turns it on); None where every layer sees
+    the whole context."""
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None)
+    return window if window and (types is None or "sliding_attention" in types) else None
+
+
+def soft_capped(logits, cap: float | None):
+    """``cap * tanh(logits / cap)``: the final logit soft-capping of models whose config
+    sets ``final_logit_softcapping`` (Gemma 2), as their forward applies it; unchanged
+    where it is unset."""
+    import torch
+
+    return torch.tanh(logits / cap) * cap if cap else logits
 
 
 def split_pair(tokenizer, context: str, continuation: str, prefix_token_id: int):
@@ -167,6 +192,13 @@ class TransformersLM(LM):
             tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         )
         self.compute_dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+        if getattr(cfg, "attn_logit_softcapping", None):  # Gemma 2
+            raise UnsupportedModel(
+                f"{type(model).__name__}: soft-capped attention scores (config "
+                f"attn_logit_softcapping: {cfg.attn_logit_softcapping}) are not computed by "
+                "llmboard's engine; its numbers would be wrong"
+            )
+        self.attention_window = sliding_window(cfg)
         self.bool_mask = getattr(cfg, "_attn_implementation", None) == "sdpa"
         # rows are at least this wide so that short trees share a row (less padding)
         self.min_row = min_row
@@ -222,7 +254,21 @@ class TransformersLM(LM):
         p[1] += n
         progress.report(p[0], p[1], p[2], self.stats.get(p[3], 0) - p[4])
 
+    def within_window(self, positions: int) -> None:
+        """Refuse a request whose last query would see more tokens than the model's
+        sliding window (the engine's attention sees them all)."""
+        if self.attention_window and positions > self.attention_window:
+            raise UnsupportedModel(
+                f"{type(self.model).__name__}: a request of {positions} tokens is longer than "
+                f"the model's sliding attention window (config sliding_window: {self.attention_window}); "
+                "llmboard's engine attends to every earlier token, so its numbers would be wrong"
+            )
+
     def loglikelihood_tokens(self, pairs) -> list[Loglikelihood]:
+        # the model sees a pair's tokens less its last, at most its window
+        self.within_window(
+            max((min(len(c) + len(t) - 1, self.max_len) for c, t in pairs), default=0)
+        )
         self.stats["requests"] += len(pairs)
         self._begin("requests", len(pairs))
         trees = _build_trees(pairs, self.max_len, adjacent_only=self.batch_invariant)
@@ -574,9 +620,7 @@ class TransformersLM(LM):
         for s in range(0, picked.shape[0], chunk):
             # a copy for 16-bit models; for fp32 a view, changed in place below
             # (each row is used once)
-            logits = all_logits[s : s + chunk].float()
-            if cap:
-                logits = torch.tanh(logits / cap) * cap
+            logits = soft_capped(all_logits[s : s + chunk].float(), cap)
             t = tgt[s : s + chunk]
             tgt_logit = logits.gather(1, t[:, None])[:, 0]
             # max over a dim returns the first maximal index, as argmax does: greedy

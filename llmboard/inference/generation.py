@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from .engine import soft_capped
 from .invariance import BLOCK, canonical_width, chain_end, whole_blocks
 from .prefix import cache_arg, cascade, common_prefix, prefix_kv
 
@@ -241,6 +242,7 @@ class Generator:
         self.model = lm.model
         self.base = lm.model.get_decoder() if hasattr(lm.model, "get_decoder") else lm.model
         self.head = lm.model.get_output_embeddings()
+        self.cap = getattr(lm.model.config, "final_logit_softcapping", None)
         cfg = lm.model.generation_config if hasattr(lm.model, "generation_config") else None
         eos = getattr(cfg, "eos_token_id", None)
         eos = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
@@ -267,6 +269,8 @@ class Generator:
                     f"model window ({lm.max_len} tokens)"
                 )
             prompts.append(ids[-keep:])
+            # the last generated token is not fed back: prompt + max_gen_toks - 1 at most
+            lm.within_window(len(prompts[-1]) + r.max_gen_toks - 1)
         # prompts are truncated first, so every row starts with the whole shared prefix;
         # batch-invariant: shared in whole blocks instead (where the common prefix ends
         # depends on the other prompts, so a row's numbers must not: block_attention)
@@ -435,7 +439,7 @@ class Generator:
         for r, t in zip(rows, tokens):
             r.written += len(t)
         lm.stats["batches"] += 1
-        return self.head(last.to(self._head_device(last))).float()
+        return soft_capped(self.head(last.to(self._head_device(last))).float(), self.cap)
 
     def _head_device(self, x):
         import torch
