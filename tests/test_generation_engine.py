@@ -207,8 +207,21 @@ def test_prompt_lookup_drafts_the_latest_continuation():
     assert look.draft(0) == []
 
 
+def test_rows_draft_only_in_the_invariant_engine_on_the_cpu(tiny_dirs):
+    """Drafts where a row's numbers are checked not to depend on its draft's rows: the
+    batch-invariant engine on the CPU; not the packed engine, not on a GPU."""
+    model, tok, _ = load_model(tiny_dirs["llama"], "fp32")
+    on = dict(token_budget=512, draft_tokens=4)
+    assert TransformersLM(model, tok, batch_invariant=True, **on).drafts
+    assert not TransformersLM(model, tok, **on).drafts
+    assert not TransformersLM(model, tok, token_budget=512, batch_invariant=True).drafts
+    gpu = TransformersLM(model, tok, batch_invariant=True, **on)
+    gpu.device = torch.device("cuda")  # (the device a GPU job's inputs go to)
+    assert not gpu.drafts
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_drafts_keep_the_texts_of_one_token_a_step(smol_dir, precision):
+def test_drafts_keep_the_texts_of_one_token_a_step(smol_dir, precision, monkeypatch):
     """Greedy generation checking prompt-lookup drafts gives what one token a step gives:
     the same text, token count and stop reason, with stops (a stop string, EOS,
     max_gen_toks) met inside a draft the model accepted; sampled rows take no drafts."""
@@ -218,24 +231,71 @@ def test_drafts_keep_the_texts_of_one_token_a_step(smol_dir, precision):
     # 2,048 tokens: 32 rows a step, so each of the five rows drafts up to 5 tokens
     lm = TransformersLM(model, tok, token_budget=2048, batch_invariant=True)
     count = "Repeat after me forever: red, green, blue, red, green, blue, red, green, blue, red,"
+    turn = "<|im_start|>user\nSay: red green blue<|im_end|>\n<|im_start|>assistant\n"
+    chat = turn + "red green blue<|im_end|>\n" + turn  # the reply's EOS is in its context
     reqs = [
         GenerationRequest(count, ("blue, red, green, blue",), 48),  # met mid-draft
-        GenerationRequest(count, (), 7),  # max_gen_toks mid-draft
+        GenerationRequest(count, (), 7),  # max_gen_toks mid-draft (one of 5-8 meets it there)
         GenerationRequest(SHARED + QUESTIONS[0], ("\n\n",), 24),
         GenerationRequest(SHARED + QUESTIONS[3], (".",), 24),
         GenerationRequest(count, (), 16, Sampling(temperature=0.7, top_p=0.9, top_k=0, seed=3)),
+        GenerationRequest(chat, (), 16),  # EOS mid-draft
+        *(GenerationRequest(count, (), n) for n in (5, 6, 8)),
     ]
+    stops = stops_within_steps(monkeypatch)
 
     def run(k):
         lm.draft_tokens = k
         lm.stats.pop("kept_draft_tokens", None)
+        stops.clear()
         out = [(g.text, g.tokens, g.stop_reason) for g in lm.generate_until(reqs)]
         return out, lm.stats.get("kept_draft_tokens", 0)
 
     plain, none = run(0)
-    assert none == 0
-    assert plain[0][2] == "until" and plain[1][2] == "max_gen_toks" and plain[1][1] == 7
+    assert none == 0 and set(stops.values()) == {0}
+    assert [p[2] for p in plain] == [
+        "until",
+        "max_gen_toks",
+        "until",
+        "until",
+        "max_gen_toks",
+        "eos",
+        *["max_gen_toks"] * 3,
+    ]
+    assert plain[1][1] == 7
     for k in (1, 4, 8):
         drafted, accepted = run(k)
         assert drafted == plain, k
         assert accepted >= (10 if k > 1 else 1), k  # drafts were taken, not just proposed
+        if k > 1:  # each kind of stop met at a draft's token, after the step's first
+            assert {plain[i][2] for i, j in stops.items() if j > 0} >= {
+                "until",
+                "max_gen_toks",
+                "eos",
+            }, (k, stops)
+
+
+def stops_within_steps(monkeypatch) -> dict:
+    """{request index: how many tokens of its last decoding step came before the one it
+    stopped at} (0: the step's first token; more: a token of its draft), as generation
+    runs."""
+    from llmboard.inference.generation import Generator
+
+    stops, starts = {}, {}
+    verify, finish = Generator._verify, Generator._finish
+
+    def _verify(self, slots, slot_ids, steps, logits, results):
+        starts.clear()
+        starts.update({s: len(slots[s].generated) for s in slot_ids})
+        return verify(self, slots, slot_ids, steps, logits, results)
+
+    def _finish(self, slots, s, results):
+        row, n = slots[s], len(slots[s].generated)
+        done = finish(self, slots, s, results)
+        if done and s in starts:
+            stops[row.index] = n - starts[s] - 1
+        return done
+
+    monkeypatch.setattr(Generator, "_verify", _verify)
+    monkeypatch.setattr(Generator, "_finish", _finish)
+    return stops

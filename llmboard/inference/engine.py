@@ -230,6 +230,15 @@ class TransformersLM(LM):
 
     # ------------------------------------------------------------ loglikelihood
     @property
+    def drafts(self) -> bool:
+        """Whether greedy rows take draft tokens (generation.Generator): only where a row's
+        numbers are checked not to depend on the rows beside it, its own draft's among
+        them, i.e. the batch-invariant engine on the CPU (invariance.py). On a GPU the
+        kernels' choice by shape is not checked (the GPU check's row 9 measures how far
+        invariance gets there), so rows decode a token a step."""
+        return self.batch_invariant and self.draft_tokens > 0 and self.device.type == "cpu"
+
+    @property
     def numerics(self) -> str:
         return (
             NUMERICS

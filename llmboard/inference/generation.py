@@ -275,8 +275,7 @@ class Generator:
         # batch-invariant: shared in whole blocks instead (where the common prefix ends
         # depends on the other prompts, so a row's numbers must not: block_attention)
         self.chains = _Chains(lm, prompts) if lm.batch_invariant else None
-        # drafts only where a row's numbers do not depend on the rows beside it
-        self.drafting = lm.batch_invariant and lm.draft_tokens > 0
+        self.drafting = lm.drafts
         P = self.chains.shared if self.chains else common_prefix(prompts)
         results: dict[int, tuple] = {}
         lm._begin("prompts", len(requests), "generated_tokens")
