@@ -79,3 +79,29 @@ def test_a_request_longer_than_the_sliding_window_is_refused(tok):
     assert g.text == tok.decode(out[0, n:].tolist(), skip_special_tokens=True)
     with pytest.raises(UnsupportedModel, match="sliding_window: 24"):
         lm.generate_until([GenerationRequest(prompt, ("\x00never",), 26 - n)])
+
+
+def test_which_configs_have_a_sliding_window():
+    """transformers' own configs, as the docs name them: Mistral 7B v0.1 (4,096), Phi-3
+    mini 4k (its config.json's 2,047), Gemma 2 and 3 (their sliding layers); Qwen2 only
+    where turned on."""
+    from transformers import (
+        Gemma2Config,
+        Gemma3TextConfig,
+        LlamaConfig,
+        MistralConfig,
+        Phi3Config,
+        Qwen2Config,
+    )
+
+    from llmboard.inference.engine import sliding_window
+
+    assert sliding_window(MistralConfig()) == 4096
+    assert sliding_window(Phi3Config(sliding_window=2047)) == 2047
+    assert sliding_window(Gemma2Config()) == sliding_window(Gemma3TextConfig()) == 4096
+    assert sliding_window(Qwen2Config(sliding_window=32768, use_sliding_window=False)) is None
+    on = dict(sliding_window=4096, use_sliding_window=True, num_hidden_layers=2)
+    assert sliding_window(Qwen2Config(**on)) is None  # its layers below max_window_layers
+    assert sliding_window(Qwen2Config(**on, max_window_layers=1)) == 4096
+    assert sliding_window(LlamaConfig()) is None
+    assert sliding_window(MistralConfig(sliding_window=None)) is None  # Mistral 7B v0.3
