@@ -209,13 +209,47 @@ def test_block_attention_is_attention_and_a_row_alone_gets_the_same_bits(dtype, 
     however many leading blocks are read from the one shared copy. Three query rows a
     key head (SmolLM2's, padded to ``MIN_BATCHED_ROWS``), also with a single key head (a
     row alone is then a batch of one matrix) and at 16 threads (MKL's kernel for a
-    single matrix of few rows follows the thread count: 28 rows at 16 threads)."""
+    single matrix of few rows follows the thread count: 28 rows at 16 threads). A row
+    with draft tokens queries several positions in one step: each query's output equal
+    to the same query alone in a step of one."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         _block_attention_rows(dtype, kv)
+        _block_attention_drafts(dtype, kv)
     finally:
         torch.set_num_threads(before)
+
+
+def _block_attention_drafts(dtype, kv: int):
+    from llmboard.inference.invariance import BLOCK, block_attention
+
+    gen = torch.Generator().manual_seed(5)
+    n, g, d, steps, width = 4, 3, 64, 5, 4 * BLOCK  # 5: a step's token and a draft of 4
+    lengths = [70, 200, 129, 191]  # each row's columns, its step's tokens the last five
+    q = torch.randn(n, kv, g, steps, d, generator=gen).to(dtype) * 0.125
+    k = torch.randn(n, kv, width, d, generator=gen).to(dtype)
+    v = torch.randn(n, kv, width, d, generator=gen).to(dtype)
+    k[:, :, :BLOCK], v[:, :, :BLOCK] = k[0, :, :BLOCK], v[0, :, :BLOCK]
+
+    def run(rows, at, shared, w):
+        """rows' queries at step positions ``at`` (each sees the columns up to its own),
+        the first ``shared`` columns read from one copy: [rows, kv, g, len(at), d]."""
+        qq = q[rows][:, :, :, at].reshape(len(rows), kv, g * len(at), d)
+        last = torch.tensor([[lengths[i] - steps + j for j in at] for i in rows])
+        seen = torch.arange(w)[None, None] <= (last - shared)[..., None]
+        prefix = (k[0, :, :shared], v[0, :, :shared]) if shared else None
+        cols = slice(shared, shared + w)
+        out = block_attention(qq, k[rows, :, cols], v[rows, :, cols], seen[:, None], prefix, g)
+        return out.view(len(rows), kv, g, len(at), d)
+
+    for shared in (0, BLOCK):
+        together = run(list(range(n)), list(range(steps)), shared, width - shared)
+        for i in range(n):
+            w = -(-(lengths[i] - shared) // BLOCK) * BLOCK
+            for j in range(steps):
+                alone = run([i], [j], shared, w)[0, :, :, 0]
+                assert torch.equal(together[i, :, :, j], alone), (dtype, kv, shared, i, j)
 
 
 def _block_attention_rows(dtype, kv: int):
