@@ -17,6 +17,7 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench.generation import workload, workload_arguments, workload_record
@@ -33,13 +34,16 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="default: bench/results/drafts-TASK-DTYPE.json")
     args = ap.parse_args()
 
-    from llmboard.inference.engine import GenerationRequest, TransformersLM
+    from llmboard.inference.api import LoadOptions
+    from llmboard.inference.engine import GenerationRequest, engine_for
     from llmboard.inference.loading import load_model
+    from llmboard.settings import InferenceSettings
 
     model_dir, dicts, _ = workload(args)
     reqs = [GenerationRequest(r["context"], tuple(r["until"]), r["max_gen_toks"]) for r in dicts]
     model, tok, _ = load_model(model_dir, args.dtype)
-    lm = TransformersLM(model, tok, token_budget=args.token_budget, batch_invariant=True)
+    job = LoadOptions.of(InferenceSettings.defaults())
+    lm = engine_for(model, tok, replace(job, token_budget=args.token_budget, batch_invariant=True))
     print(f"{args.task}: {len(reqs)} documents, {args.dtype}, {args.threads} threads")
 
     times: dict[int, list[float]] = {k: [] for k in args.drafts}

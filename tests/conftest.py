@@ -74,7 +74,14 @@ def tokenizer_dir(smol_dir, tmp_path_factory) -> Path:
 
 
 def tiny_config(arch: str, **fields):
-    from transformers import Gemma2Config, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
+    from transformers import (
+        Gemma2Config,
+        GPT2Config,
+        GptOssConfig,
+        LlamaConfig,
+        MistralConfig,
+        Qwen2Config,
+    )
 
     common = dict(vocab_size=49152, bos_token_id=1, eos_token_id=2, **fields)
     if arch == "llama":  # SmolLM2's own shape, shrunk
@@ -101,8 +108,10 @@ def tiny_config(arch: str, **fields):
             tie_word_embeddings=False,
             **common,
         )
-    if arch in ("gemma2", "mistral"):  # attention beyond Llama's: tests/test_attention_kinds.py
-        cls = Gemma2Config if arch == "gemma2" else MistralConfig
+    if arch in ("gemma2", "mistral", "gpt_oss"):  # beyond Llama's: test_attention_kinds.py
+        cls = {"gemma2": Gemma2Config, "mistral": MistralConfig, "gpt_oss": GptOssConfig}[arch]
+        if arch == "gpt_oss":  # (a mixture of experts)
+            common.update(num_local_experts=4, num_experts_per_tok=2)
         return cls(
             hidden_size=64,
             intermediate_size=128,

@@ -51,22 +51,42 @@ def test_soft_capped_attention_scores_are_refused(tok):
         TransformersLM(model, tok, token_budget=512)
 
 
-def test_a_request_longer_than_the_sliding_window_is_refused(tok):
-    """Mistral with a 24-token window: requests the window covers get transformers'
-    numbers and texts; a longer one is a user error naming the window, before any work."""
+@pytest.fixture(scope="module")
+def windowed():
+    """Mistral with a 24-token sliding window (transformers applies it: past 24 tokens
+    its logits are not full attention's, which the engine would compute)."""
     model = make_tiny_model("mistral", sliding_window=24)
-    lm = TransformersLM(model, tok, token_budget=512)
-    short = [
-        Request("The capital of France is ", "Paris"),
-        Request("Pick a letter.\nAnswer:", " B"),
-    ]
+    ids = torch.arange(100, 140)[None]
+    full = make_tiny_model("mistral", sliding_window=None)
+    with torch.inference_mode():
+        a, b = model(ids).logits[0], full(ids).logits[0]
+    assert torch.equal(a[:24], b[:24]) and not torch.allclose(a[24:], b[24:], atol=1e-3)
+    return model
+
+
+@pytest.mark.parametrize("invariant", [False, True])
+def test_a_request_longer_than_the_sliding_window_is_refused(windowed, tok, invariant):
+    """Requests the window covers get transformers' numbers and texts, up to the last
+    position it covers; one token more is a user error naming the window, before
+    anything goes through the model."""
+    model = windowed
+    lm = TransformersLM(model, tok, token_budget=512, batch_invariant=invariant)
+    words = encode(tok, "A much longer context that shares nothing with the others, " * 4)
+    fits, past = (words[:23], words[23:25]), (words[:24], words[24:26])  # 24, 25 fed
+    short = [Request("The capital of France is ", "Paris")]
+    (got,) = [r.loglikelihood for r in lm.loglikelihood_tokens([fits])]
+    with torch.inference_mode():
+        lp = torch.log_softmax(model(torch.tensor([fits[0] + fits[1]])[:, :-1]).logits, -1)
+    want = lp[0, 22:].gather(1, torch.tensor(fits[1])[:, None]).sum()
+    assert abs(got - float(want)) < 1e-5
     ref = plain(model, tok, short, lm.prefix_token_id)
     for (a, ga), (b, gb) in zip(ll_pairs(lm, short), ref):
         assert abs(a - b) < 1e-5 and ga == gb
-    long = Request("A much longer context that shares nothing with the others, " * 3, " indeed")
-    with pytest.raises(UnsupportedModel, match="sliding_window: 24") as err:
-        lm.loglikelihood([*short, long])
-    assert isinstance(err.value, USER_ERRORS)  # printed without a traceback
+    before = {k: lm.stats.get(k) for k in ("forward_tokens", "batches")}
+    with pytest.raises(UnsupportedModel, match="25 tokens .* sliding_window: 24") as err:
+        lm.loglikelihood_tokens([fits, past])
+    assert isinstance(err.value, USER_ERRORS)  # a user's mistake (its model), not a bug
+    assert {k: lm.stats.get(k) for k in before} == before
 
     prompt = "The quick brown fox"
     n = len(encode(tok, prompt))
@@ -77,17 +97,51 @@ def test_a_request_longer_than_the_sliding_window_is_refused(tok):
         )
     (g,) = lm.generate_until([GenerationRequest(prompt, ("\x00never",), 25 - n)])
     assert g.text == tok.decode(out[0, n:].tolist(), skip_special_tokens=True)
+    before = {k: lm.stats.get(k) for k in ("forward_tokens", "batches")}
     with pytest.raises(UnsupportedModel, match="sliding_window: 24"):
         lm.generate_until([GenerationRequest(prompt, ("\x00never",), 26 - n)])
+    assert {k: lm.stats.get(k) for k in before} == before
+
+
+def test_a_stored_answer_past_the_window_is_refused_too(windowed, tok, tmp_path):
+    """The request store asks the engine about every request before it serves any: an
+    answer stored before (by a version that did not refuse) is not served."""
+    from llmboard.inference.request_store import (
+        RequestStore,
+        StoredLM,
+        generation_key,
+        request_key,
+    )
+
+    lm = TransformersLM(windowed, tok, token_budget=512)
+    store = RequestStore(tmp_path, "0" * 64, "fp32", lm.numerics)
+    words = encode(tok, "A much longer context that shares nothing with the others, " * 4)
+    past = (words[:30], words[30:31])
+    store.add({request_key(*past): (-1.0, False, 30, 1)})
+    with pytest.raises(UnsupportedModel, match="sliding_window: 24"):
+        StoredLM(lm, store).loglikelihood_tokens([past])
+    generations = RequestStore(tmp_path, "0" * 64, "fp32", lm.numerics, kind="generation")
+    long = GenerationRequest("The quick brown fox", ("\x00never",), 30)
+    prompt = lm.tokenize_prompt(long.context)
+    generations.add({generation_key(prompt, long): ("stored", 30, "max_gen_toks", len(prompt))})
+    with pytest.raises(UnsupportedModel, match="sliding_window: 24"):
+        StoredLM(lm, store, generations).generate_until([long])
+
+
+def test_attention_sinks_are_refused(tok):
+    with pytest.raises(UnsupportedModel, match="attention sinks"):
+        TransformersLM(make_tiny_model("gpt_oss"), tok, token_budget=512)
 
 
 def test_which_configs_have_a_sliding_window():
     """transformers' own configs, as the docs name them: Mistral 7B v0.1 (4,096), Phi-3
-    mini 4k (its config.json's 2,047), Gemma 2 and 3 (their sliding layers); Qwen2 only
-    where turned on."""
+    mini 4k (its config.json's 2,047), Gemma 2 and 3 (their sliding layers), Llama 4 (its
+    chunked layers); Qwen2 only where turned on."""
     from transformers import (
         Gemma2Config,
+        Gemma3Config,
         Gemma3TextConfig,
+        Llama4TextConfig,
         LlamaConfig,
         MistralConfig,
         Phi3Config,
@@ -105,3 +159,7 @@ def test_which_configs_have_a_sliding_window():
     assert sliding_window(Qwen2Config(**on, max_window_layers=1)) == 4096
     assert sliding_window(LlamaConfig()) is None
     assert sliding_window(MistralConfig(sliding_window=None)) is None  # Mistral 7B v0.3
+    # a multimodal model's window is its text config's, where the engine reads it
+    assert sliding_window(Gemma3Config()) is None
+    assert sliding_window(Gemma3Config().get_text_config(decoder=True)) == 4096
+    assert sliding_window(Llama4TextConfig()) == 8192  # its chunked layers' chunk

@@ -209,15 +209,19 @@ def test_prompt_lookup_drafts_the_latest_continuation():
 
 def test_rows_draft_only_in_the_invariant_engine_on_the_cpu(tiny_dirs):
     """Drafts where a row's numbers are checked not to depend on its draft's rows: the
-    batch-invariant engine on the CPU; not the packed engine, not on a GPU."""
+    batch-invariant engine with every weight on the CPU; not the packed engine, not on a
+    GPU (unless the GPU check asks, to measure it)."""
     model, tok, _ = load_model(tiny_dirs["llama"], "fp32")
     on = dict(token_budget=512, draft_tokens=4)
     assert TransformersLM(model, tok, batch_invariant=True, **on).drafts
     assert not TransformersLM(model, tok, **on).drafts
     assert not TransformersLM(model, tok, token_budget=512, batch_invariant=True).drafts
     gpu = TransformersLM(model, tok, batch_invariant=True, **on)
-    gpu.device = torch.device("cuda")  # (the device a GPU job's inputs go to)
+    assert gpu.on_cpu  # every weight on the CPU
+    gpu.on_cpu = False  # as a weight on a GPU (or offloaded, to run elsewhere) makes it
     assert not gpu.drafts
+    gpu.unchecked_drafts = True  # the GPU check, which measures drafted texts there
+    assert gpu.drafts
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

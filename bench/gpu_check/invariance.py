@@ -2,7 +2,9 @@
 (the engine's and check 7's few-shot ones, and check 8's generations) at token budgets
 256, 1,024 and 8,192, as one shard and as two: how many log-likelihoods and texts are
 bit-identical, in the packed engine and in invariant mode (generating with the job's
-``inference.draft_tokens``), fp32 and bf16, and what invariant mode costs in time. On the CPU the layout rules make it exact (the row
+``inference.draft_tokens``, which jobs on a GPU do not use until this row shows drafted
+texts equal to a token a step's: ``invariant_drafts_identical``), fp32 and bf16, and what
+invariant mode costs in time. On the CPU the layout rules make it exact (the row
 passes only then); on a GPU the kernels choose tiles and split-K by shape, so the row
 measures how far the same rules get there."""
 
@@ -57,6 +59,7 @@ def invariance_rows(setup: Setup, spec: ModelSpec, folder: Path) -> list[Row]:
                         # the job's drafts (invariant mode only; the texts must not move)
                         draft_tokens=drafts if mode == "invariant" else 0,
                     )
+                    lm.unchecked_drafts = True  # measured here, on any device
 
                     def ll(reqs, budget, lm=lm):
                         lm.token_budget = budget
@@ -68,10 +71,16 @@ def invariance_rows(setup: Setup, spec: ModelSpec, folder: Path) -> list[Row]:
 
                     same, n = _identical(_layouts(ll, requests))
                     figs[f"{mode}_loglikelihood_identical"] = f"{same}/{n}"
-                    gsame, gn = _identical(_layouts(gen, setup.generation))
+                    texts = _layouts(gen, setup.generation)
+                    gsame, gn = _identical(texts)
                     figs[f"{mode}_generation_identical"] = f"{gsame}/{gn}"
                     if mode == "invariant":
-                        ok = same == n and gsame == gn
+                        lm.draft_tokens = 0  # a token a step, against the drafted texts
+                        plain = gen(setup.generation, BUDGETS[0])
+                        lm.draft_tokens = drafts
+                        dsame = sum(a == b for a, b in zip(plain, texts[(BUDGETS[0], 1)]))
+                        figs["invariant_drafts_identical"] = f"{dsame}/{gn}"
+                        ok = same == n and gsame == gn and dsame == gn
                     lm.token_budget = setup.budget
                     sync()
                     t0 = time.perf_counter()

@@ -24,7 +24,6 @@ import time
 from dataclasses import dataclass
 
 from .. import progress
-from ..settings import SettingsError
 from .api import (
     LM,
     Generation,
@@ -34,6 +33,7 @@ from .api import (
     Loglikelihood,
     LoglikelihoodRequest,
     RollingLoglikelihood,
+    UnsupportedModel,
     rolling_windows,
 )
 from .cpu_linear import pack_linears, packed_layers
@@ -61,25 +61,41 @@ ONEDNN_SUFFIX = "-dnn"
 INVARIANT_SUFFIX = "-bi"
 
 
-class UnsupportedModel(SettingsError):
-    """A model whose attention the engine's own kernels (prefix.py, invariance.py: full
-    causal attention over a row's tree, its blocks and a shared prefix) would compute
-    wrong: refused with the config field that says why, never approximated."""
-
-
 def sliding_window(config) -> int | None:
     """How many tokens a query of the model's sliding-window layers sees (Mistral 7B v0.1,
-    Gemma 2 and 3; Qwen2 only where its config turns it on); None where every layer sees
-    the whole context."""
+    Gemma 2 and 3; Qwen2 only where its config turns it on), or of Llama 4's chunked
+    layers (a query at a position below the chunk size sees every earlier token); None
+    where every layer sees the whole context. ``config``: the text model's."""
     window = getattr(config, "sliding_window", None)
     types = getattr(config, "layer_types", None)
-    return window if window and (types is None or "sliding_attention" in types) else None
+    sliding = window if window and (types is None or "sliding_attention" in types) else None
+    chunk = getattr(config, "attention_chunk_size", None)
+    chunked = chunk if chunk and types and "chunked_attention" in types else None
+    return min((w for w in (sliding, chunked) if w), default=None)
+
+
+def refuse_unsupported_attention(model, config) -> None:
+    """Attention the engine's kernels do not compute: soft-capped scores (Gemma 2's
+    ``attn_logit_softcapping``) and attention sinks (GPT-OSS's ``sinks``), refused before
+    any work. ``config``: the text model's."""
+    if getattr(config, "attn_logit_softcapping", None):
+        raise UnsupportedModel(
+            f"{type(model).__name__}: soft-capped attention scores (config "
+            f"attn_logit_softcapping: {config.attn_logit_softcapping}) are not computed by "
+            "llmboard's engine; its numbers would be wrong"
+        )
+    if any(name.endswith(".sinks") for name, _ in model.named_parameters()):
+        raise UnsupportedModel(
+            f"{type(model).__name__}: attention sinks (its layers' sinks weights) are not "
+            "computed by llmboard's engine; its numbers would be wrong"
+        )
 
 
 def soft_capped(logits, cap: float | None):
     """``cap * tanh(logits / cap)``: the final logit soft-capping of models whose config
-    sets ``final_logit_softcapping`` (Gemma 2), as their forward applies it; unchanged
-    where it is unset."""
+    sets ``final_logit_softcapping`` (Gemma 2), as their forward applies it but in
+    float32 (the engine's logits are float32; transformers caps in the model's dtype, so
+    bf16 differs in the last bits); unchanged where it is unset."""
     import torch
 
     return torch.tanh(logits / cap) * cap if cap else logits
@@ -182,7 +198,8 @@ class TransformersLM(LM):
             (p.device for p in model.parameters() if p.device.type != "meta"),
             torch.device("cpu"),
         )
-        cfg = model.config
+        # a multimodal model's text settings are its text config's (Gemma 3's, Llama 4's)
+        cfg = model.config.get_text_config(decoder=True)
         self.max_len = (
             getattr(cfg, "max_position_embeddings", None)
             or getattr(cfg, "n_positions", None)
@@ -192,14 +209,12 @@ class TransformersLM(LM):
             tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         )
         self.compute_dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-        if getattr(cfg, "attn_logit_softcapping", None):  # Gemma 2
-            raise UnsupportedModel(
-                f"{type(model).__name__}: soft-capped attention scores (config "
-                f"attn_logit_softcapping: {cfg.attn_logit_softcapping}) are not computed by "
-                "llmboard's engine; its numbers would be wrong"
-            )
+        refuse_unsupported_attention(model, cfg)
         self.attention_window = sliding_window(cfg)
-        self.bool_mask = getattr(cfg, "_attn_implementation", None) == "sdpa"
+        self.logit_cap = getattr(cfg, "final_logit_softcapping", None)  # Gemma 2
+        # every weight on the CPU (none on a GPU, none offloaded to run elsewhere)
+        self.on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+        self.bool_mask = getattr(model.config, "_attn_implementation", None) == "sdpa"
         # rows are at least this wide so that short trees share a row (less padding)
         self.min_row = min_row
         # a prefix shorter than this is not worth a pass of its own (math.inf: never
@@ -212,6 +227,9 @@ class TransformersLM(LM):
         # generation: tokens a greedy row's own context proposes for each decoding step
         # to check (batch-invariant engine only: generation.Generator); texts unchanged
         self.draft_tokens = draft_tokens
+        # drafts where nothing checks they keep a step's numbers (a GPU): only for the GPU
+        # check, which measures whether drafted texts equal a token a step's there
+        self.unchecked_drafts = False
         # linear layers on the CPU through oneDNN with reordered weights (cpu_linear):
         # a decoding step's few rows 1.7x faster in fp32; it changes the model in place,
         # so a model packed by an earlier engine stays packed (and its numerics say so)
@@ -236,7 +254,8 @@ class TransformersLM(LM):
         them, i.e. the batch-invariant engine on the CPU (invariance.py). On a GPU the
         kernels' choice by shape is not checked (the GPU check's row 9 measures how far
         invariance gets there), so rows decode a token a step."""
-        return self.batch_invariant and self.draft_tokens > 0 and self.device.type == "cpu"
+        checked = self.on_cpu or self.unchecked_drafts
+        return self.batch_invariant and self.draft_tokens > 0 and checked
 
     @property
     def numerics(self) -> str:
@@ -263,21 +282,25 @@ class TransformersLM(LM):
         p[1] += n
         progress.report(p[0], p[1], p[2], self.stats.get(p[3], 0) - p[4])
 
-    def within_window(self, positions: int) -> None:
-        """Refuse a request whose last query would see more tokens than the model's
-        sliding window (the engine's attention sees them all)."""
-        if self.attention_window and positions > self.attention_window:
+    def check_requests(self, pairs=(), prompts=()) -> None:
+        """Refuse requests whose last position would see more tokens than the model's
+        sliding window (the engine's attention sees them all): a pair's tokens less its
+        last, a prompt (cut as ``generate_until`` cuts it) plus ``max_gen_toks`` less one
+        (the last token generated is not fed back), each at most the model window."""
+        window = self.attention_window
+        if not window:
+            return
+        seen = [min(len(c) + len(t) - 1, self.max_len) for c, t in pairs]
+        seen += [min(len(ids), self.max_len - n) + n - 1 for ids, n in prompts]
+        if max(seen, default=0) > window:
             raise UnsupportedModel(
-                f"{type(self.model).__name__}: a request of {positions} tokens is longer than "
-                f"the model's sliding attention window (config sliding_window: {self.attention_window}); "
+                f"{type(self.model).__name__}: a request of {max(seen)} tokens is longer than "
+                f"the model's sliding attention window (config sliding_window: {window}); "
                 "llmboard's engine attends to every earlier token, so its numbers would be wrong"
             )
 
     def loglikelihood_tokens(self, pairs) -> list[Loglikelihood]:
-        # the model sees a pair's tokens less its last, at most its window
-        self.within_window(
-            max((min(len(c) + len(t) - 1, self.max_len) for c, t in pairs), default=0)
-        )
+        self.check_requests(pairs=pairs)
         self.stats["requests"] += len(pairs)
         self._begin("requests", len(pairs))
         trees = _build_trees(pairs, self.max_len, adjacent_only=self.batch_invariant)
@@ -611,7 +634,7 @@ class TransformersLM(LM):
         """
         torch = self._torch
         head = self.model.get_output_embeddings()
-        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        cap = self.logit_cap
         # an offloaded head's weight is on "meta": its accelerate hook moves the input to
         # where the head runs, so the input goes to the head's execution device when known
         hook = getattr(head, "_hf_hook", None)

@@ -242,7 +242,6 @@ class Generator:
         self.model = lm.model
         self.base = lm.model.get_decoder() if hasattr(lm.model, "get_decoder") else lm.model
         self.head = lm.model.get_output_embeddings()
-        self.cap = getattr(lm.model.config, "final_logit_softcapping", None)
         cfg = lm.model.generation_config if hasattr(lm.model, "generation_config") else None
         eos = getattr(cfg, "eos_token_id", None)
         eos = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
@@ -269,8 +268,7 @@ class Generator:
                     f"model window ({lm.max_len} tokens)"
                 )
             prompts.append(ids[-keep:])
-            # the last generated token is not fed back: prompt + max_gen_toks - 1 at most
-            lm.within_window(len(prompts[-1]) + r.max_gen_toks - 1)
+        lm.check_requests(prompts=[(p, r.max_gen_toks) for p, r in zip(prompts, requests)])
         # prompts are truncated first, so every row starts with the whole shared prefix;
         # batch-invariant: shared in whole blocks instead (where the common prefix ends
         # depends on the other prompts, so a row's numbers must not: block_attention)
@@ -438,7 +436,7 @@ class Generator:
         for r, t in zip(rows, tokens):
             r.written += len(t)
         lm.stats["batches"] += 1
-        return soft_capped(self.head(last.to(self._head_device(last))).float(), self.cap)
+        return soft_capped(self.head(last.to(self._head_device(last))).float(), lm.logit_cap)
 
     def _head_device(self, x):
         import torch

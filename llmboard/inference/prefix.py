@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 
+from .api import UnsupportedModel
 from .invariance import block_attention
 
 CASCADE = "llmboard_cascade"
@@ -102,6 +103,12 @@ def cascade_attention(
     """
     import torch
 
+    if kwargs.get("softcap") or kwargs.get("s_aux") is not None:  # (the engine refuses these
+        # models when built: engine.refuse_unsupported_attention; this is the backstop)
+        raise UnsupportedModel(
+            f"{type(module).__name__}: soft-capped attention scores or attention sinks are "
+            "not computed by llmboard's engine"
+        )
     cache = kwargs["llmboard_cache"]
     n, heads, q, d = query.shape
     kv = key.shape[1]
