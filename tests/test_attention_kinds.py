@@ -128,6 +128,29 @@ def test_a_stored_answer_past_the_window_is_refused_too(windowed, tok, tmp_path)
         StoredLM(lm, store, generations).generate_until([long])
 
 
+def test_a_multimodal_checkpoint_is_read_from_its_text_config(tok):
+    """Gemma 3 (image and text): its window and length sit on its text config; requests
+    inside the window get transformers' numbers, one past it is refused."""
+    from transformers import AutoModelForCausalLM, Gemma3Config
+
+    shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, head_dim=16)
+    heads = dict(num_attention_heads=4, num_key_value_heads=2, vocab_size=49152)
+    text = dict(shape, **heads, sliding_window=24, max_position_embeddings=1024)
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, image_size=28)
+    vision.update(num_attention_heads=2, patch_size=14)
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    lm = TransformersLM(model, tok, token_budget=512)
+    assert (lm.attention_window, lm.max_len) == (24, 1024)
+    short = [Request("The capital of France is ", "Paris")]
+    for (a, ga), (b, gb) in zip(ll_pairs(lm, short), plain(model, tok, short, lm.prefix_token_id)):
+        assert abs(a - b) < 1e-5 and ga == gb
+    words = encode(tok, "A much longer context that shares nothing with the others, " * 4)
+    with pytest.raises(UnsupportedModel, match="sliding_window: 24"):
+        lm.loglikelihood_tokens([(words[:25], words[25:26])])  # 25 tokens fed
+
+
 def test_attention_sinks_are_refused(tok):
     with pytest.raises(UnsupportedModel, match="attention sinks"):
         TransformersLM(make_tiny_model("gpt_oss"), tok, token_budget=512)
