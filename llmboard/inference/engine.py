@@ -282,16 +282,29 @@ class TransformersLM(LM):
         p[1] += n
         progress.report(p[0], p[1], p[2], self.stats.get(p[3], 0) - p[4])
 
+    def cut_prompt(self, ids: list[int], max_gen_toks: int) -> list[int]:
+        """A generation prompt as the model sees it: lm-eval's left truncation to its last
+        ``max_length - max_gen_toks`` tokens."""
+        if max_gen_toks <= 0:
+            raise ValueError(f"max_gen_toks must be positive, got {max_gen_toks}")
+        keep = self.max_len - max_gen_toks
+        if keep <= 0:
+            raise ValueError(
+                f"max_gen_toks {max_gen_toks} leaves no room for the prompt in the "
+                f"model window ({self.max_len} tokens)"
+            )
+        return ids[-keep:]
+
     def check_requests(self, pairs=(), prompts=()) -> None:
         """Refuse requests whose last position would see more tokens than the model's
         sliding window (the engine's attention sees them all): a pair's tokens less its
-        last, a prompt (cut as ``generate_until`` cuts it) plus ``max_gen_toks`` less one
-        (the last token generated is not fed back), each at most the model window."""
+        last, at most the model window; a prompt as ``cut_prompt`` cuts it plus
+        ``max_gen_toks`` less one (the last token generated is not fed back)."""
         window = self.attention_window
         if not window:
             return
         seen = [min(len(c) + len(t) - 1, self.max_len) for c, t in pairs]
-        seen += [min(len(ids), self.max_len - n) + n - 1 for ids, n in prompts]
+        seen += [len(self.cut_prompt(ids, n)) + n - 1 for ids, n in prompts]
         if max(seen, default=0) > window:
             raise UnsupportedModel(
                 f"{type(self.model).__name__}: a request of {max(seen)} tokens is longer than "

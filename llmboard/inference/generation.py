@@ -256,18 +256,7 @@ class Generator:
         import torch
 
         lm = self.lm
-        prompts = []
-        for r in requests:
-            if r.max_gen_toks <= 0:
-                raise ValueError(f"max_gen_toks must be positive, got {r.max_gen_toks}")
-            ids = encode(r.context)
-            keep = lm.max_len - r.max_gen_toks  # lm-eval: max_length - max_gen_toks
-            if keep <= 0:
-                raise ValueError(
-                    f"max_gen_toks {r.max_gen_toks} leaves no room for the prompt in the "
-                    f"model window ({lm.max_len} tokens)"
-                )
-            prompts.append(ids[-keep:])
+        prompts = [lm.cut_prompt(encode(r.context), r.max_gen_toks) for r in requests]
         lm.check_requests(prompts=[(p, r.max_gen_toks) for p, r in zip(prompts, requests)])
         # prompts are truncated first, so every row starts with the whole shared prefix;
         # batch-invariant: shared in whole blocks instead (where the common prefix ends

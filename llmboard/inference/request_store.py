@@ -255,7 +255,7 @@ class StoredLM(LM):
         engine) is taken from the store whole or computed whole: computing only its
         missing branches would make a smaller tree, whose rows, and so last bits, differ
         from the ones a fresh run computes (batch-invariant mode promises equality)."""
-        self.inner.check_requests(pairs=pairs)  # a stored answer is no exception
+        self.check_requests(pairs=pairs)  # a stored answer is no exception
         self.store.refresh()  # answers other jobs stored meanwhile count too
         keys = [request_key(c, k) for c, k in pairs]
         out: list[Loglikelihood | None] = [None] * len(pairs)
@@ -326,7 +326,7 @@ class StoredLM(LM):
         if self.generations is None:
             return self.inner.generate_until(requests)
         prompts = [self.inner.tokenize_prompt(r.context) for r in requests]
-        self.inner.check_requests(prompts=[(p, r.max_gen_toks) for p, r in zip(prompts, requests)])
+        self.check_requests(prompts=[(p, r.max_gen_toks) for p, r in zip(prompts, requests)])
         return self._serve(
             self.generations,
             [generation_key(p, r) for p, r in zip(prompts, requests)],
