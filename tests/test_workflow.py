@@ -434,6 +434,9 @@ def test_failing_task_keeps_the_rest_of_its_job(tmp_path, tokenizer_dir):
     # the job says how its OpenMP threads wait (inference.threads), decided before torch
     assert "OpenMP wait policy: libgomp's default" in log or "from the environment" in log
     assert "mul.yaml: doc_to_choice on doc 2 did not give a list" in log
+    # a user's mistake: its message where the person looks, and no Python stack
+    assert "mul.yaml: doc_to_choice on doc 2 did not give a list" in run.stderr
+    assert "Traceback" not in log and "Traceback" not in run.stderr
     kept = computed_files(ws)
     assert set(kept) == {
         f

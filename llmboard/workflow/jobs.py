@@ -23,13 +23,18 @@ log = logging.getLogger(__name__)
 
 
 class BatchError(RuntimeError):
-    pass
+    """A job's items that failed; ``causes``: their errors (a script prints a job whose
+    every cause is a user's mistake without a Python stack)."""
+
+    def __init__(self, message: str, causes: tuple[BaseException, ...] = ()):
+        super().__init__(message)
+        self.causes = causes
 
 
 def _run_all(work: list[tuple[str, Callable[[], object]]], receipt) -> None:
     """Run every (label, thunk); fail at the end, naming each one that failed."""
     t0 = time.monotonic()
-    failed = []
+    failed, causes = [], []
     for i, (label, thunk) in enumerate(work, 1):
         progress.item(i, len(work), label)
         try:
@@ -37,10 +42,12 @@ def _run_all(work: list[tuple[str, Callable[[], object]]], receipt) -> None:
         except Exception as err:  # noqa: BLE001 - reported with its label, then re-raised below
             log.exception("%s failed", label)
             failed.append(f"{label}: {type(err).__name__}: {err}")
+            causes.append(err)
     if failed:
         raise BatchError(
             f"{len(failed)} of {len(work)} items failed (the others are written "
-            f"and will not be recomputed):\n  " + "\n  ".join(failed)
+            f"and will not be recomputed):\n  " + "\n  ".join(failed),
+            tuple(causes),
         )
     write_json(
         receipt, {"items": [label for label, _ in work], "seconds": round(time.monotonic() - t0, 3)}
