@@ -1,13 +1,15 @@
 """Models whose attention or head differs from Llama's: what the engine computes as
-transformers does (Gemma 2's final logit soft-capping, in scores and in samples) and what
-it refuses with the config field that says why, instead of numbers that would be wrong
-(soft-capped attention scores; a request longer than a sliding attention window)."""
+transformers does (Gemma 2's soft-capped attention scores and final logits, in scores,
+texts and samples) and what it refuses with the config field that says why, instead of
+numbers that would be wrong (attention sinks; a request longer than a sliding attention
+window)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from test_engine import REQUESTS, ll_pairs, plain
+from test_engine import MIXED_REQUESTS, REQUESTS, ll_pairs, plain
+from test_generation_engine import SHARED, plain_generate, requests
 from test_sampling import assert_transformers_draws
 from transformers import AutoTokenizer
 
@@ -45,10 +47,49 @@ def test_final_logit_softcapping_in_samples(capped, tok):
     assert_transformers_draws(TransformersLM(capped, tok, token_budget=512))
 
 
-def test_soft_capped_attention_scores_are_refused(tok):
-    model = make_tiny_model("gemma2")  # Gemma 2's own default: attn_logit_softcapping 50
-    with pytest.raises(UnsupportedModel, match="attn_logit_softcapping: 50"):
-        TransformersLM(model, tok, token_budget=512)
+@pytest.fixture(scope="module")
+def attention_capped():
+    """Gemma 2 with soft-capped attention scores (``attn_logit_softcapping``: 0.5, small
+    enough that every score is squeezed: its logits are not the uncapped model's)."""
+    model = make_tiny_model("gemma2", attn_logit_softcapping=0.5, final_logit_softcapping=None)
+    uncapped = make_tiny_model("gemma2", attn_logit_softcapping=None, final_logit_softcapping=None)
+    ids = torch.arange(100, 140)[None]
+    with torch.inference_mode():
+        assert not torch.allclose(model(ids).logits, uncapped(ids).logits, atol=1e-2)
+    return model
+
+
+@pytest.mark.parametrize("invariant", [False, True])
+def test_soft_capped_attention_scores_in_log_likelihoods(attention_capped, tok, invariant):
+    """Every attention path of the engine caps the scores as Gemma 2's eager attention
+    does: trees, shared prefixes (packed: one prefix for all rows; invariant: chains of
+    whole blocks), rows without one."""
+    model = attention_capped
+    lm = TransformersLM(model, tok, token_budget=256, batch_invariant=invariant)
+    ref = plain(model, tok, MIXED_REQUESTS, lm.prefix_token_id)
+    got = ll_pairs(lm, MIXED_REQUESTS)
+    assert lm.stats["prefix_tokens"] >= 64  # the shared examples went through cascade
+    for (a, ga), (b, gb) in zip(got, ref):
+        assert abs(a - b) < max(1e-5, 1e-6 * abs(b)) and ga == gb, invariant
+
+
+@pytest.mark.parametrize("invariant", [False, True])
+def test_soft_capped_attention_scores_in_generation(attention_capped, tok, invariant):
+    """Seeded samples are transformers' draws, from prompts with a prefix of more than a
+    block (106 tokens: a shared prefix read by cascade attention, or by the invariant
+    engine's ``block_attention`` a block at a time) and from short ones; greedy texts
+    are transformers' own (the invariant engine with draft tokens). The tiny model's
+    greedy texts are the same token over and over, capped or not: the draws are what
+    tells the two apart."""
+    model = attention_capped
+    eos_text = tok.decode([tok.eos_token_id], skip_special_tokens=False)
+    reqs = requests(prefix=SHARED * 3, until=("Q:",), max_gen=16)
+    want = [plain_generate(model, tok, r.context, r.until, 16, eos_text) for r in reqs]
+    lm = TransformersLM(model, tok, token_budget=512, batch_invariant=invariant, draft_tokens=4)
+    assert [g.text for g in lm.generate_until(reqs)] == want
+    assert lm.stats["prefix_tokens"] >= 64
+    assert_transformers_draws(lm, [r.context for r in reqs[:4]])
+    assert_transformers_draws(lm)
 
 
 @pytest.fixture(scope="module")

@@ -84,12 +84,12 @@ def test_samples_are_transformers_own_seeded_draws(tiny):
     assert_transformers_draws(TransformersLM(model, tok, token_budget=512))
 
 
-def assert_transformers_draws(lm) -> None:
-    """The engine's 12 seeded tokens for each of PROMPTS are transformers' own (at least
+def assert_transformers_draws(lm, prompts=PROMPTS) -> None:
+    """The engine's 12 seeded tokens for each prompt are transformers' own (at least
     three prompts compared: one whose draw holds EOS is left out)."""
     model, tok = lm.model, lm.tokenizer
     compared = 0
-    for i, prompt in enumerate(PROMPTS):
+    for i, prompt in enumerate(prompts):
         s = Sampling(**SAMPLING, seed=sample_seed(1234, i, 0))
         want = hf_sample(model, tok, prompt, 12, s)
         if tok.eos_token_id in want:

@@ -37,7 +37,14 @@ from .api import (
     rolling_windows,
 )
 from .cpu_linear import pack_linears, packed_layers
-from .invariance import BLOCK, SCORE_CHUNK, canonical_width, chain_end, pad_small_linears
+from .invariance import (
+    BLOCK,
+    SCORE_CHUNK,
+    canonical_width,
+    chain_end,
+    pad_small_linears,
+    soft_capped,
+)
 from .prefix import (
     MIN_SHARED_TOKENS,
     PrefixOnly,
@@ -74,31 +81,14 @@ def sliding_window(config) -> int | None:
     return min((w for w in (sliding, chunked) if w), default=None)
 
 
-def refuse_unsupported_attention(model, config) -> None:
-    """Attention the engine's kernels do not compute: soft-capped scores (Gemma 2's
-    ``attn_logit_softcapping``) and attention sinks (GPT-OSS's ``sinks``), refused before
-    any work. ``config``: the text model's."""
-    if getattr(config, "attn_logit_softcapping", None):
-        raise UnsupportedModel(
-            f"{type(model).__name__}: soft-capped attention scores (config "
-            f"attn_logit_softcapping: {config.attn_logit_softcapping}) are not computed by "
-            "llmboard's engine; its numbers would be wrong"
-        )
+def refuse_unsupported_attention(model) -> None:
+    """Attention the engine's kernels do not compute: attention sinks (GPT-OSS's
+    ``sinks``), refused before any work."""
     if any(name.endswith(".sinks") for name, _ in model.named_parameters()):
         raise UnsupportedModel(
             f"{type(model).__name__}: attention sinks (its layers' sinks weights) are not "
             "computed by llmboard's engine; its numbers would be wrong"
         )
-
-
-def soft_capped(logits, cap: float | None):
-    """``cap * tanh(logits / cap)``: the final logit soft-capping of models whose config
-    sets ``final_logit_softcapping`` (Gemma 2), as their forward applies it but in
-    float32 (the engine's logits are float32; transformers caps in the model's dtype, so
-    bf16 differs in the last bits); unchanged where it is unset."""
-    import torch
-
-    return torch.tanh(logits / cap) * cap if cap else logits
 
 
 def split_pair(tokenizer, context: str, continuation: str, prefix_token_id: int):
@@ -209,7 +199,7 @@ class TransformersLM(LM):
             tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         )
         self.compute_dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-        refuse_unsupported_attention(model, cfg)
+        refuse_unsupported_attention(model)
         self.attention_window = sliding_window(cfg)
         self.logit_cap = getattr(cfg, "final_logit_softcapping", None)  # Gemma 2
         # every weight on the CPU (none on a GPU, none offloaded to run elsewhere)

@@ -31,8 +31,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from .engine import soft_capped
-from .invariance import BLOCK, canonical_width, chain_end, whole_blocks
+from .invariance import BLOCK, canonical_width, chain_end, soft_capped, whole_blocks
 from .prefix import cache_arg, cascade, common_prefix, prefix_kv
 
 log = logging.getLogger(__name__)

@@ -203,11 +203,24 @@ def padded(forward, minimum: int):
     return padded_forward
 
 
-def block_attention(qg, key, value, mask, prefix, g: int):
+def soft_capped(logits, cap: float | None):
+    """``cap * tanh(logits / cap)``, as Gemma 2's forward soft-caps its attention scores
+    (``attn_logit_softcapping``, every attention path of the engine: ``block_attention``
+    here, ``prefix.cascade_attention``) and its output logits
+    (``final_logit_softcapping``: scoring and generation), in float32 (transformers caps
+    in the model's dtype, so bf16 differs in the last bits); unchanged where unset.
+    Elementwise, so it keeps every layout rule above."""
+    import torch
+
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def block_attention(qg, key, value, mask, prefix, g: int, cap: float | None = None):
     """Attention for grouped queries ``qg`` [n, kv, g*q, d] (scaled) over an optional
     prefix that every row shares (``prefix``: keys, values [kv, P, d], P a multiple of
     BLOCK) followed by each row's own columns ``key``/``value`` [n, kv, W, d] (W a
-    multiple of BLOCK), ``mask`` [n, 1, q, W] saying which own columns a query sees.
+    multiple of BLOCK), ``mask`` [n, 1, q, W] saying which own columns a query sees;
+    scores soft-capped at ``cap`` (``soft_capped``) where the model sets one.
 
     A row's numbers do not depend on the other rows, on W (columns past its own are
     masked) or on where the shared prefix ends (measured on PyTorch's CPU kernels, fp32
@@ -225,14 +238,15 @@ def block_attention(qg, key, value, mask, prefix, g: int):
     n, kv, m, d = qg.shape
     w = key.shape[2]
     least = batched_rows(qg.dtype, d) if qg.is_cpu else MIN_LINEAR_ROWS
-    sr = _rows(qg, lambda x: _matmul(x, key.transpose(-1, -2)), 2, least).float().contiguous()
+    sr = _rows(qg, lambda x: _matmul(x, key.transpose(-1, -2)), 2, least).float()
+    sr = soft_capped(sr, cap).contiguous()
     sr.view(n, kv, g, m // g, w).masked_fill_(~mask[:, :, None], float("-inf"))
     if prefix is not None:
         pk, pv = prefix
         plen = pk.shape[1]
         qs = qg.transpose(0, 1).reshape(kv, n * m, d)  # every row against one copy
         sp = _rows(qs, lambda x: _matmul(x, pk.transpose(-1, -2)), 1, least)
-        sp = sp.reshape(kv, n, m, plen).transpose(0, 1).float()
+        sp = soft_capped(sp.reshape(kv, n, m, plen).transpose(0, 1).float(), cap)
         sr = torch.cat([sp, sr], dim=-1)
     probs = torch.softmax(sr, dim=-1).to(qg.dtype)
     pieces = []

@@ -21,7 +21,7 @@ import contextlib
 import inspect
 
 from .api import UnsupportedModel
-from .invariance import block_attention
+from .invariance import block_attention, soft_capped
 
 CASCADE = "llmboard_cascade"
 # below this many shared tokens the plain path is as fast, and keeps its numbers
@@ -103,12 +103,12 @@ def cascade_attention(
     """
     import torch
 
-    if kwargs.get("softcap") or kwargs.get("s_aux") is not None:  # (the engine refuses these
-        # models when built: engine.refuse_unsupported_attention; this is the backstop)
+    if kwargs.get("s_aux") is not None:  # (the engine refuses these models when built:
+        # engine.refuse_unsupported_attention; this is the backstop)
         raise UnsupportedModel(
-            f"{type(module).__name__}: soft-capped attention scores or attention sinks are "
-            "not computed by llmboard's engine"
+            f"{type(module).__name__}: attention sinks are not computed by llmboard's engine"
         )
+    cap = kwargs.get("softcap")  # Gemma 2's attn_logit_softcapping, on every score
     cache = kwargs["llmboard_cache"]
     n, heads, q, d = query.shape
     kv = key.shape[1]
@@ -118,15 +118,15 @@ def cascade_attention(
     qg = (query * (d**-0.5 if scaling is None else scaling)).reshape(n, kv, g * q, d)
     prefix = cache.prefix_for(module.layer_idx)
     if getattr(cache, "invariant", False):  # generation, batch-invariant
-        out = block_attention(qg, key, value, attention_mask, prefix, g)
+        out = block_attention(qg, key, value, attention_mask, prefix, g, cap)
     elif prefix is None:
-        out = _own_rows(qg, key, value, attention_mask, g)
+        out = _own_rows(qg, key, value, attention_mask, g, cap)
     else:
-        sr = _scores(qg, key, attention_mask, g)
+        sr = _scores(qg, key, attention_mask, g, cap)
         pk, pv = prefix
         if pk.dim() == 4:  # each row its own prefix [n, kv, P, d] (invariant mode)
             plen = pk.shape[2]
-            sp = torch.matmul(qg, pk.transpose(-1, -2)).float()  # [n, kv, g*q, P]
+            sp = soft_capped(torch.matmul(qg, pk.transpose(-1, -2)).float(), cap)  # [n, kv, g*q, P]
             probs = torch.softmax(torch.cat([sp, sr], dim=-1), dim=-1).to(query.dtype)
             out = torch.matmul(probs[..., :plen], pv) + torch.matmul(probs[..., plen:], value)
         else:
@@ -135,7 +135,7 @@ def cascade_attention(
             # machine makes expensive)
             plen = pk.shape[1]
             qp = qg.transpose(0, 1).reshape(kv, n * g * q, d)
-            sp = torch.matmul(qp, pk.transpose(-1, -2)).float()  # [kv, n*g*q, P]
+            sp = soft_capped(torch.matmul(qp, pk.transpose(-1, -2)).float(), cap)  # [kv, n*g*q, P]
             sp = sp.view(kv, n, g * q, plen).transpose(0, 1)  # [n, kv, g*q, P]
             probs = torch.softmax(torch.cat([sp, sr], dim=-1), dim=-1).to(query.dtype)
             pp = probs[..., :plen].transpose(0, 1).reshape(kv, n * g * q, plen)
@@ -145,23 +145,24 @@ def cascade_attention(
     return out.reshape(n, heads, q, d).transpose(1, 2).contiguous(), None
 
 
-def _scores(qg, key, attention_mask, g: int):
+def _scores(qg, key, attention_mask, g: int, cap: float | None):
     """Scaled scores [n, kv, g*q, W] of grouped queries against a row's own keys, in
-    float32, -inf where ``attention_mask`` [n, 1, q, W] says a query does not look."""
+    float32, soft-capped at ``cap`` where set, -inf where ``attention_mask`` [n, 1, q, W]
+    says a query does not look."""
     import torch
 
     n, kv, gq, _ = qg.shape
     w = key.shape[2]
-    sr = torch.matmul(qg, key.transpose(-1, -2)).float()
+    sr = soft_capped(torch.matmul(qg, key.transpose(-1, -2)).float(), cap)
     sr.view(n, kv, g, gq // g, w).masked_fill_(~attention_mask[:, :, None], float("-inf"))
     return sr
 
 
-def _own_rows(qg, key, value, attention_mask, g: int):
+def _own_rows(qg, key, value, attention_mask, g: int, cap: float | None):
     """Attention over a row's own keys only (no shared prefix): [n, kv, g*q, d]."""
     import torch
 
-    probs = torch.softmax(_scores(qg, key, attention_mask, g), dim=-1).to(qg.dtype)
+    probs = torch.softmax(_scores(qg, key, attention_mask, g, cap), dim=-1).to(qg.dtype)
     return torch.matmul(probs, value)
 
 
