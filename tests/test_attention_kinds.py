@@ -1,8 +1,8 @@
 """Models whose attention or head differs from Llama's: what the engine computes as
-transformers does (Gemma 2's soft-capped attention scores and final logits, in scores,
-texts and samples) and what it refuses with the config field that says why, instead of
-numbers that would be wrong (attention sinks; a request longer than a sliding attention
-window)."""
+transformers does (Gemma 2's soft-capped attention scores and final logits; requests
+past a sliding window, through the model's own attention: in scores, texts and samples)
+and what it refuses with the weights that say why, instead of numbers that would be
+wrong (attention sinks)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_engine import MIXED_REQUESTS, REQUESTS, ll_pairs, plain
 from test_generation_engine import SHARED, plain_generate, requests
-from test_sampling import assert_transformers_draws
+from test_sampling import PROMPTS, assert_transformers_draws
 from transformers import AutoTokenizer
 
 from llmboard.errors import USER_ERRORS
@@ -105,73 +105,86 @@ def windowed():
     return model
 
 
-@pytest.mark.parametrize("invariant", [False, True])
-def test_a_request_longer_than_the_sliding_window_is_refused(windowed, tok, invariant):
-    """Requests the window covers get transformers' numbers and texts, up to the last
-    position it covers; one token more is a user error naming the window, before
-    anything goes through the model."""
-    model = windowed
-    lm = TransformersLM(model, tok, token_budget=512, batch_invariant=invariant)
-    words = encode(tok, "A much longer context that shares nothing with the others, " * 4)
-    fits, past = (words[:23], words[23:25]), (words[:24], words[24:26])  # 24, 25 fed
-    short = [Request("The capital of France is ", "Paris")]
-    (got,) = [r.loglikelihood for r in lm.loglikelihood_tokens([fits])]
+def hf_pair(model, ctx: list[int], cont: list[int]) -> tuple[float, bool]:
+    """transformers' own log-likelihood of ``cont`` after ``ctx`` (its masks apply the
+    model's sliding window)."""
     with torch.inference_mode():
-        lp = torch.log_softmax(model(torch.tensor([fits[0] + fits[1]])[:, :-1]).logits, -1)
-    want = lp[0, 22:].gather(1, torch.tensor(fits[1])[:, None]).sum()
-    assert abs(got - float(want)) < 1e-5
-    ref = plain(model, tok, short, lm.prefix_token_id)
-    for (a, ga), (b, gb) in zip(ll_pairs(lm, short), ref):
-        assert abs(a - b) < 1e-5 and ga == gb
-    before = {k: lm.stats.get(k) for k in ("forward_tokens", "batches")}
-    with pytest.raises(UnsupportedModel, match="25 tokens .* sliding_window: 24") as err:
-        lm.loglikelihood_tokens([fits, past])
-    assert isinstance(err.value, USER_ERRORS)  # a user's mistake (its model), not a bug
-    assert {k: lm.stats.get(k) for k in before} == before
+        lp = torch.log_softmax(model(torch.tensor([ctx + cont])[:, :-1]).logits.float(), -1)
+    lp = lp[0, len(ctx) - 1 :]
+    tgt = torch.tensor(cont)
+    return float(lp.gather(1, tgt[:, None]).sum()), bool((lp.argmax(-1) == tgt).all())
 
-    prompt = "The quick brown fox"
-    n = len(encode(tok, prompt))
+
+def hf_greedy(model, tok, prompt: str, n: int) -> str:
     ids = torch.tensor([encode(tok, prompt)])
     with torch.inference_mode():
         out = model.generate(
-            ids, attention_mask=torch.ones_like(ids), max_new_tokens=25 - n, do_sample=False
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False
         )
-    (g,) = lm.generate_until([GenerationRequest(prompt, ("\x00never",), 25 - n)])
-    assert g.text == tok.decode(out[0, n:].tolist(), skip_special_tokens=True)
-    before = {k: lm.stats.get(k) for k in ("forward_tokens", "batches")}
-    with pytest.raises(UnsupportedModel, match="sliding_window: 24"):
-        lm.generate_until([GenerationRequest(prompt, ("\x00never",), 26 - n)])
-    assert {k: lm.stats.get(k) for k in before} == before
+    return tok.decode(out[0, ids.shape[1] :].tolist(), skip_special_tokens=True)
 
 
-def test_a_stored_answer_past_the_window_is_refused_too(windowed, tok, tmp_path):
-    """The request store asks the engine about every request before it serves any: an
-    answer stored before (by a version that did not refuse) is not served."""
-    from llmboard.inference.request_store import (
-        RequestStore,
-        StoredLM,
-        generation_key,
-        request_key,
-    )
+LONG = "A much longer context that shares nothing with the others, " * 4
+
+
+@pytest.mark.parametrize("invariant", [False, True])
+def test_requests_past_the_sliding_window_are_transformers(windowed, tok, invariant):
+    """Requests the window covers go through the engine; one that reaches past it
+    (from its last covered position on) goes alone through the model's own attention,
+    which applies the window: log-likelihoods, greedy texts and seeded draws are
+    transformers' own, beside requests inside the window, and a request's numbers are
+    the same alone or among others."""
+    model = windowed
+    lm = TransformersLM(model, tok, token_budget=16, batch_invariant=invariant, draft_tokens=4)
+    words = encode(tok, LONG)
+    pairs = [
+        (words[:23], words[23:25]),  # 24 tokens fed: the window's last position
+        (words[:24], words[24:26]),  # 25: one past
+        (words[:30], words[30:31]),
+        (words[:3], words[3:40]),  # a long continuation, 39 fed (three budget chunks)
+        (words[:5], words[5:6]),
+    ]
+    got = lm.loglikelihood_tokens(pairs)
+    for (c, t), g in zip(pairs, got):
+        want, greedy = hf_pair(model, c, t)
+        assert abs(g.loglikelihood - want) < 1e-5 and g.is_greedy == greedy
+        assert (g.context_tokens, g.continuation_tokens) == (len(c), len(t))
+    (alone,) = lm.loglikelihood_tokens([pairs[1]])
+    assert alone.loglikelihood == got[1].loglikelihood  # bit for bit
+
+    prompts = ["The quick brown fox", LONG]
+    reqs = [GenerationRequest(p, ("\x00never",), 30) for p in prompts]  # 34 and 80 reached
+    reqs.append(GenerationRequest("The quick brown fox", ("\x00never",), 8))  # inside
+    texts = [g.text for g in lm.generate_until(reqs)]
+    assert texts == [hf_greedy(model, tok, r.context, r.max_gen_toks) for r in reqs]
+    assert_transformers_draws(lm, [LONG + p for p in PROMPTS])  # 12 tokens past 24
+
+
+def test_a_stored_answer_of_another_window_rule_is_not_served(windowed, tok, tmp_path):
+    """A windowed model's numerics say how the window is kept (``-sw``): answers that a
+    version computing them with full attention stored are not read."""
+    from llmboard.inference.engine import WINDOW_SUFFIX
+    from llmboard.inference.request_store import RequestStore, StoredLM, request_key
 
     lm = TransformersLM(windowed, tok, token_budget=512)
-    store = RequestStore(tmp_path, "0" * 64, "fp32", lm.numerics)
-    words = encode(tok, "A much longer context that shares nothing with the others, " * 4)
+    assert lm.numerics.endswith(WINDOW_SUFFIX)
+    plain_lm = TransformersLM(
+        make_tiny_model("mistral", sliding_window=None), tok, token_budget=512
+    )
+    assert not plain_lm.numerics.endswith(WINDOW_SUFFIX)
+    words = encode(tok, LONG)
     past = (words[:30], words[30:31])
-    store.add({request_key(*past): (-1.0, False, 30, 1)})
-    with pytest.raises(UnsupportedModel, match="sliding_window: 24"):
-        StoredLM(lm, store).loglikelihood_tokens([past])
-    generations = RequestStore(tmp_path, "0" * 64, "fp32", lm.numerics, kind="generation")
-    long = GenerationRequest("The quick brown fox", ("\x00never",), 30)
-    prompt = lm.tokenize_prompt(long.context)
-    generations.add({generation_key(prompt, long): ("stored", 30, "max_gen_toks", len(prompt))})
-    with pytest.raises(UnsupportedModel, match="sliding_window: 24"):
-        StoredLM(lm, store, generations).generate_until([long])
+    old = RequestStore(tmp_path, "0" * 64, "fp32", lm.numerics.removesuffix(WINDOW_SUFFIX))
+    old.add({request_key(*past): (-1.0, False, 30, 1)})
+    (got,) = StoredLM(
+        lm, RequestStore(tmp_path, "0" * 64, "fp32", lm.numerics)
+    ).loglikelihood_tokens([past])
+    assert not got.from_store and abs(got.loglikelihood - hf_pair(windowed, *past)[0]) < 1e-5
 
 
 def test_a_multimodal_checkpoint_is_read_from_its_text_config(tok):
     """Gemma 3 (image and text): its window and length sit on its text config; requests
-    inside the window get transformers' numbers, one past it is refused."""
+    inside the window and past it get transformers' numbers."""
     from transformers import AutoModelForCausalLM, Gemma3Config
 
     shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, head_dim=16)
@@ -187,14 +200,17 @@ def test_a_multimodal_checkpoint_is_read_from_its_text_config(tok):
     short = [Request("The capital of France is ", "Paris")]
     for (a, ga), (b, gb) in zip(ll_pairs(lm, short), plain(model, tok, short, lm.prefix_token_id)):
         assert abs(a - b) < 1e-5 and ga == gb
-    words = encode(tok, "A much longer context that shares nothing with the others, " * 4)
-    with pytest.raises(UnsupportedModel, match="sliding_window: 24"):
-        lm.loglikelihood_tokens([(words[:25], words[25:26])])  # 25 tokens fed
+    words = encode(tok, LONG)
+    past = (words[:25], words[25:27])  # 26 tokens fed: past the window, alone
+    (got,) = lm.loglikelihood_tokens([past])
+    want, greedy = hf_pair(model, *past)
+    assert abs(got.loglikelihood - want) < 1e-5 and got.is_greedy == greedy
 
 
 def test_attention_sinks_are_refused(tok):
-    with pytest.raises(UnsupportedModel, match="attention sinks"):
+    with pytest.raises(UnsupportedModel, match="attention sinks") as err:
         TransformersLM(make_tiny_model("gpt_oss"), tok, token_budget=512)
+    assert isinstance(err.value, USER_ERRORS)  # a user's mistake (its model), not a bug
 
 
 def test_which_configs_have_a_sliding_window():

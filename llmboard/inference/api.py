@@ -147,14 +147,6 @@ class LM(ABC):
         """A generation prompt's token ids as ``generate_until`` encodes it, before it
         cuts the prompt to the model window (the request store's key)."""
 
-    def check_requests(self, pairs=(), prompts=()) -> None:
-        """Raise ``UnsupportedModel`` for a request the backend would compute wrong (the
-        transformers engine: one longer than the model's sliding window). ``pairs``:
-        (context ids, continuation ids); ``prompts``: (prompt ids, max_gen_toks). Each
-        backend checks its own calls; a wrapper that answers requests itself (the request
-        store) asks about all of them first, so no answer depends on what is stored."""
-        return None  # a backend that computes every request it accepts
-
     # ------------------------------------------------------ loglikelihood_rolling
     def window(self, max_length: int | None = None) -> int:
         """The rolling window: the model's ``max_length``, capped by a task's."""

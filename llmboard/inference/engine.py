@@ -50,6 +50,7 @@ from .prefix import (
     PrefixOnly,
     cache_arg,
     cascade,
+    own_attention,
     prefix_groups,
     prefix_kv,
 )
@@ -66,6 +67,10 @@ NUMERICS = "e1"
 # computes in another layout: each differs in the last bits, so each is stored apart
 ONEDNN_SUFFIX = "-dnn"
 INVARIANT_SUFFIX = "-bi"
+# a model with a sliding window: requests past it go through the model's own attention
+# (before, such requests were refused or, earlier still, computed with full attention:
+# answers stored then are not this engine's and must not be served)
+WINDOW_SUFFIX = "-sw"
 
 
 def sliding_window(config) -> int | None:
@@ -253,6 +258,7 @@ class TransformersLM(LM):
             NUMERICS
             + (ONEDNN_SUFFIX if self.onednn_linears else "")
             + (INVARIANT_SUFFIX if self.batch_invariant else "")
+            + (WINDOW_SUFFIX if self.attention_window else "")
         )
 
     def tokenize_pair(self, request: LoglikelihoodRequest) -> tuple[list[int], list[int]]:
@@ -285,26 +291,51 @@ class TransformersLM(LM):
             )
         return ids[-keep:]
 
-    def check_requests(self, pairs=(), prompts=()) -> None:
-        """Refuse requests whose last position would see more tokens than the model's
-        sliding window (the engine's attention sees them all): a pair's tokens less its
-        last, at most the model window; a prompt as ``cut_prompt`` cuts it plus
-        ``max_gen_toks`` less one (the last token generated is not fed back)."""
-        window = self.attention_window
-        if not window:
-            return
-        seen = [min(len(c) + len(t) - 1, self.max_len) for c, t in pairs]
-        seen += [len(self.cut_prompt(ids, n)) + n - 1 for ids, n in prompts]
-        if max(seen, default=0) > window:
-            raise UnsupportedModel(
-                f"{type(self.model).__name__}: a request of {max(seen)} tokens is longer than "
-                f"the model's sliding attention window (config sliding_window: {window}); "
-                "llmboard's engine attends to every earlier token, so its numbers would be wrong"
-            )
+    def beyond_window(self, seen: int) -> bool:
+        """Whether a request whose last position sees ``seen`` tokens (a pair's tokens
+        less its last, at most the model window; a prompt as ``cut_prompt`` cuts it plus
+        ``max_gen_toks`` less one) reaches past the model's sliding window: the engine's
+        own attention sees every earlier token, so such a request goes through the
+        model's own attention, alone (``_loglikelihood_alone``, ``Generator``)."""
+        return bool(self.attention_window) and seen > self.attention_window
 
     def loglikelihood_tokens(self, pairs) -> list[Loglikelihood]:
-        self.check_requests(pairs=pairs)
         self.stats["requests"] += len(pairs)
+        alone = [
+            i
+            for i, (c, t) in enumerate(pairs)
+            if self.beyond_window(min(len(c) + len(t) - 1, self.max_len))
+        ]
+        if not alone:
+            return self._loglikelihood_pairs(pairs)
+        results: list = [None] * len(pairs)
+        skip = set(alone)
+        rest = [i for i in range(len(pairs)) if i not in skip]
+        for i, r in zip(rest, self._loglikelihood_pairs([pairs[i] for i in rest])):
+            results[i] = r
+        with self._torch.inference_mode():
+            for i in alone:
+                results[i] = self._loglikelihood_alone(*pairs[i])
+        return results
+
+    def _loglikelihood_alone(self, ctx: list[int], cont: list[int]) -> Loglikelihood:
+        """One request through the model's own attention and cache, which apply its
+        sliding window as transformers does (the engine's trees and shared prefixes do
+        not), ``token_budget`` tokens at a time; lm-eval's left truncation to the model
+        window. Its numbers depend on the request alone, as in batch-invariant mode."""
+        if not cont:
+            raise ValueError("empty continuation after tokenisation")
+        ids = (ctx + cont)[-(self.max_len + 1) :][:-1]
+        hidden = own_attention(
+            self.model.base_model, ids, len(cont), chunk=self.token_budget, device=self.device
+        )
+        self.stats["forward_tokens"] += len(ids)
+        self.stats["batches"] += -(-len(ids) // max(self.token_budget, 1))
+        lp, greedy = self._score_positions(hidden, self._torch.tensor(cont))
+        return Loglikelihood(float(lp.sum()), bool(greedy.all()), len(ctx), len(cont))
+
+    def _loglikelihood_pairs(self, pairs) -> list[Loglikelihood]:
+        """Pairs the engine's own attention computes: trees, shared prefixes, blocks."""
         self._begin("requests", len(pairs))
         trees = _build_trees(pairs, self.max_len, adjacent_only=self.batch_invariant)
         results: list[Loglikelihood | None] = [None] * len(pairs)

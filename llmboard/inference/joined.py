@@ -79,9 +79,6 @@ class JoinedLM(LM):
     def tokenize_pair(self, request: LoglikelihoodRequest) -> tuple[list[int], list[int]]:
         return self.inner.tokenize_pair(request)
 
-    def check_requests(self, pairs=(), prompts=()) -> None:
-        self.inner.check_requests(pairs, prompts)
-
     def loglikelihood_tokens(self, pairs) -> list[Loglikelihood]:
         return self.inner.loglikelihood_tokens(pairs)
 

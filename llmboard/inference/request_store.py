@@ -247,15 +247,11 @@ class StoredLM(LM):
     def tokenize_pair(self, request: LoglikelihoodRequest) -> tuple[list[int], list[int]]:
         return self.inner.tokenize_pair(request)
 
-    def check_requests(self, pairs=(), prompts=()) -> None:
-        self.inner.check_requests(pairs, prompts)
-
     def loglikelihood_tokens(self, pairs) -> list[Loglikelihood]:
         """A run of requests with one context (a document's choices: one tree in the
         engine) is taken from the store whole or computed whole: computing only its
         missing branches would make a smaller tree, whose rows, and so last bits, differ
         from the ones a fresh run computes (batch-invariant mode promises equality)."""
-        self.check_requests(pairs=pairs)  # a stored answer is no exception
         self.store.refresh()  # answers other jobs stored meanwhile count too
         keys = [request_key(c, k) for c, k in pairs]
         out: list[Loglikelihood | None] = [None] * len(pairs)
@@ -326,7 +322,6 @@ class StoredLM(LM):
         if self.generations is None:
             return self.inner.generate_until(requests)
         prompts = [self.inner.tokenize_prompt(r.context) for r in requests]
-        self.check_requests(prompts=[(p, r.max_gen_toks) for p, r in zip(prompts, requests)])
         return self._serve(
             self.generations,
             [generation_key(p, r) for p, r in zip(prompts, requests)],
