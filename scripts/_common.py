@@ -22,7 +22,7 @@ def is_user_error(err: BaseException) -> bool:
     from llmboard.workflow.jobs import BatchError
 
     if isinstance(err, BatchError):
-        return bool(err.causes) and all(is_user_error(c) for c in err.causes)
+        return bool(err.causes) and all(issubclass(c, USER_ERRORS) for c in err.causes)
     return isinstance(err, USER_ERRORS)
 
 

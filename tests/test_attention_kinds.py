@@ -151,6 +151,8 @@ def test_requests_past_the_sliding_window_are_transformers(windowed, tok, invari
         assert (g.context_tokens, g.continuation_tokens) == (len(c), len(t))
     (alone,) = lm.loglikelihood_tokens([pairs[1]])
     assert alone.loglikelihood == got[1].loglikelihood  # bit for bit
+    with pytest.raises(ValueError, match="request 2: empty continuation"):  # the caller's 2
+        lm.loglikelihood_tokens([pairs[1], pairs[0], (words[:5], [])])
 
     prompts = ["The quick brown fox", LONG]
     reqs = [GenerationRequest(p, ("\x00never",), 30) for p in prompts]  # 34 and 80 reached

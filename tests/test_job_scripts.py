@@ -93,3 +93,35 @@ def test_a_bug_keeps_its_traceback(tmp_path, body):
     assert run.returncode == 1
     assert "Traceback" in run.stderr and "KeyError: 'missing'" in run.stderr
     assert "Traceback" in log and "KeyError: 'missing'" in log
+
+
+def test_a_failed_items_frames_are_freed_before_the_next_item(tmp_path, monkeypatch):
+    """A job keeps going after a failed item; what the failed item held (a forward's
+    tensors, on a GPU) is freed before the next starts, not kept by its error."""
+    import gc
+    import logging
+    import weakref
+
+    from llmboard.workflow.jobs import BatchError, _run_all
+
+    # (pytest's log capture would keep the logged error's traceback, and its frames)
+    monkeypatch.setattr(logging.getLogger("llmboard.workflow.jobs"), "propagate", False)
+
+    class Held:
+        pass
+
+    refs, alive = [], []
+
+    def failing():
+        held = Held()
+        refs.append(weakref.ref(held))
+        raise RuntimeError("out of memory, say")
+
+    def next_item():
+        gc.collect()
+        alive.append(refs[0]() is not None)
+
+    with pytest.raises(BatchError) as err:
+        _run_all([("failing", failing), ("next", next_item)], tmp_path / "receipt.json")
+    assert alive == [False]
+    assert err.value.causes == (RuntimeError,)

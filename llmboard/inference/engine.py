@@ -301,6 +301,10 @@ class TransformersLM(LM):
 
     def loglikelihood_tokens(self, pairs) -> list[Loglikelihood]:
         self.stats["requests"] += len(pairs)
+        for i, (_, cont) in enumerate(pairs):  # (numbered as the caller's requests)
+            if not cont:
+                raise ValueError(f"request {i}: empty continuation after tokenisation")
+        self._begin("requests", len(pairs))
         alone = [
             i
             for i, (c, t) in enumerate(pairs)
@@ -323,20 +327,19 @@ class TransformersLM(LM):
         sliding window as transformers does (the engine's trees and shared prefixes do
         not), ``token_budget`` tokens at a time; lm-eval's left truncation to the model
         window. Its numbers depend on the request alone, as in batch-invariant mode."""
-        if not cont:
-            raise ValueError("empty continuation after tokenisation")
         ids = (ctx + cont)[-(self.max_len + 1) :][:-1]
         hidden = own_attention(
             self.model.base_model, ids, len(cont), chunk=self.token_budget, device=self.device
         )
         self.stats["forward_tokens"] += len(ids)
+        self.stats["padded_tokens"] += len(ids)  # positions through the model: no padding
         self.stats["batches"] += -(-len(ids) // max(self.token_budget, 1))
         lp, greedy = self._score_positions(hidden, self._torch.tensor(cont))
+        self._advance(1)
         return Loglikelihood(float(lp.sum()), bool(greedy.all()), len(ctx), len(cont))
 
     def _loglikelihood_pairs(self, pairs) -> list[Loglikelihood]:
         """Pairs the engine's own attention computes: trees, shared prefixes, blocks."""
-        self._begin("requests", len(pairs))
         trees = _build_trees(pairs, self.max_len, adjacent_only=self.batch_invariant)
         results: list[Loglikelihood | None] = [None] * len(pairs)
         if self.batch_invariant:

@@ -23,10 +23,12 @@ log = logging.getLogger(__name__)
 
 
 class BatchError(RuntimeError):
-    """A job's items that failed; ``causes``: their errors (a script prints a job whose
-    every cause is a user's mistake without a Python stack)."""
+    """A job's items that failed; ``causes``: their errors' types (a script prints a job
+    whose every cause is a user's mistake without a Python stack). Types, not the
+    errors: an error holds its traceback, and so the failed item's frames (a forward's
+    tensors, on a GPU) for as long as the job runs."""
 
-    def __init__(self, message: str, causes: tuple[BaseException, ...] = ()):
+    def __init__(self, message: str, causes: tuple[type[BaseException], ...] = ()):
         super().__init__(message)
         self.causes = causes
 
@@ -42,7 +44,7 @@ def _run_all(work: list[tuple[str, Callable[[], object]]], receipt) -> None:
         except Exception as err:  # noqa: BLE001 - reported with its label, then re-raised below
             log.exception("%s failed", label)
             failed.append(f"{label}: {type(err).__name__}: {err}")
-            causes.append(err)
+            causes.append(type(err))
     if failed:
         raise BatchError(
             f"{len(failed)} of {len(work)} items failed (the others are written "
