@@ -115,15 +115,6 @@ def hf_pair(model, ctx: list[int], cont: list[int]) -> tuple[float, bool]:
     return float(lp.gather(1, tgt[:, None]).sum()), bool((lp.argmax(-1) == tgt).all())
 
 
-def hf_greedy(model, tok, prompt: str, n: int) -> str:
-    ids = torch.tensor([encode(tok, prompt)])
-    with torch.inference_mode():
-        out = model.generate(
-            ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False
-        )
-    return tok.decode(out[0, ids.shape[1] :].tolist(), skip_special_tokens=True)
-
-
 LONG = "A much longer context that shares nothing with the others, " * 4
 
 
@@ -158,7 +149,9 @@ def test_requests_past_the_sliding_window_are_transformers(windowed, tok, invari
     reqs = [GenerationRequest(p, ("\x00never",), 30) for p in prompts]  # 34 and 80 reached
     reqs.append(GenerationRequest("The quick brown fox", ("\x00never",), 8))  # inside
     texts = [g.text for g in lm.generate_until(reqs)]
-    assert texts == [hf_greedy(model, tok, r.context, r.max_gen_toks) for r in reqs]
+    eos_text = tok.decode([tok.eos_token_id], skip_special_tokens=False)
+    want = [plain_generate(model, tok, r.context, r.until, r.max_gen_toks, eos_text) for r in reqs]
+    assert texts == want
     assert_transformers_draws(lm, [LONG + p for p in PROMPTS])  # 12 tokens past 24
 
 

@@ -117,6 +117,17 @@ class Generation:
     from_store: bool = False
 
 
+def in_order(n: int, apart: list[int], one, together) -> list:
+    """Answers to ``n`` requests in their order: each index of ``apart`` from
+    ``one(i)``, the others from one call ``together(indices)`` (the transformers engine:
+    requests past a sliding window alone, the rest through its own attention)."""
+    out = {i: one(i) for i in apart}
+    skip = set(apart)
+    rest = [i for i in range(n) if i not in skip]
+    out.update(zip(rest, together(rest) if rest else []))
+    return [out[i] for i in range(n)]
+
+
 class LM(ABC):
     """The interface every backend implements. ``stats`` counts work done (requests,
     tokens, batches); ``token_budget`` is the batch size in tokens as it stands (halved

@@ -34,6 +34,7 @@ from .api import (
     LoglikelihoodRequest,
     RollingLoglikelihood,
     UnsupportedModel,
+    in_order,
     rolling_windows,
 )
 from .cpu_linear import pack_linears, packed_layers
@@ -50,7 +51,7 @@ from .prefix import (
     PrefixOnly,
     cache_arg,
     cascade,
-    own_attention,
+    own_forward,
     prefix_groups,
     prefix_kv,
 )
@@ -146,9 +147,7 @@ def _build_trees(
     with the same context must not make a tree that one shard of them would not."""
     trees: dict[tuple, _Tree] = {}
     run, previous = 0, None
-    for i, (ctx, cont) in enumerate(pairs):
-        if not cont:
-            raise ValueError(f"request {i}: empty continuation after tokenisation")
+    for i, (ctx, cont) in enumerate(pairs):  # (continuations checked non-empty by the caller)
         if adjacent_only and ctx != previous:
             run, previous = run + 1, ctx
         key = (run, tuple(ctx)) if adjacent_only else tuple(ctx)
@@ -310,17 +309,12 @@ class TransformersLM(LM):
             for i, (c, t) in enumerate(pairs)
             if self.beyond_window(min(len(c) + len(t) - 1, self.max_len))
         ]
-        if not alone:
-            return self._loglikelihood_pairs(pairs)
-        results: list = [None] * len(pairs)
-        skip = set(alone)
-        rest = [i for i in range(len(pairs)) if i not in skip]
-        for i, r in zip(rest, self._loglikelihood_pairs([pairs[i] for i in rest])):
-            results[i] = r
-        with self._torch.inference_mode():
-            for i in alone:
-                results[i] = self._loglikelihood_alone(*pairs[i])
-        return results
+        return in_order(
+            len(pairs),
+            alone,
+            lambda i: self._loglikelihood_alone(*pairs[i]),
+            lambda rest: self._loglikelihood_pairs([pairs[i] for i in rest]),
+        )
 
     def _loglikelihood_alone(self, ctx: list[int], cont: list[int]) -> Loglikelihood:
         """One request through the model's own attention and cache, which apply its
@@ -328,9 +322,14 @@ class TransformersLM(LM):
         not), ``token_budget`` tokens at a time; lm-eval's left truncation to the model
         window. Its numbers depend on the request alone, as in batch-invariant mode."""
         ids = (ctx + cont)[-(self.max_len + 1) :][:-1]
-        hidden = own_attention(
-            self.model.base_model, ids, len(cont), chunk=self.token_budget, device=self.device
-        )
+        with self._torch.inference_mode():
+            hidden = own_forward(
+                self.model.base_model,
+                ids,
+                chunk=self.token_budget,
+                device=self.device,
+                last=len(cont),
+            )
         self.stats["forward_tokens"] += len(ids)
         self.stats["padded_tokens"] += len(ids)  # positions through the model: no padding
         self.stats["batches"] += -(-len(ids) // max(self.token_budget, 1))

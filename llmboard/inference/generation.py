@@ -28,12 +28,12 @@ through the forward's keyword arguments.
 
 from __future__ import annotations
 
-import collections
 import logging
 from dataclasses import dataclass, field
 
+from .api import in_order
 from .invariance import BLOCK, canonical_width, chain_end, soft_capped, whole_blocks
-from .prefix import cache_arg, cascade, common_prefix, own_chunks, prefix_kv
+from .prefix import cache_arg, cascade, common_prefix, own_forward, prefix_kv
 
 log = logging.getLogger(__name__)
 
@@ -302,22 +302,20 @@ class Generator:
     def _with_alone(self, requests, prompts, alone: list[int], encode) -> list:
         """The requests that fit the model's sliding window as ever; the others
         (``lm.beyond_window``) one at a time through the model's own attention."""
-        import torch
-
-        skip = set(alone)
-        rest = [i for i in range(len(requests)) if i not in skip]
-        out = dict(zip(rest, self.generate([requests[i] for i in rest], encode) if rest else []))
         self.lm._begin("prompts (past the sliding window)", len(alone), "generated_tokens")
-        with torch.inference_mode():
-            for i in alone:
-                out[i] = self._alone(requests[i], prompts[i])
-        return [out[i] for i in range(len(requests))]
+        return in_order(
+            len(requests),
+            alone,
+            lambda i: self._alone(requests[i], prompts[i]),
+            lambda rest: self.generate([requests[i] for i in rest], encode),
+        )
 
     def _alone(self, request, prompt: list[int]) -> tuple:
         """One request through the model's own attention and cache, which apply its
         sliding window as transformers does: the prompt ``token_budget`` tokens at a
         time, then a token a step, with a row's picks, draws and stops. Its numbers
         depend on the request alone."""
+        import torch
         from transformers import DynamicCache
 
         lm = self.lm
@@ -326,18 +324,19 @@ class Generator:
             row.sampling, row.rng = request.sampling, _generator(request.sampling.seed, lm.device)
         results: dict[int, tuple] = {}
         ids, cache, fed = prompt, DynamicCache(), 0
-        while True:
-            pieces = own_chunks(self.base, ids, lm.token_budget, lm.device, cache, fed)
-            (_, output, _), *_ = collections.deque(pieces, maxlen=1)  # the last piece's
-            lm.stats["batches"] += -(-len(ids) // lm.token_budget)
-            fed += len(ids)
-            lm.stats["forward_tokens"] += len(ids)
-            last = output.last_hidden_state[:, -1]
-            logits = soft_capped(self.head(last.to(self._head_device(last))).float(), lm.logit_cap)
-            self._append([row], [0], logits)
-            if self._finish([row], 0, results):
-                return results[0]
-            ids = [row.generated[-1]]
+        with torch.inference_mode():
+            while True:
+                last = own_forward(
+                    self.base, ids, chunk=lm.token_budget, device=lm.device, cache=cache, fed=fed
+                )
+                lm.stats["batches"] += -(-len(ids) // lm.token_budget)
+                fed += len(ids)
+                lm.stats["forward_tokens"] += len(ids)
+                head = self.head(last.to(self._head_device(last)))
+                self._append([row], [0], soft_capped(head.float(), lm.logit_cap))
+                if self._finish([row], 0, results):
+                    return results[0]
+                ids = [row.generated[-1]]
 
     # ------------------------------------------------------------------ slots
     def _run(self, requests, prompts, pending, P, prefix, n_slots, results) -> None:

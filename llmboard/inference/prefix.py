@@ -17,7 +17,6 @@ to the attention function through the forward's keyword arguments.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import inspect
 
@@ -218,42 +217,39 @@ class BlockCapture(PrefixOnly):
         return key_states, value_states
 
 
-def own_chunks(base, ids: list[int], chunk: int, device, cache=None, fed: int = 0):
-    """``ids`` through the model's own causal attention (its masks, its sliding windows)
-    and one cache (a new one, or ``cache`` holding the ``fed`` tokens before them),
-    ``chunk`` tokens at a time: yields (start, output, cache) a piece."""
+def own_forward(
+    base, ids: list[int], *, chunk: int, device, cache=None, fed: int = 0, last: int = 1
+):
+    """Hidden states [last, hidden] of the last ``last`` positions of ``ids`` through the
+    model's own causal attention (its masks, its sliding windows) and ``cache`` (a new
+    one, or one holding the ``fed`` tokens before them, which it extends), ``chunk``
+    tokens at a time: a shared prefix's keys and values (``prefix_kv``), and a request
+    the engine's attention would compute wrong (one past a sliding window, which
+    transformers' masks apply and the engine's full causal attention does not)."""
     import torch
     from transformers import DynamicCache
 
     cache = DynamicCache() if cache is None else cache
     arg = cache_arg(base)
+    out = []
     for start in range(0, len(ids), chunk):
         piece = torch.tensor([ids[start : start + chunk]], device=device)
         pos = torch.arange(fed + start, fed + start + piece.shape[1], device=device)[None]
-        yield start, base(input_ids=piece, position_ids=pos, use_cache=True, **{arg: cache}), cache
+        hidden = base(input_ids=piece, position_ids=pos, use_cache=True, **{arg: cache})
+        if start + chunk > len(ids) - last:  # a piece that holds positions asked for
+            out.append(hidden.last_hidden_state[0])
+    return torch.cat(out)[-last:]
 
 
 def prefix_kv(base, ids: list[int], *, chunk: int, device) -> list:
     """Keys and values [kv_heads, P, d] of each layer for the token prefix ``ids``,
     through the model's own causal attention and cache, ``chunk`` tokens at a time."""
-    (_, _, cache), *_ = collections.deque(own_chunks(base, ids, chunk, device), maxlen=1)
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    own_forward(base, ids, chunk=chunk, device=device, cache=cache)
     if hasattr(cache, "layers"):
         kvs = [(layer.keys, layer.values) for layer in cache.layers]
     else:  # transformers < 4.56
         kvs = list(zip(cache.key_cache, cache.value_cache))
     return [(k[0], v[0]) for k, v in kvs]
-
-
-def own_attention(base, ids: list[int], last: int, *, chunk: int, device):
-    """Hidden states [last, hidden] of the last ``last`` positions of one sequence
-    through the model's own attention, ``chunk`` tokens at a time: for a request the
-    engine's attention would compute wrong (one past a sliding window, which
-    transformers' masks apply and the engine's full causal attention does not)."""
-    import torch
-
-    out = [
-        output.last_hidden_state[0]
-        for start, output, _ in own_chunks(base, ids, chunk, device)
-        if start + chunk > len(ids) - last  # a piece that holds positions asked for
-    ]
-    return torch.cat(out)[-last:]
